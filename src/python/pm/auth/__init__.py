@@ -1,0 +1,1 @@
+"""The auth service: users, passwords, token issue and validation, brute-force defence."""

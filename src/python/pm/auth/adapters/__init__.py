@@ -1,0 +1,1 @@
+"""Auth adapters: SQL tables and repositories, bcrypt, signing keys and JWT issuing."""

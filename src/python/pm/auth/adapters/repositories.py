@@ -1,0 +1,144 @@
+"""SQL implementations of the auth repositories and unit of work (PostgreSQL or SQLite)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pm.auth.adapters.tables import login_failures, users
+from pm.auth.domain.model import DuplicateEmail, Role, User
+from pm.auth.service_layer.ports import FailureLog, UnitOfWork, UserRepository
+from pm.common.db import Database
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _user(row: Any) -> User:
+    return User(
+        id=row.id,
+        email=row.email,
+        password_hash=row.password,
+        role=Role(row.role),
+        created_at=_utc(row.created_at),
+    )
+
+
+class SqlUserRepository(UserRepository):
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get_by_email(self, email: str) -> User | None:
+        row = self.session.execute(sa.select(users).where(users.c.email == email)).first()
+        return _user(row) if row else None
+
+    def add(self, user: User) -> None:
+        try:
+            self.session.execute(
+                users.insert().values(
+                    id=user.id,
+                    email=user.email,
+                    password=user.password_hash,
+                    role=user.role.value,
+                    created_at=user.created_at,
+                )
+            )
+        except IntegrityError:
+            raise DuplicateEmail(user.email) from None
+
+    def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
+        self.session.execute(users.update().where(users.c.id == user_id).values(password=password_hash))
+
+    def list(self, *, limit: int, offset: int) -> list[User]:
+        query = sa.select(users).order_by(users.c.created_at, users.c.email).limit(limit).offset(offset)
+        return [_user(row) for row in self.session.execute(query)]
+
+    def count(self) -> int:
+        return int(self.session.execute(sa.select(sa.func.count()).select_from(users)).scalar_one())
+
+
+class SqlFailureLog(FailureLog):
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def record(self, scope: str, subject: str, at: datetime, *, pending: bool = False) -> int:
+        inserted = self.session.execute(
+            login_failures.insert().values(scope=scope, subject=subject, failed_at=at, pending=pending)
+        )
+        # An INSERT yields a CursorResult; its key works on SQLite (lastrowid) and PostgreSQL alike.
+        key = cast(CursorResult[Any], inserted).inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def confirm(self, ids: list[int]) -> None:
+        self.session.execute(
+            login_failures.update().where(login_failures.c.id.in_(ids)).values(pending=False)
+        )
+
+    def delete(self, ids: list[int]) -> None:
+        self.session.execute(login_failures.delete().where(login_failures.c.id.in_(ids)))
+
+    def nth_most_recent(
+        self, scope: str, subject: str, n: int, since: datetime, *, include_pending: bool = True
+    ) -> datetime | None:
+        query = (
+            sa.select(login_failures.c.failed_at)
+            .where(
+                login_failures.c.scope == scope,
+                login_failures.c.subject == subject,
+                login_failures.c.failed_at > since,
+            )
+            .order_by(login_failures.c.failed_at.desc())
+            .offset(n - 1)
+            .limit(1)
+        )
+        if not include_pending:
+            query = query.where(login_failures.c.pending.is_(False))
+        value = self.session.execute(query).scalar()
+        return _utc(value) if value is not None else None
+
+    def clear(self, scope: str, subject: str) -> None:
+        self.session.execute(
+            login_failures.delete().where(
+                login_failures.c.scope == scope, login_failures.c.subject == subject
+            )
+        )
+
+    def prune(self, before: datetime) -> None:
+        self.session.execute(login_failures.delete().where(login_failures.c.failed_at <= before))
+
+
+class SqlUnitOfWork(UnitOfWork):
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.session: Session | None = None
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = Session(self.database.engine, expire_on_commit=False)
+        self.users = SqlUserRepository(self.session)
+        self.failures = SqlFailureLog(self.session)
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        assert self.session is not None
+        try:
+            self.session.rollback()
+        finally:
+            self.session.close()
+            self.session = None
+
+    def commit(self) -> None:
+        assert self.session is not None
+        self.session.commit()
+
+    def rollback(self) -> None:
+        assert self.session is not None
+        self.session.rollback()

@@ -1,0 +1,89 @@
+"""Composition root: the auth app built from Settings, every collaborator swappable in tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from connexion import FlaskApp
+from connexion.resolver import RelativeResolver
+
+from pm.auth.adapters.keys import KeySet
+from pm.auth.adapters.passwords import BcryptHasher
+from pm.auth.adapters.repositories import SqlUnitOfWork
+from pm.auth.adapters.tokens import JwtIssuer
+from pm.auth.config import Settings
+from pm.auth.domain.throttle import ThrottlePolicy
+from pm.auth.entrypoints.validation import VALIDATORS
+from pm.auth.service_layer import services
+from pm.auth.service_layer.ports import PasswordHasher, UnitOfWork
+from pm.common.db import Database, migrate
+from pm.common.problems import install_problem_handlers
+from pm.common.tokens import StaticKeys, TokenVerifier
+from pm.common.web import ServiceMiddleware
+
+SERVICE = "auth"
+PACKAGE = Path(__file__).parent
+MIGRATIONS = PACKAGE / "migrations"
+API = PACKAGE / "api"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def unit_of_work(database: Database) -> Callable[[], UnitOfWork]:
+    return lambda: SqlUnitOfWork(database)
+
+
+def migrate_and_seed(settings: Settings, database: Database, *, hasher: PasswordHasher | None = None) -> bool:
+    """Apply migrations, then seed the demo user if enabled; True if the demo user was created now."""
+    migrate(settings.database_url, MIGRATIONS)
+    if not settings.seed_demo_user:
+        return False
+    return services.seed_demo_user(
+        uow=unit_of_work(database),
+        hasher=hasher or BcryptHasher(settings.bcrypt_rounds),
+        clock=utc_now,
+    )
+
+
+def create_app(
+    settings: Settings,
+    keys: KeySet,
+    database: Database,
+    *,
+    hasher: PasswordHasher | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> ServiceMiddleware:
+    auth = services.AuthService(
+        uow=unit_of_work(database),
+        hasher=hasher or BcryptHasher(settings.bcrypt_rounds),
+        issuer=JwtIssuer(
+            keys.signing, issuer=settings.issuer, ttl_seconds=settings.token_ttl_seconds, clock=clock
+        ),
+        policy=ThrottlePolicy(
+            max_failures_per_email=settings.max_failures_per_email,
+            max_failures_per_client=settings.max_failures_per_client,
+            window=timedelta(seconds=settings.failure_window_seconds),
+        ),
+        clock=clock,
+    )
+    # Auth checks its own tokens with its own public keys: no HTTP call to itself.
+    verifier = TokenVerifier(StaticKeys(keys.public_keys()), issuer=settings.issuer)
+    app = FlaskApp(__name__, specification_dir=API)
+    app.add_api(
+        "openapi.yaml",
+        resolver=RelativeResolver("pm.auth.entrypoints.handlers"),
+        strict_validation=True,
+        validate_responses=True,
+        validator_map=VALIDATORS,
+    )
+    install_problem_handlers(app)
+    return ServiceMiddleware(
+        app,
+        service=SERVICE,
+        health_checks={"database": database.ping},
+        state={"token_verifier": verifier, "auth": auth, "keys": keys},
+    )

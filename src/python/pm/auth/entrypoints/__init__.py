@@ -1,0 +1,1 @@
+"""Auth HTTP entry points: Connexion handlers and request-body validation."""

@@ -1,0 +1,96 @@
+"""Connexion handlers: translate HTTP to use cases and domain errors to problems.
+
+The spec has validated every input before these run; they execute in Flask's worker threads (Connexion
+runs the WSGI app through a thread pool), so bcrypt never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connexion import request
+
+from pm.auth.domain.model import AuthError, DuplicateEmail, Role, TooManyAttempts, User, WeakPassword
+from pm.auth.service_layer.services import AuthService
+from pm.common.problems import Problem
+from pm.common.tokens import require_role
+
+JWKS_MAX_AGE_SECONDS = 300
+
+Response = tuple[Any, int, dict[str, str]]
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # Operations also declare problem+json responses, so Connexion needs the content type spelled out.
+    return body, status, {"Content-Type": "application/json", **(headers or {})}
+
+
+def _auth() -> AuthService:
+    service: AuthService = request.state.auth
+    return service
+
+
+def _client() -> str:
+    # The peer address; behind a proxy uvicorn replaces it with X-Forwarded-For when the proxy is
+    # trusted (FORWARDED_ALLOW_IPS, default 127.0.0.1).
+    client = request.client
+    return client.host if client else "unknown"
+
+
+def to_problem(error: AuthError) -> Problem:
+    """The one place auth domain errors become HTTP problems."""
+    if isinstance(error, TooManyAttempts):
+        return Problem(
+            429,
+            "Too Many Requests",
+            "Too many failed login attempts. Try again later.",
+            headers={"Retry-After": str(error.retry_after_seconds)},
+        )
+    if isinstance(error, DuplicateEmail):
+        return Problem(409, "Conflict", "A user with this email already exists.")
+    if isinstance(error, WeakPassword):
+        return Problem(400, "Bad Request", str(error), errors={"password": str(error)})
+    return Problem(401, "Unauthorized", "Invalid email or password.")
+
+
+def _user_view(user: User) -> dict[str, Any]:
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "role": user.role.value,
+        "createdAt": user.created_at.isoformat(),
+    }
+
+
+def login(body: dict[str, Any]) -> Response:
+    try:
+        issued = _auth().login(body["email"], body["password"], _client())
+    except AuthError as error:
+        raise to_problem(error) from None
+    return _json({"token": issued.token, "tokenType": "Bearer", "expiresIn": issued.expires_in})
+
+
+def validate(token_info: dict[str, Any]) -> Response:
+    return _json({"sub": token_info["sub"], "role": token_info["role"], "exp": token_info["exp"]})
+
+
+def jwks() -> Response:
+    # Verifiers may cache the keys briefly; they refetch on an unknown kid anyway.
+    return _json(
+        request.state.keys.jwks(), headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_SECONDS}"}
+    )
+
+
+def create_user(body: dict[str, Any], token_info: dict[str, Any]) -> Response:
+    require_role(token_info, "ADMIN")
+    try:
+        user = _auth().create_user(body["email"], body["password"], Role(body.get("role", "USER")))
+    except AuthError as error:
+        raise to_problem(error) from None
+    return _json(_user_view(user), 201)
+
+
+def list_users(token_info: dict[str, Any], limit: int = 100, offset: int = 0) -> Response:
+    require_role(token_info, "ADMIN")
+    users, total = _auth().list_users(limit=limit, offset=offset)
+    return _json([_user_view(user) for user in users], headers={"X-Total-Count": str(total)})

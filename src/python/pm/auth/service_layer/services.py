@@ -1,0 +1,150 @@
+"""The auth use cases: log in, create and list users, seed the demo user."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from pm.auth.domain.model import (
+    DuplicateEmail,
+    InvalidCredentials,
+    Role,
+    TooManyAttempts,
+    User,
+    check_new_password,
+    normalize_email,
+)
+from pm.auth.domain.throttle import ThrottlePolicy
+from pm.auth.service_layer.ports import IssuedToken, PasswordHasher, TokenIssuer, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+DEMO_EMAIL = "testuser@test.com"
+DEMO_PASSWORD = "password123"  # noqa: S105 - the documented demo account of the product contract
+
+Clock = Callable[[], datetime]
+
+
+class AuthService:
+    """Use cases sharing one set of collaborators; each call opens its own unit(s) of work."""
+
+    def __init__(
+        self,
+        *,
+        uow: Callable[[], UnitOfWork],
+        hasher: PasswordHasher,
+        issuer: TokenIssuer,
+        policy: ThrottlePolicy,
+        clock: Clock,
+    ) -> None:
+        self.uow = uow
+        self.hasher = hasher
+        self.issuer = issuer
+        self.policy = policy
+        self.clock = clock
+
+    def login(self, email: str, password: str, client: str) -> IssuedToken:
+        email = normalize_email(email)
+        now = self.clock()
+        since = self.policy.window_start(now)
+        # Every attempt is charged as a pending failure before it is checked, and the limit is then checked
+        # with it included: parallel guesses all see each other, so bursts cannot slip past the limit.
+        with self.uow() as uow:
+            charged = [
+                uow.failures.record("email", email, now, pending=True),
+                uow.failures.record("client", client, now, pending=True),
+            ]
+            uow.failures.prune(since)
+            uow.commit()
+        with self.uow() as uow:
+            retry_after = self._retry_after(uow, email, client, now)
+            user = uow.users.get_by_email(email)
+        if retry_after is not None:
+            # Refused attempts do not count, so a lock ends one window after it began.
+            self._forget(charged)
+            log.warning("login refused: too many failures", extra={"client": client})
+            raise TooManyAttempts(retry_after)
+        # Unknown emails are checked against a dummy hash so both failures cost the same time.
+        matches = self.hasher.verify(password, user.password_hash if user else self.hasher.dummy_hash)
+        if user is None or not matches:
+            with self.uow() as uow:
+                uow.failures.confirm(charged)
+                uow.commit()
+            log.info("login failed", extra={"client": client})
+            raise InvalidCredentials()
+        # Moving old hashes to the current cost keeps them as slow as the dummy check (and as strong).
+        rehashed = self.hasher.hash(password) if self.hasher.needs_rehash(user.password_hash) else None
+        with self.uow() as uow:
+            uow.failures.clear("email", email)
+            uow.failures.delete(charged)
+            if rehashed is not None:
+                uow.users.set_password_hash(user.id, rehashed)
+            uow.commit()
+        if rehashed is not None:
+            log.info("password rehashed at the current cost", extra={"user_id": str(user.id)})
+        log.info("login succeeded", extra={"user_id": str(user.id), "role": user.role.value})
+        return self.issuer.issue(user.email, user.role)
+
+    def _retry_after(self, uow: UnitOfWork, email: str, client: str, now: datetime) -> int | None:
+        """Seconds the caller must wait, counting this attempt, or None if it may proceed."""
+        since = self.policy.window_start(now)
+        waits = []
+        for scope, subject, limit in (
+            ("email", email, self.policy.max_failures_per_email),
+            ("client", client, self.policy.max_failures_per_client),
+        ):
+            if uow.failures.nth_most_recent(scope, subject, limit + 1, since) is None:
+                continue
+            confirmed = uow.failures.nth_most_recent(scope, subject, limit, since, include_pending=False)
+            # Locked by real failures: until the oldest counted one leaves the window. Locked only by
+            # attempts still in flight: those end within a bcrypt check, so a second is enough.
+            waits.append(self.policy.retry_after(confirmed, now) or 1)
+        return max(waits) if waits else None
+
+    def _forget(self, attempts: list[int]) -> None:
+        with self.uow() as uow:
+            uow.failures.delete(attempts)
+            uow.commit()
+
+    def create_user(self, email: str, password: str, role: Role) -> User:
+        return create_user(email, password, role, uow=self.uow, hasher=self.hasher, clock=self.clock)
+
+    def list_users(self, *, limit: int, offset: int) -> tuple[list[User], int]:
+        with self.uow() as uow:
+            return uow.users.list(limit=limit, offset=offset), uow.users.count()
+
+
+def create_user(
+    email: str,
+    password: str,
+    role: Role,
+    *,
+    uow: Callable[[], UnitOfWork],
+    hasher: PasswordHasher,
+    clock: Clock,
+) -> User:
+    check_new_password(password)
+    email = normalize_email(email)
+    with uow() as work:
+        if work.users.get_by_email(email) is not None:
+            raise DuplicateEmail(email)
+    # Hashing happens outside any transaction: it is the slow part and needs no connection.
+    user = User(
+        id=uuid.uuid4(), email=email, password_hash=hasher.hash(password), role=role, created_at=clock()
+    )
+    with uow() as work:
+        work.users.add(user)
+        work.commit()
+    log.info("user created", extra={"user_id": str(user.id), "role": role.value})
+    return user
+
+
+def seed_demo_user(*, uow: Callable[[], UnitOfWork], hasher: PasswordHasher, clock: Clock) -> bool:
+    """Create the demo ADMIN unless it exists; True if it was created. Safe to run twice or concurrently."""
+    try:
+        create_user(DEMO_EMAIL, DEMO_PASSWORD, Role.ADMIN, uow=uow, hasher=hasher, clock=clock)
+    except DuplicateEmail:
+        return False
+    return True

@@ -1,0 +1,111 @@
+"""The gRPC face of billing: proto in, use case, proto out; domain errors become status codes here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import grpc
+from grpc_health.v1 import health, health_pb2
+
+from pm.billing.domain.model import AccountNotFound, BillingAccount, InvalidAccountRequest
+from pm.billing.service_layer import services
+from pm.billing.service_layer.services import AccountRepository, StoreUnavailable
+from pm.proto.billing.v1 import billing_pb2, billing_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
+
+
+class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
+    def __init__(self, accounts: AccountRepository, on_store_unavailable: Callable[[], None]) -> None:
+        self.accounts = accounts
+        self.on_store_unavailable = on_store_unavailable
+
+    def CreateBillingAccount(
+        self, request: billing_pb2.CreateBillingAccountRequest, context: grpc.ServicerContext
+    ) -> billing_pb2.BillingAccount:
+        with self._errors_as_status(context):
+            account = services.create_billing_account(
+                self.accounts, patient_id=request.patient_id, name=request.name, email=request.email
+            )
+        log.info("billing account ready", extra={"account_id": str(account.account_id)})
+        return to_proto(account)
+
+    def GetBillingAccount(
+        self, request: billing_pb2.GetBillingAccountRequest, context: grpc.ServicerContext
+    ) -> billing_pb2.BillingAccount:
+        with self._errors_as_status(context):
+            account = services.get_billing_account(self.accounts, patient_id=request.patient_id)
+        return to_proto(account)
+
+    @contextmanager
+    def _errors_as_status(self, context: grpc.ServicerContext) -> Iterator[None]:
+        # context.abort raises, so nothing after a mapped error runs.
+        try:
+            yield
+        except InvalidAccountRequest as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except AccountNotFound as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except StoreUnavailable as exc:
+            log.warning("account store unavailable", extra={"error": str(exc)})
+            self.on_store_unavailable()
+            context.abort(grpc.StatusCode.UNAVAILABLE, "billing storage is unavailable, retry later")
+
+
+def to_proto(account: BillingAccount) -> billing_pb2.BillingAccount:
+    return billing_pb2.BillingAccount(
+        account_id=str(account.account_id),
+        status=account.status,
+        patient_id=str(account.patient_id),
+        name=account.name,
+        email=account.email,
+        created_at=account.created_at.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+    )
+
+
+class DatabaseHealth:
+    """Keeps the standard health service's answers (overall and per service) in line with the database."""
+
+    def __init__(self, ping: Callable[[], None]) -> None:
+        self.ping = ping
+        self.servicer = _CheckingHealthServicer(self)
+
+    def refresh(self) -> bool:
+        try:
+            self.ping()
+            serving = True
+        except Exception as exc:  # noqa: BLE001 - any failure to answer means we cannot serve
+            log.warning("database health check failed", extra={"error": str(exc).splitlines()[0][:200]})
+            serving = False
+        self._set(serving)
+        return serving
+
+    def mark_unavailable(self) -> None:
+        self._set(False)
+
+    def shutting_down(self) -> None:
+        self.servicer.enter_graceful_shutdown()
+
+    def _set(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            self.servicer.set(name, status)
+
+
+class _CheckingHealthServicer(health.HealthServicer):
+    """`Check` asks the database each time, so an answer is never staler than the call itself."""
+
+    def __init__(self, owner: DatabaseHealth) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def Check(self, request, context):  # type: ignore[no-untyped-def]
+        if request.service in ("", SERVICE_NAME):
+            self.owner.refresh()
+        return super().Check(request, context)

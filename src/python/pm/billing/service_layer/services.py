@@ -1,0 +1,51 @@
+"""Billing use cases over an abstract account repository."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from pm.billing.domain.model import AccountNotFound, BillingAccount, open_account, parse_patient_id
+
+
+class StoreUnavailable(Exception):
+    """The account store cannot be reached right now; the call may succeed if retried."""
+
+
+class AccountRepository(Protocol):
+    def add_if_absent(self, account: BillingAccount) -> BillingAccount:
+        """Store `account` unless its patient already has one; return the patient's stored account.
+
+        Must hold under concurrent calls for one patient: exactly one account is ever stored.
+        """
+
+    def get(self, patient_id: uuid.UUID) -> BillingAccount | None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_billing_account(
+    accounts: AccountRepository,
+    *,
+    patient_id: str,
+    name: str,
+    email: str,
+    now: Callable[[], datetime] = utc_now,
+) -> BillingAccount:
+    """Open the patient's account, or return the one already open (idempotent on patient_id)."""
+    candidate = open_account(
+        patient_id=patient_id, name=name, email=email, account_id=uuid.uuid4(), now=now()
+    )
+    return accounts.add_if_absent(candidate)
+
+
+def get_billing_account(accounts: AccountRepository, *, patient_id: str) -> BillingAccount:
+    wanted = parse_patient_id(patient_id)
+    account = accounts.get(wanted)
+    if account is None:
+        raise AccountNotFound(f"no billing account for patient {wanted}")
+    return account

@@ -1,0 +1,1 @@
+"""The patient service: patient records, billing accounts through gRPC, events through an outbox."""

@@ -1,0 +1,1 @@
+"""SQLAlchemy tables and repositories, the billing gRPC client and the outbox relay to Kafka."""

@@ -1,0 +1,75 @@
+"""The billing service over gRPC: every call has a deadline, transient failures are retried a few times.
+
+Retrying CreateBillingAccount is safe because billing is idempotent on the patient id: a retry after a
+lost reply returns the account the first attempt opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # pants: no-infer-dep
+
+from pm.patient.domain.model import BillingRejected, BillingUnavailable
+from pm.proto.billing.v1 import billing_pb2, billing_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class GrpcBilling:
+    def __init__(
+        self,
+        target: str,
+        *,
+        deadline_seconds: float = 2.0,
+        attempts: int = 3,
+        backoff_seconds: float = 0.2,
+    ) -> None:
+        self.target = target
+        self.deadline_seconds = deadline_seconds
+        self.attempts = attempts
+        self.backoff_seconds = backoff_seconds
+        self._channel = grpc.insecure_channel(target)
+        self._stub = billing_pb2_grpc.BillingServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def open_account(self, patient_id: uuid.UUID, name: str, email: str) -> str:
+        request = billing_pb2.CreateBillingAccountRequest(patient_id=str(patient_id), name=name, email=email)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                account = self._stub.CreateBillingAccount(request, timeout=self.deadline_seconds)
+                return str(account.account_id)
+            except grpc.RpcError as err:
+                code = err.code()
+                if code not in RETRYABLE:
+                    log.error(
+                        "billing refused the account",
+                        extra={"code": code.name, "patient_id": str(patient_id)},
+                    )
+                    raise BillingRejected(f"Billing refused the account: {code.name}.") from None
+                log.warning(
+                    "billing call failed",
+                    extra={"code": code.name, "attempt": attempt, "patient_id": str(patient_id)},
+                )
+                if attempt < self.attempts:
+                    time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+        raise BillingUnavailable(f"Billing at {self.target} did not answer after {self.attempts} attempts.")
+
+    def ping(self) -> None:
+        """Health check: billing's standard gRPC health service says SERVING."""
+        try:
+            reply = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+        except grpc.RpcError as err:
+            raise RuntimeError(f"billing at {self.target}: {err.code().name}") from None
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise RuntimeError(
+                f"billing is {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
+            )
+
+    def close(self) -> None:
+        self._channel.close()

@@ -1,0 +1,37 @@
+"""PatientChanged <-> the wire format `pm.events.v1.PatientEvent` (protobuf)."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pm.patient.domain.model import EventType, PatientChanged
+from pm.proto.events.v1 import patient_event_pb2 as pb
+
+_TYPES = {
+    EventType.CREATED: pb.PATIENT_CREATED,
+    EventType.UPDATED: pb.PATIENT_UPDATED,
+    EventType.DELETED: pb.PATIENT_DELETED,
+}
+
+
+def to_message(event: PatientChanged) -> pb.PatientEvent:
+    occurred_at = Timestamp()
+    occurred_at.FromDatetime(event.occurred_at)
+    patient = event.patient
+    return pb.PatientEvent(
+        event_id=str(event.event_id),
+        event_type=_TYPES[event.event_type],
+        occurred_at=occurred_at,
+        patient_id=str(patient.id),
+        name=patient.name,
+        email=patient.email,
+        actor=event.actor,
+        address=patient.address,
+        date_of_birth=patient.date_of_birth.isoformat(),
+        registered_date=patient.registered_date.isoformat(),
+        billing_account_id=patient.billing_account_id or "",
+    )
+
+
+def serialize(event: PatientChanged) -> bytes:
+    return to_message(event).SerializeToString()

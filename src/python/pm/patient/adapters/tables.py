@@ -1,0 +1,45 @@
+"""The patient database as SQLAlchemy Core tables (the migrations create exactly these)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+patients = sa.Table(
+    "patients",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("email", sa.String(254), nullable=False),
+    # Lower-cased email with a unique index: uniqueness is case-insensitive on every database.
+    sa.Column("email_key", sa.String(254), nullable=False, unique=True),
+    sa.Column("address", sa.String(255), nullable=False),
+    sa.Column("date_of_birth", sa.Date, nullable=False),
+    sa.Column("registered_date", sa.Date, nullable=False),
+    sa.Column("billing_account_id", sa.String(64), nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    # The publication order; SQLite only auto-increments a plain INTEGER primary key.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Uuid, nullable=False, unique=True),
+    sa.Column("patient_id", sa.Uuid, nullable=False),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# Data seeds applied once per database (so a deleted demo patient is not brought back on restart).
+seeds = sa.Table(
+    "seeds",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,147 @@
+"""Composition root: the patient service built from Settings, with every dependency swappable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from connexion import FlaskApp
+from connexion.resolver import RelativeResolver
+from prometheus_client import Gauge
+
+from pm.common import kafka
+from pm.common.db import Database, migrate
+from pm.common.problems import install_problem_handlers
+from pm.common.routing import SpecRouting
+from pm.common.tokens import JwksKeys, TokenVerifier
+from pm.common.validation import VALIDATOR_MAP
+from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
+from pm.patient.adapters.billing import GrpcBilling
+from pm.patient.adapters.relay import OutboxRelay, RelaySettings, pending_count, probe_broker
+from pm.patient.adapters.repository import unit_of_work_factory
+from pm.patient.adapters.seed import seed
+from pm.patient.config import Settings
+from pm.patient.entrypoints.floor import FloorRoute
+from pm.patient.service_layer.ports import Billing
+from pm.patient.service_layer.services import PatientService
+
+SERVICE = "patient"
+HERE = Path(__file__).parent
+SPEC = HERE / "api" / "openapi.yaml"
+MIGRATIONS = HERE / "migrations"
+
+
+def migrate_and_seed(database_url: str) -> int:
+    migrate(database_url, MIGRATIONS)
+    database = Database(database_url)
+    try:
+        return seed(database)
+    finally:
+        database.dispose()
+
+
+@dataclass
+class PatientApp:
+    """The running pieces: the ASGI app to serve, the relay to start and stop, and what to close."""
+
+    asgi: ServiceMiddleware
+    service: PatientService
+    relay: OutboxRelay
+    database: Database
+    billing: Billing
+
+    def start(self) -> None:
+        self.relay.start()
+
+    def stop(self) -> None:
+        self.relay.stop()
+        close = getattr(self.billing, "close", None)
+        if close is not None:
+            close()
+        self.database.dispose()
+
+
+def build(
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    billing: Billing | None = None,
+    verifier: TokenVerifier | None = None,
+    relay_settings: RelaySettings | None = None,
+) -> PatientApp:
+    database = database or Database(settings.database_url)
+    billing = billing or GrpcBilling(
+        settings.billing_target,
+        deadline_seconds=settings.billing_deadline_seconds,
+        attempts=settings.billing_attempts,
+    )
+    verifier = verifier or TokenVerifier(JwksKeys(settings.jwks_url), issuer=settings.jwt_issuer)
+    relay = OutboxRelay(
+        database,
+        relay_settings
+        or RelaySettings(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topic=settings.patient_topic,
+            batch_size=settings.outbox_batch_size,
+            max_backoff_seconds=settings.outbox_max_backoff_seconds,
+        ),
+    )
+    service = PatientService(unit_of_work_factory(database), billing, on_event=relay.wake)
+
+    app = FlaskApp(__name__, specification_dir=str(SPEC.parent))
+    app.add_api(
+        SPEC.name,
+        resolver=RelativeResolver("pm.patient.entrypoints"),
+        strict_validation=True,
+        validate_responses=True,
+        pythonic_params=True,
+        validator_map=VALIDATOR_MAP,
+    )
+    install_problem_handlers(app)
+
+    # Only the database makes the service DOWN. Billing down only stops creations (503, nothing stored)
+    # and Kafka down only delays events (they wait in the outbox): both are reported, as informational
+    # components, so that an orchestrator does not take reads and updates away with them.
+    informational = {"relay": relay.check}
+    ping = getattr(billing, "ping", None)
+    if ping is not None:
+        informational["billing"] = ping
+    metrics = Metrics(SERVICE)
+    register_outbox_metrics(metrics, relay, database)
+    routed: ASGIApp = SpecRouting(app, SPEC)
+    if settings.bench_floor:
+        routed = FloorRoute(routed, database, verifier)
+    asgi = ServiceMiddleware(
+        routed,
+        service=SERVICE,
+        metrics=metrics,
+        health_checks={"database": database.ping},
+        informational_checks=informational,
+        state={"token_verifier": verifier, "patients": service},
+    )
+    return PatientApp(asgi=asgi, service=service, relay=relay, database=database, billing=billing)
+
+
+def register_outbox_metrics(metrics: Metrics, relay: OutboxRelay, database: Database) -> None:
+    """The outbox backlog and the relay's progress, next to the HTTP metrics on /metrics."""
+
+    def pending() -> float:
+        try:
+            return float(pending_count(database))
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the database is away
+            return float("nan")
+
+    Gauge(
+        "pm_outbox_pending_events", "Outbox rows not yet acknowledged by Kafka", registry=metrics.registry
+    ).set_function(pending)
+    Gauge(
+        "pm_outbox_published_events",
+        "Outbox rows published by this process since it started",
+        registry=metrics.registry,
+    ).set_function(lambda: float(relay.published))
+
+
+def topics_ready(settings: Settings) -> None:
+    """Create the topic at start when the broker is reachable (the relay retries it otherwise)."""
+    probe_broker(settings.kafka_bootstrap_servers)
+    kafka.ensure_topics(settings.kafka_bootstrap_servers, [settings.patient_topic])

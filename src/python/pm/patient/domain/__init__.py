@@ -1,0 +1,1 @@
+"""Plain Python: the patient, its events and the errors of the domain (no framework imports)."""

@@ -1,0 +1,166 @@
+"""Patients, the events their changes produce, and the rules that hold regardless of transport."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+
+
+@dataclass(frozen=True)
+class PatientDetails:
+    """What a client supplies; `registered_date` may be omitted on update (the stored one is kept)."""
+
+    name: str
+    email: str
+    address: str
+    date_of_birth: date
+    registered_date: date | None = None
+
+    def check(self, today: date) -> None:
+        """Rules the request schema cannot express; raises InvalidPatient naming each field."""
+        errors = {}
+        if self.date_of_birth > today:
+            errors["dateOfBirth"] = "Date of birth cannot be in the future"
+        if errors:
+            raise InvalidPatient(errors)
+
+
+@dataclass(frozen=True)
+class Patient:
+    id: uuid.UUID
+    name: str
+    email: str
+    address: str
+    date_of_birth: date
+    registered_date: date
+    billing_account_id: str | None
+    version: int = 1
+
+    @property
+    def email_key(self) -> str:
+        """Emails are unique case-insensitively."""
+        return email_key(self.email)
+
+    @property
+    def etag(self) -> str:
+        """Strong validator: changes with every stored change of this patient."""
+        return f'"{self.id.hex[:12]}-{self.version}"'
+
+    def changed(self, details: PatientDetails) -> Patient:
+        return replace(
+            self,
+            name=details.name,
+            email=details.email,
+            address=details.address,
+            date_of_birth=details.date_of_birth,
+            registered_date=details.registered_date or self.registered_date,
+            version=self.version + 1,
+        )
+
+    def precondition_holds(self, if_match: str | None) -> bool:
+        """RFC 9110 If-Match: absent or `*` always holds; otherwise one listed strong tag must be ours."""
+        if if_match is None or if_match.strip() == "*":
+            return True
+        return any(tag.strip() == self.etag for tag in if_match.split(","))
+
+
+def email_key(email: str) -> str:
+    return email.strip().lower()
+
+
+class EventType(enum.Enum):
+    CREATED = "PATIENT_CREATED"
+    UPDATED = "PATIENT_UPDATED"
+    DELETED = "PATIENT_DELETED"
+
+
+@dataclass(frozen=True)
+class PatientChanged:
+    """One change to a patient, recorded in the outbox in the transaction that made it."""
+
+    event_id: uuid.UUID
+    event_type: EventType
+    occurred_at: datetime
+    patient: Patient
+    actor: str
+
+
+SORTABLE_FIELDS = ("name", "email", "address", "dateOfBirth", "registeredDate")
+
+
+@dataclass(frozen=True)
+class SortKey:
+    field: str
+    descending: bool = False
+
+
+def parse_sort(text: str) -> tuple[SortKey, ...]:
+    """`-registeredDate,name` -> keys; unknown fields are refused (the spec's pattern says the same)."""
+    keys = []
+    for part in (p.strip() for p in text.split(",")):
+        descending = part.startswith("-")
+        field = part.lstrip("-")
+        if field not in SORTABLE_FIELDS:
+            raise InvalidPatient(
+                {"sort": f"Cannot sort by {field!r}; use one of {', '.join(SORTABLE_FIELDS)}"}
+            )
+        keys.append(SortKey(field, descending))
+    return tuple(keys)
+
+
+@dataclass(frozen=True)
+class PatientQuery:
+    page: int = 0
+    size: int = 20
+    search: str | None = None
+    sort: tuple[SortKey, ...] = (SortKey("name"),)
+
+    @property
+    def offset(self) -> int:
+        return self.page * self.size
+
+
+@dataclass(frozen=True)
+class PatientPage:
+    items: list[Patient]
+    total: int
+    query: PatientQuery
+
+    @property
+    def last_page(self) -> int:
+        return max(0, (self.total - 1) // self.query.size)
+
+
+class PatientError(Exception):
+    """Base of the domain's errors; each protocol maps them in one place."""
+
+
+class InvalidPatient(PatientError):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+class PatientNotFound(PatientError):
+    def __init__(self, patient_id: object) -> None:
+        super().__init__(f"Patient {patient_id} not found.")
+
+
+class DuplicateEmail(PatientError):
+    def __init__(self, email: str) -> None:
+        super().__init__(f"A patient with email {email} already exists.")
+
+
+class StalePatient(PatientError):
+    def __init__(self, patient_id: uuid.UUID) -> None:
+        super().__init__(f"Patient {patient_id} has changed since the given ETag; fetch it again.")
+
+
+class BillingUnavailable(PatientError):
+    """Billing could not open the account in time; nothing was stored, the client may retry."""
+
+
+class BillingRejected(PatientError):
+    """Billing answered with an error that a retry will not fix."""

@@ -1,0 +1,1 @@
+"""The Connexion handlers: translate HTTP to use cases and back."""

@@ -1,0 +1,1 @@
+"""Use cases over abstract ports (repository, outbox, billing), so they run with fakes in unit tests."""

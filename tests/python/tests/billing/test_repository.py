@@ -1,0 +1,44 @@
+"""The SQL repository on both supported databases: PostgreSQL and the SQLite dev default."""
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pm.billing.adapters.repository import SqlAccountRepository
+from pm.billing.bootstrap import MIGRATIONS
+from pm.billing.domain.model import BillingAccount
+from pm.common.db import Database, migrate
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def repository(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'billing.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    migrate(url, MIGRATIONS)
+    db = Database(url)
+    yield SqlAccountRepository(db)
+    db.dispose()
+
+
+def account(patient_id: uuid.UUID, name: str = "Jane") -> BillingAccount:
+    return BillingAccount(
+        account_id=uuid.uuid4(),
+        patient_id=patient_id,
+        name=name,
+        email="jane@example.com",
+        status="ACTIVE",
+        created_at=datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+    )
+
+
+def test_first_account_wins_and_round_trips_exactly(repository: SqlAccountRepository) -> None:
+    patient_id = uuid.uuid4()
+    first = account(patient_id)
+    assert repository.add_if_absent(first) == first
+    assert repository.add_if_absent(account(patient_id, name="Other")) == first
+    assert repository.get(patient_id) == first
+    assert repository.get(uuid.uuid4()) is None

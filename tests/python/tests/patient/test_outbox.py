@@ -1,0 +1,240 @@
+"""The transactional outbox: billing or Kafka outages never leave half-done state or lose events."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import date
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from kafka import KafkaProducer
+
+from pm.common.broker import Broker
+from pm.common.db import Database
+from pm.common.kafka import make_producer
+from pm.common.tokens import TokenVerifier
+from pm.patient.adapters.relay import OutboxRelay, pending_count
+from pm.patient.adapters.repository import unit_of_work_factory
+from pm.patient.domain.model import Patient, PatientDetails
+from pm.patient.service_layer.services import PatientService
+from tests.patient.conftest import (
+    BillingServer,
+    decode,
+    new_patient,
+    read_events,
+    relay_settings,
+    start_service,
+    unreachable_target,
+)
+
+
+def count(database: Database, table: str) -> int:
+    with database.engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def test_billing_down_means_503_with_retry_after_and_nothing_stored(
+    patient_db: Database, verifier: TokenVerifier, kafka_bootstrap: str, topic: str, mint: Callable[..., str]
+) -> None:
+    for running in start_service(patient_db, verifier, unreachable_target(), kafka_bootstrap, topic):
+        with httpx.Client(
+            base_url=running.url, timeout=15, headers={"Authorization": f"Bearer {mint()}"}
+        ) as c:
+            started = time.monotonic()
+            response = c.post("/patients", json=new_patient())
+            elapsed = time.monotonic() - started
+            health = c.get("/health")
+
+    assert response.status_code == 503
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.headers["Retry-After"] == "5"
+    assert "Nothing was stored" in response.json()["detail"]
+    assert elapsed < 5, "three bounded attempts, not a hang"
+    assert count(patient_db, "patients") == 0
+    assert count(patient_db, "outbox") == 0
+    # Reads keep working without billing: it is reported, but does not make the service DOWN.
+    assert health.status_code == 200
+    assert health.json()["components"]["billing"]["status"] == "DOWN"
+    assert health.json()["components"]["database"]["status"] == "UP"
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Broker]:
+    broker = Broker().start()
+    yield broker
+    broker.stop()
+
+
+def test_events_created_while_the_broker_is_down_all_arrive_once_it_is_back(
+    patient_db: Database,
+    verifier: TokenVerifier,
+    billing_server: BillingServer,
+    own_broker: Broker,
+    topic: str,
+    mint: Callable[..., str],
+) -> None:
+    own_broker.stop()
+    for running in start_service(patient_db, verifier, billing_server.target, own_broker.bootstrap, topic):
+        with httpx.Client(
+            base_url=running.url, timeout=15, headers={"Authorization": f"Bearer {mint()}"}
+        ) as c:
+            created = [c.post("/patients", json=new_patient()) for _ in range(12)]
+            assert [r.status_code for r in created] == [201] * 12, "Kafka is not on the request path"
+            assert pending_count(patient_db) == 12
+            time.sleep(1.0)  # the relay keeps failing meanwhile, with backoff
+            assert pending_count(patient_db) == 12
+            relay_health = c.get("/health").json()["components"]["relay"]
+            assert relay_health["status"] == "DOWN"
+
+            assert "pm_outbox_pending_events 12.0" in c.get("/metrics").text
+
+            own_broker.start()
+            records = read_events(own_broker.bootstrap, topic, expect=12, timeout=20)
+            assert c.get("/health").json()["components"]["relay"]["status"] == "UP"
+            deadline = time.monotonic() + 5  # rows are marked just after the broker acknowledged them
+            while "pm_outbox_pending_events 0.0" not in c.get("/metrics").text:
+                assert time.monotonic() < deadline, "the backlog gauge never drained"
+                time.sleep(0.05)
+
+    ids = {r.json()["id"] for r in created}
+    events = [decode(r) for r in records]
+    assert {e.patient_id for e in events} == ids
+    assert len(events) == 12, "none twice"
+    assert pending_count(patient_db) == 0
+
+
+class StaticBilling:
+    """The relay tests are about Kafka; billing's answer does not matter to them."""
+
+    def open_account(self, patient_id: uuid.UUID, name: str, email: str) -> str:
+        return f"acct-{patient_id}"
+
+
+class SlowFlushProducer:
+    """A real producer whose batches take a while, so that a stop lands between two of them."""
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self.producer = producer
+
+    def send(self, *args: Any, **kwargs: Any) -> Any:
+        return self.producer.send(*args, **kwargs)
+
+    def flush(self, timeout: float | None = None) -> None:
+        time.sleep(0.2)
+        self.producer.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.producer.close(timeout)
+
+
+def details(i: int) -> PatientDetails:
+    email = f"p{i}.{uuid.uuid4().hex[:6]}@example.com"
+    return PatientDetails(f"Patient {i}", email, "1 Road", date(1990, 1, 1), date(2024, 1, 1))
+
+
+def patient_service(database: Database) -> PatientService:
+    return PatientService(unit_of_work_factory(database), StaticBilling())
+
+
+def store_patients(service: PatientService, how_many: int) -> list[Patient]:
+    return [service.register(details(i), actor="tester") for i in range(how_many)]
+
+
+def test_relay_stopped_mid_batch_resumes_and_loses_nothing(
+    patient_db: Database, kafka_bootstrap: str, topic: str
+) -> None:
+    stored = store_patients(patient_service(patient_db), 40)
+    first = OutboxRelay(
+        patient_db,
+        relay_settings(kafka_bootstrap, topic, batch_size=5),
+        producer_factory=lambda: SlowFlushProducer(make_producer(kafka_bootstrap, client_id="test-relay")),  # type: ignore[arg-type,return-value]
+    )
+    first.start()
+    deadline = time.monotonic() + 10
+    while first.published == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    first.stop()
+    assert 0 < first.published < 40, "stopped part-way"
+
+    second = OutboxRelay(patient_db, relay_settings(kafka_bootstrap, topic, batch_size=5))
+    second.start()
+    try:
+        records = read_events(kafka_bootstrap, topic, expect=40)
+    finally:
+        second.stop()
+
+    events = [decode(r) for r in records]
+    assert {e.patient_id for e in events} == {str(p.id) for p in stored}
+    assert len(events) == 40
+    assert pending_count(patient_db) == 0
+
+
+def test_a_crash_between_ack_and_mark_resends_the_same_event_ids(
+    patient_db: Database, kafka_bootstrap: str, topic: str
+) -> None:
+    """At least once: the rows are sent again, and consumers can drop the copies by event_id."""
+    store_patients(patient_service(patient_db), 3)
+    crashing = OutboxRelay(patient_db, relay_settings(kafka_bootstrap, topic))
+    original_execute = sa.orm.Session.execute
+
+    def fail_on_mark(self: sa.orm.Session, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(statement, sa.Update):
+            raise RuntimeError("process died before marking")
+        return original_execute(self, statement, *args, **kwargs)
+
+    sa.orm.Session.execute = fail_on_mark  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuntimeError):
+            crashing.publish_batch()
+    finally:
+        sa.orm.Session.execute = original_execute  # type: ignore[method-assign]
+    assert pending_count(patient_db) == 3
+
+    assert OutboxRelay(patient_db, relay_settings(kafka_bootstrap, topic)).publish_batch() == 3
+    events = [decode(r) for r in read_events(kafka_bootstrap, topic, expect=6)]
+    copies = Counter(e.event_id for e in events)
+    assert len(copies) == 3
+    assert set(copies.values()) == {2}
+
+
+def test_two_relays_on_postgresql_publish_each_event_once_in_patient_order(
+    patient_db: Database, kafka_bootstrap: str, topic: str
+) -> None:
+    service = patient_service(patient_db)
+    patients = store_patients(service, 10)
+    for patient in patients:
+        for round_ in range(3):
+            service.update(patient.id, details(100 + round_), actor="tester", if_match=None)
+    relays = [OutboxRelay(patient_db, relay_settings(kafka_bootstrap, topic, batch_size=4)) for _ in range(2)]
+    barrier = threading.Barrier(2)
+
+    def run(relay: OutboxRelay) -> None:
+        barrier.wait()
+        relay.run()
+
+    threads = [threading.Thread(target=run, args=(r,), daemon=True) for r in relays]
+    for thread in threads:
+        thread.start()
+    try:
+        records = read_events(kafka_bootstrap, topic, expect=40)
+    finally:
+        for relay in relays:
+            relay.stop()
+        for thread in threads:
+            thread.join(5)
+
+    assert all(r.published > 0 for r in relays), "both relays took part"
+    events = [decode(r) for r in records]
+    assert len(events) == 40 and len({e.event_id for e in events}) == 40
+    by_patient: dict[str, list[tuple[int, int, str]]] = {}
+    for record, event in zip(records, events, strict=True):
+        by_patient.setdefault(event.patient_id, []).append((record.partition, record.offset, event.name))
+    for history in by_patient.values():
+        names = [name for _p, _o, name in sorted(history)]
+        assert names[0].startswith("Patient ") and names[1:] == ["Patient 100", "Patient 101", "Patient 102"]

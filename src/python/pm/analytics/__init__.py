@@ -1,0 +1,1 @@
+"""Analytics: consumes patient events, keeps aggregates in its own database, serves them over HTTP."""

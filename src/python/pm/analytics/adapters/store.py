@@ -1,0 +1,202 @@
+"""Analytics' store in SQL (PostgreSQL or SQLite): the batch unit of work and the read side."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from pm.analytics.adapters.tables import (
+    TOTALS_ROW,
+    dead_letter,
+    patient_event,
+    registrations_per_month,
+    totals,
+)
+from pm.analytics.domain.model import EventType, PatientEvent, Summary, Tally
+from pm.analytics.service_layer.services import DeadLetter, RawMessage, StoreUnavailable
+from pm.common.db import Database
+
+
+def _dialect_insert(database: Database) -> Any:
+    return (postgresql if database.engine.dialect.name == "postgresql" else sqlite).insert
+
+
+class SqlUnitOfWork:
+    """`with uow:` opens a transaction; `commit()` keeps it; leaving without commit rolls it back."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._insert = _dialect_insert(database)
+        self._session: Session | None = None
+
+    def __enter__(self) -> SqlUnitOfWork:
+        self._session = Session(self.database.engine, expire_on_commit=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._session is not None
+        try:
+            self._session.rollback()
+        finally:
+            self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> Session:
+        assert self._session is not None, "use the unit of work inside `with`"
+        return self._session
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def add_new_events(
+        self, events: Sequence[PatientEvent], messages: Sequence[RawMessage]
+    ) -> list[PatientEvent]:
+        if not events:
+            return []
+        rows = [
+            {
+                "event_id": event.event_id,
+                "event_type": event.event_type.value,
+                "patient_id": event.patient_id,
+                "name": event.name,
+                "email": event.email,
+                "actor": event.actor,
+                "occurred_at": event.occurred_at,
+                "registered_date": event.registered_date,
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+            }
+            for event, message in zip(events, messages, strict=True)
+        ]
+        # One statement per batch; RETURNING names exactly the rows inserted (not the conflicts, and one
+        # row for an id repeated within the batch).
+        statement = (
+            self._insert(patient_event)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(patient_event.c.event_id)
+        )
+        inserted = set(self.session.execute(statement).scalars())
+        new: list[PatientEvent] = []
+        for event in events:
+            if event.event_id in inserted:
+                inserted.discard(event.event_id)
+                new.append(event)
+        return new
+
+    def add_to_aggregates(self, tally: Tally) -> None:
+        if tally.created == tally.updated == tally.deleted == 0:
+            return
+        latest = tally.latest
+        self.session.execute(
+            sa.update(totals)
+            .where(totals.c.id == TOTALS_ROW)
+            .values(
+                patients_created=totals.c.patients_created + tally.created,
+                patients_updated=totals.c.patients_updated + tally.updated,
+                patients_deleted=totals.c.patients_deleted + tally.deleted,
+                last_event_at=sa.case(
+                    (totals.c.last_event_at.is_(None), latest),
+                    (totals.c.last_event_at < latest, latest),
+                    else_=totals.c.last_event_at,
+                ),
+            )
+        )
+        for month, count in sorted(tally.registrations.items()):
+            upsert = self._insert(registrations_per_month).values(month=month, count=count)
+            self.session.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=["month"], set_={"count": registrations_per_month.c.count + count}
+                )
+            )
+
+    def park(self, dead_letters: Sequence[DeadLetter]) -> list[DeadLetter]:
+        parked: list[DeadLetter] = []
+        now = datetime.now(UTC)
+        for letter in dead_letters:
+            message = letter.message
+            statement = (
+                self._insert(dead_letter)
+                .values(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    payload=message.value,
+                    error=letter.error,
+                    parked_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["topic", "partition", "offset"])
+            )
+            if self.session.execute(statement).rowcount == 1:  # type: ignore[attr-defined]
+                parked.append(letter)
+        return parked
+
+
+# Failures of the database itself (down, unreachable, pool exhausted), as opposed to bugs in our SQL.
+_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+
+class SqlAnalyticsReader:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        try:
+            with self.database.transaction() as session:
+                yield session
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+    def summary(self) -> Summary:
+        with self._transaction() as session:
+            row = session.execute(sa.select(totals).where(totals.c.id == TOTALS_ROW)).one()
+            months = session.execute(
+                sa.select(registrations_per_month.c.month, registrations_per_month.c.count).order_by(
+                    registrations_per_month.c.month
+                )
+            ).all()
+        return Summary(
+            patients_created=row.patients_created,
+            patients_updated=row.patients_updated,
+            patients_deleted=row.patients_deleted,
+            registrations_per_month=[(month, count) for month, count in months],
+            last_event_at=None if row.last_event_at is None else _utc(row.last_event_at),
+        )
+
+    def recent_events(self, limit: int) -> list[PatientEvent]:
+        query = (
+            sa.select(patient_event)
+            .order_by(patient_event.c.occurred_at.desc(), patient_event.c.seq.desc())
+            .limit(limit)
+        )
+        with self._transaction() as session:
+            rows = session.execute(query).all()
+        return [
+            PatientEvent(
+                event_id=row.event_id,
+                event_type=EventType(row.event_type),
+                patient_id=row.patient_id,
+                name=row.name,
+                email=row.email,
+                actor=row.actor,
+                occurred_at=_utc(row.occurred_at),
+                registered_date=row.registered_date,
+            )
+            for row in rows
+        ]
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands timestamps back without a zone; they were written in UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -1,0 +1,60 @@
+"""Analytics' schema as SQLAlchemy Core tables (the migrations are the source of truth for DDL)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+SEQUENCE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+patient_event = sa.Table(
+    "patient_event",
+    metadata,
+    sa.Column("seq", SEQUENCE, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Uuid, nullable=False),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("patient_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("registered_date", sa.Date, nullable=True),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("event_id", name="uq_patient_event_event_id"),
+)
+
+totals = sa.Table(
+    "totals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("patients_created", sa.BigInteger, nullable=False),
+    sa.Column("patients_updated", sa.BigInteger, nullable=False),
+    sa.Column("patients_deleted", sa.BigInteger, nullable=False),
+    sa.Column("last_event_at", sa.DateTime(timezone=True), nullable=True),
+)
+TOTALS_ROW = 1
+
+registrations_per_month = sa.Table(
+    "registrations_per_month",
+    metadata,
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+dead_letter = sa.Table(
+    "dead_letter",
+    metadata,
+    sa.Column("id", SEQUENCE, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("key", sa.LargeBinary, nullable=True),
+    sa.Column("payload", sa.LargeBinary, nullable=True),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("parked_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("topic", "partition", "offset", name="uq_dead_letter_position"),
+)

@@ -1,0 +1,61 @@
+"""Composition root: analytics' HTTP app and event consumer, built from Settings and a Database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from connexion import FlaskApp
+from connexion.resolver import RelativeResolver
+
+from pm.analytics.adapters.store import SqlAnalyticsReader, SqlUnitOfWork
+from pm.analytics.config import Settings
+from pm.analytics.entrypoints.consumer import PatientEventConsumer
+from pm.common.db import Database
+from pm.common.problems import install_problem_handlers
+from pm.common.tokens import JwksKeys, TokenVerifier
+from pm.common.web import HealthCheck, ServiceMiddleware
+
+SERVICE = "analytics"
+PACKAGE = Path(__file__).parent
+MIGRATIONS = PACKAGE / "migrations"
+API = PACKAGE / "api"
+
+
+def create_consumer(settings: Settings, database: Database) -> PatientEventConsumer:
+    return PatientEventConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=settings.patient_topic,
+        dead_letter_topic=settings.dead_letter_topic,
+        group_id=settings.consumer_group,
+        unit_of_work=lambda: SqlUnitOfWork(database),
+    )
+
+
+def create_app(
+    database: Database,
+    verifier: TokenVerifier,
+    *,
+    consumer_check: HealthCheck | None = None,
+) -> ServiceMiddleware:
+    """The HTTP API; /health covers the database and, when given, the consumer."""
+    app = FlaskApp(__name__, specification_dir=API)
+    app.add_api(
+        "openapi.yaml",
+        resolver=RelativeResolver("pm.analytics.entrypoints"),
+        strict_validation=True,
+        validate_responses=True,
+    )
+    install_problem_handlers(app)
+    checks: dict[str, HealthCheck] = {"database": database.ping}
+    if consumer_check is not None:
+        checks["consumer"] = consumer_check
+    return ServiceMiddleware(
+        app,
+        service=SERVICE,
+        health_checks=checks,
+        state={"token_verifier": verifier, "analytics": SqlAnalyticsReader(database)},
+    )
+
+
+def jwks_verifier(settings: Settings) -> TokenVerifier:
+    return TokenVerifier(JwksKeys(settings.jwks_url), issuer=settings.jwt_issuer)

@@ -1,0 +1,52 @@
+"""Analytics settings: read from the environment here and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pm.common.config import ConfigError, Env, sqlite_default
+
+CONSUMER_GROUP = "analytics-service"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    database_url: str
+    kafka_bootstrap_servers: str
+    patient_topic: str
+    dead_letter_topic: str
+    consumer_group: str
+    jwks_url: str
+    jwt_issuer: str
+    log_level: str
+    migrate_on_start: bool
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> Settings:
+        env = env or Env()
+        auth_url = env.url("PM_AUTH_URL", "http://127.0.0.1:4005")
+        return cls(
+            host=env.text("PM_HOST", "127.0.0.1"),
+            port=env.port("PM_ANALYTICS_PORT", 4002),
+            database_url=env.database_url("PM_ANALYTICS_DATABASE_URL", sqlite_default(env, "analytics")),
+            kafka_bootstrap_servers=bootstrap_servers(env),
+            patient_topic=env.text("PM_PATIENT_TOPIC", "patient"),
+            dead_letter_topic=env.text("PM_PATIENT_DLQ_TOPIC", "patient.dlq"),
+            consumer_group=env.text("PM_ANALYTICS_CONSUMER_GROUP", CONSUMER_GROUP),
+            jwks_url=env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json"),
+            jwt_issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
+            log_level=env.log_level(),
+            migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
+        )
+
+
+def bootstrap_servers(env: Env) -> str:
+    """`host:port[,host:port...]`, checked entry by entry."""
+    value = env.text("PM_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    for entry in value.split(","):
+        host, sep, port = entry.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"PM_KAFKA_BOOTSTRAP_SERVERS must be host:port[,host:port...], got {value!r}")
+    return value

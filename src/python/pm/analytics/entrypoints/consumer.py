@@ -1,0 +1,89 @@
+"""The patient-event consumer: Kafka records in, one recorded batch per poll, dead letters copied out."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pm.analytics.adapters.codec import decode_patient_event
+from pm.analytics.adapters.dead_letters import DeadLetterPublisher
+from pm.analytics.service_layer import services
+from pm.analytics.service_layer.services import AnalyticsUnitOfWork, RawMessage
+from pm.common.kafka import ConsumerLoop, ensure_topics, ping
+
+log = logging.getLogger(__name__)
+
+
+class PatientEventConsumer:
+    """Runs a ConsumerLoop on its own thread; offsets are committed only after a batch's transaction."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        dead_letter_topic: str,
+        group_id: str,
+        unit_of_work: Callable[[], AnalyticsUnitOfWork],
+        dead_letters: DeadLetterPublisher | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.dead_letter_topic = dead_letter_topic
+        self.unit_of_work = unit_of_work
+        self.dead_letters = dead_letters or DeadLetterPublisher(bootstrap_servers, dead_letter_topic)
+        self.loop = ConsumerLoop(bootstrap_servers, [topic], group_id, self.handle, client_id="analytics")
+        self._thread: threading.Thread | None = None
+
+    def handle(self, records: list[Any]) -> None:
+        messages = [RawMessage(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
+        result = services.record_batch(self.unit_of_work(), messages, decode_patient_event)
+        for letter in result.parked:
+            log.warning(
+                "parked an undecodable message",
+                extra={
+                    "topic": letter.message.topic,
+                    "partition": letter.message.partition,
+                    "offset": letter.message.offset,
+                    "error": letter.error,
+                },
+            )
+        self.dead_letters.publish(result.parked)
+        log.debug(
+            "batch recorded",
+            extra={
+                "recorded": result.recorded,
+                "duplicates": result.duplicates,
+                "parked": len(result.parked),
+            },
+        )
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="analytics-consumer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish and commit the batch in hand, leave the group, close the dead-letter producer."""
+        self.loop.stop(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.dead_letters.close(timeout=1.0)
+        log.info("consumer stopped")
+
+    def check(self) -> None:
+        """Health: the consumer is running and the broker answers."""
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("consumer is not running")
+        if not self.loop.connected.is_set():
+            raise RuntimeError(self.loop.last_error or "not connected to the broker yet")
+        ping(self.bootstrap_servers, timeout_ms=2000)
+
+    def _run(self) -> None:
+        # Topics made here get our partition count; auto-created ones would get the broker's default.
+        try:
+            ensure_topics(self.bootstrap_servers, [self.topic, self.dead_letter_topic])
+        except Exception as exc:  # noqa: BLE001 - the loop below keeps retrying the broker anyway
+            log.warning("could not ensure topics", extra={"error": str(exc)[:200]})
+        self.loop.run()

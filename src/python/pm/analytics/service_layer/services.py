@@ -1,0 +1,88 @@
+"""Analytics use cases: record a batch of messages in one transaction; read the aggregates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pm.analytics.domain.model import InvalidEvent, PatientEvent, Summary, Tally
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One message as it came off the topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message: RawMessage
+    error: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    recorded: int
+    duplicates: int
+    parked: list[DeadLetter]
+
+
+class AnalyticsUnitOfWork(Protocol):
+    """One transaction over analytics' store: everything in it is kept together or not at all."""
+
+    def __enter__(self) -> AnalyticsUnitOfWork: ...
+
+    def __exit__(self, *exc: object) -> None:
+        """Roll back whatever was not committed."""
+
+    def commit(self) -> None: ...
+
+    def add_new_events(
+        self, events: Sequence[PatientEvent], messages: Sequence[RawMessage]
+    ) -> list[PatientEvent]:
+        """Store the events whose id was never stored before; return exactly those."""
+
+    def add_to_aggregates(self, tally: Tally) -> None: ...
+
+    def park(self, dead_letters: Sequence[DeadLetter]) -> list[DeadLetter]:
+        """Store dead letters not parked before (by topic, partition, offset); return exactly those."""
+
+
+Decoder = Callable[[bytes | None], PatientEvent]
+
+
+def record_batch(uow: AnalyticsUnitOfWork, messages: Sequence[RawMessage], decode: Decoder) -> BatchResult:
+    """Store new events, update the aggregates and park undecodable messages, all in one transaction."""
+    events: list[PatientEvent] = []
+    sources: list[RawMessage] = []
+    dead: list[DeadLetter] = []
+    for message in messages:
+        try:
+            events.append(decode(message.value))
+            sources.append(message)
+        except InvalidEvent as exc:
+            dead.append(DeadLetter(message, str(exc)))
+    with uow:
+        new = uow.add_new_events(events, sources)
+        uow.add_to_aggregates(Tally.of(new))
+        parked = uow.park(dead)
+        uow.commit()
+    return BatchResult(recorded=len(new), duplicates=len(events) - len(new), parked=parked)
+
+
+class StoreUnavailable(Exception):
+    """The analytics database cannot be reached right now."""
+
+
+class AnalyticsReader(Protocol):
+    """Raises StoreUnavailable when the database cannot be reached."""
+
+    def summary(self) -> Summary: ...
+
+    def recent_events(self, limit: int) -> list[PatientEvent]: ...

@@ -1,0 +1,1 @@
+"""Talking to the services behind the gateway: the HTTP proxy, OpenAPI documents, health probes."""

@@ -1,0 +1,80 @@
+"""Composition root: the gateway assembled from Settings, with swappable key source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pm.common.tokens import JwksKeys, KeySource, TokenVerifier
+from pm.common.web import Metrics, ServiceMiddleware
+from pm.gateway.adapters.health import downstream_check
+from pm.gateway.adapters.openapi import ApiDocs, DocsSource
+from pm.gateway.adapters.upstream import ConnectionPools, Proxy, Timeouts
+from pm.gateway.config import Settings
+from pm.gateway.domain.cors import CorsPolicy
+from pm.gateway.domain.ratelimit import RateLimiter
+from pm.gateway.domain.routes import public_routes
+from pm.gateway.entrypoints.app import GatewayApp
+from pm.gateway.entrypoints.authn import BearerAuthenticator
+from pm.gateway.entrypoints.pages import StaticFolder, swagger_ui_folder
+
+SERVICE = "gateway"
+DASHBOARD_FOLDER = Path(__file__).parent / "dashboard"
+
+
+@dataclass
+class Gateway:
+    app: ServiceMiddleware
+    keys: KeySource
+    proxy: Proxy
+
+    def load_keys(self) -> None:
+        """Fetch the signing keys up front so that the first requests need no fetch (best effort)."""
+        if isinstance(self.keys, JwksKeys):
+            self.keys.refresh()
+
+
+def bootstrap(settings: Settings, *, keys: KeySource | None = None) -> Gateway:
+    upstreams = {
+        "auth": settings.auth_url,
+        "patient": settings.patient_url,
+        "analytics": settings.analytics_url,
+    }
+    keys = keys if keys is not None else JwksKeys(settings.jwks_url, timeout=settings.connect_timeout + 1)
+    timeouts = Timeouts(connect=settings.connect_timeout, read=settings.read_timeout)
+    pools = ConnectionPools(timeouts, settings.max_connections)
+    metrics = Metrics(SERVICE)
+    proxy = Proxy(pools, upstreams, timeouts, metrics.registry)
+    docs = ApiDocs(
+        pools,
+        {
+            "patients": DocsSource("patient", settings.patient_url, "/api"),
+            "auth": DocsSource("auth", settings.auth_url, "/auth"),
+            "analytics": DocsSource("analytics", settings.analytics_url, "/api"),
+        },
+        timeouts,
+        cache_seconds=settings.docs_cache_seconds,
+    )
+    gateway = GatewayApp(
+        routes=public_routes(),
+        proxy=proxy,
+        authenticator=BearerAuthenticator(TokenVerifier(keys, issuer=settings.jwt_issuer)),
+        limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        cors=CorsPolicy(settings.cors_origins),
+        docs=docs,
+        # The Swagger UI bundle is versioned with the package: browsers may keep it for a day.
+        swagger_ui=StaticFolder(swagger_ui_folder(), cache_control="public, max-age=86400"),
+        dashboard=StaticFolder(DASHBOARD_FOLDER, cache_control="no-cache"),
+        registry=metrics.registry,
+    )
+    app = ServiceMiddleware(
+        gateway,
+        service=SERVICE,
+        health_checks={
+            name: downstream_check(name, url, settings.health_timeout) for name, url in upstreams.items()
+        },
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        health_timeout=settings.health_timeout + 1.0,
+    )
+    return Gateway(app=app, keys=keys, proxy=proxy)

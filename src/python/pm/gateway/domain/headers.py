@@ -1,0 +1,89 @@
+"""What crosses the gateway in each direction: hop-by-hop headers stay, identity is the gateway's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Headers = list[tuple[bytes, bytes]]
+
+# RFC 9110 §7.6.1: meaningful for one connection only, never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+    }
+)
+SUBJECT_HEADER = b"x-authenticated-subject"
+ROLE_HEADER = b"x-authenticated-role"
+# The gateway alone asserts identity and forwarding facts; copies sent by clients are dropped.
+FORWARDED_PREFIX = b"x-forwarded-prefix"
+GATEWAY_OWNED = frozenset(
+    {b"host", SUBJECT_HEADER, ROLE_HEADER, b"x-forwarded-proto", b"x-forwarded-host", FORWARDED_PREFIX}
+)
+# Set by the gateway's own server for its response; the upstream's copies would duplicate them.
+RESPONSE_OWNED = frozenset({b"date", b"server"})
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """Header names listed in `Connection` are hop-by-hop too (RFC 9110 §7.6.1)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(part.strip().lower() for part in value.split(b",") if part.strip())
+    return tokens
+
+
+def upstream_request_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    client_host: str | None,
+    scheme: str,
+    identity: tuple[str, str] | None,
+    forwarded_prefix: str = "",
+) -> Headers:
+    """Request headers for the upstream: the client's end-to-end headers plus the gateway's own.
+
+    `forwarded_prefix` tells the upstream where it is mounted publicly, so that the links it returns
+    (Location, Link) point at the gateway's paths.
+    """
+    headers = list(headers)
+    drop = HOP_BY_HOP | GATEWAY_OWNED | _connection_tokens(headers)
+    forwarded_for: list[bytes] = []
+    host = b""
+    out: Headers = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"x-forwarded-for":
+            forwarded_for.append(value)
+        elif lowered == b"host":
+            host = value
+        elif lowered not in drop and not lowered.startswith(b"proxy-"):
+            out.append((lowered, value))
+    if client_host:
+        forwarded_for.append(client_host.encode("latin-1"))
+    if forwarded_for:
+        out.append((b"x-forwarded-for", b", ".join(forwarded_for)))
+    out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
+    if host:
+        out.append((b"x-forwarded-host", host))
+    if forwarded_prefix:
+        out.append((FORWARDED_PREFIX, forwarded_prefix.encode("latin-1")))
+    if identity is not None:
+        subject, role = identity
+        out.append((SUBJECT_HEADER, subject.encode("utf-8")))
+        out.append((ROLE_HEADER, role.encode("utf-8")))
+    return out
+
+
+def client_response_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """Response headers for the client: the upstream's end-to-end headers."""
+    headers = list(headers)
+    drop = HOP_BY_HOP | RESPONSE_OWNED | _connection_tokens(headers)
+    return [(name, value) for name, value in headers if name.lower() not in drop]

@@ -1,0 +1,1 @@
+"""The gateway's ASGI application and the pages it serves itself."""

@@ -1,0 +1,264 @@
+"""Real servers on loopback: echo upstreams for auth, patient and analytics, a JWKS server, the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from pm.common.config import Env
+from pm.common.testing import LiveServer
+from pm.common.tokens import JwksKeys
+from pm.gateway.bootstrap import bootstrap
+from pm.gateway.config import Settings
+
+ISSUER = "pm-auth"
+
+
+class SigningKey:
+    def __init__(self, kid: str) -> None:
+        self.kid = kid
+        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def jwk(self) -> dict[str, Any]:
+        entry = json.loads(RSAAlgorithm.to_jwk(self.private.public_key()))
+        entry.update(kid=self.kid, use="sig", alg="RS256")
+        return entry
+
+    def public_pem(self) -> bytes:
+        return self.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def token(self, *, kid: str | None = None, **overrides: Any) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "sub": "testuser@test.com",
+            "role": "ADMIN",
+            "iat": now,
+            "exp": now + 600,
+            "iss": ISSUER,
+            "jti": str(uuid.uuid4()),
+        }
+        claims.update(overrides)
+        return jwt.encode(claims, self.private, algorithm="RS256", headers={"kid": kid or self.kid})
+
+
+def unsigned_token(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None) -> str:
+    """A token built by hand, for algorithms PyJWT refuses to produce with these keys."""
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signing_input = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(claims).encode())
+    signature = b"" if secret is None else b64(hmac.new(secret, signing_input, hashlib.sha256).digest())
+    return (signing_input + b"." + signature).decode()
+
+
+class JwksServer:
+    """Serves the public keys of `keys`; counts fetches so tests can see refreshes."""
+
+    def __init__(self, keys: list[SigningKey]) -> None:
+        self.keys = list(keys)
+        self.fetches = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.fetches += 1
+        body = json.dumps({"keys": [key.jwk() for key in self.keys]}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class EchoUpstream:
+    """A service behind the gateway that answers with what it received.
+
+    Special paths: `/health` answers `health_status`; `/openapi.json` answers `openapi`; `.../slow`
+    waits `delay` seconds; `.../stream` sends its body in three parts, `part_gap` seconds apart;
+    `.../status/<code>` answers that status with a problem body; other paths echo the request (and
+    `.../login-cookie` also sets a cookie).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.health_status = 200
+        self.openapi: Any = {"openapi": "3.0.3", "info": {"title": name, "version": "1"}, "paths": {}}
+        self.openapi_fetches = 0
+        self.delay = 0.0
+        self.part_gap = 0.3
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path == "/health":
+            await _json(send, self.health_status, {"status": "UP" if self.health_status == 200 else "DOWN"})
+            return
+        if path == "/openapi.json":
+            self.openapi_fetches += 1
+            if isinstance(self.openapi, bytes):
+                await _raw(send, 200, self.openapi, b"text/plain")
+            else:
+                await _json(send, 200, self.openapi)
+            return
+        digest = hashlib.sha256()
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            digest.update(chunk)
+            size += len(chunk)
+            if not message.get("more_body"):
+                break
+        if "/status/" in path:
+            code = int(path.rsplit("/", 1)[1])
+            problem = {"type": "about:blank", "title": "From upstream", "status": code, "detail": self.name}
+            await _raw(send, code, json.dumps(problem).encode(), b"application/problem+json")
+            return
+        if path.endswith("/slow"):
+            await asyncio.sleep(self.delay)
+        if path.endswith("/stream"):
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+            )
+            for part in (b"first,", b"second,", b"third"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+                await asyncio.sleep(self.part_gap)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = {
+            "service": self.name,
+            "method": scope["method"],
+            "path": path,
+            "raw_path": (scope.get("raw_path") or b"").decode("latin-1"),
+            "query": scope["query_string"].decode("latin-1"),
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+            "body_size": size,
+            "body_sha256": digest.hexdigest(),
+        }
+        headers = [
+            (b"x-upstream", self.name.encode()),
+            (b"keep-alive", b"timeout=99"),
+            (b"server", b"upstream/1.0"),
+        ]
+        if path.endswith("/login-cookie"):
+            headers.append((b"set-cookie", b"session=alice-secret; Path=/"))
+        await _json(send, 200, body, headers)
+
+
+async def _json(send: Any, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await _raw(send, status, json.dumps(body).encode(), b"application/json", headers)
+
+
+async def _raw(
+    send: Any, status: int, body: bytes, content_type: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+            + (headers or []),
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def echoed_headers(response: httpx.Response) -> dict[str, list[str]]:
+    """The request headers the upstream received, by lower-case name."""
+    seen: dict[str, list[str]] = {}
+    for name, value in response.json()["headers"]:
+        seen.setdefault(name.lower(), []).append(value)
+    return seen
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return SigningKey("key-1")
+
+
+@pytest.fixture(scope="session")
+def foreign_key() -> SigningKey:
+    return SigningKey("key-1")
+
+
+@pytest.fixture(scope="session")
+def jwks_server(signing_key: SigningKey) -> Iterator[tuple[JwksServer, str]]:
+    server = JwksServer([signing_key])
+    with LiveServer(server) as live:
+        yield server, f"{live.url}/.well-known/jwks.json"
+
+
+@pytest.fixture
+def jwks(jwks_server: tuple[JwksServer, str], signing_key: SigningKey) -> tuple[JwksServer, str]:
+    server, url = jwks_server
+    server.keys = [signing_key]
+    server.fetches = 0
+    return server, url
+
+
+@pytest.fixture(scope="session")
+def upstream_servers() -> Iterator[dict[str, tuple[EchoUpstream, str]]]:
+    with ExitStack() as stack:
+        servers = {}
+        for name in ("auth", "patient", "analytics"):
+            app = EchoUpstream(name)
+            servers[name] = (app, stack.enter_context(LiveServer(app)).url)
+        yield servers
+
+
+@pytest.fixture
+def upstreams(upstream_servers: dict[str, tuple[EchoUpstream, str]]) -> dict[str, tuple[EchoUpstream, str]]:
+    """The echo services, back to their defaults for each test."""
+    for name, (app, _url) in upstream_servers.items():
+        app.__init__(name)  # type: ignore[misc]
+    return upstream_servers
+
+
+Gateway = Callable[..., httpx.Client]
+
+
+@pytest.fixture
+def gateway(
+    upstreams: dict[str, tuple[EchoUpstream, str]], jwks: tuple[JwksServer, str]
+) -> Iterator[Gateway]:
+    """Starts a gateway over the echo upstreams; keyword arguments are extra PM_* settings."""
+    with ExitStack() as stack:
+
+        def start(**settings: str) -> httpx.Client:
+            environ = {
+                "PM_AUTH_URL": upstreams["auth"][1],
+                "PM_PATIENT_URL": upstreams["patient"][1],
+                "PM_ANALYTICS_URL": upstreams["analytics"][1],
+                "PM_JWKS_URL": jwks[1],
+                **settings,
+            }
+            config = Settings.from_env(Env(environ))
+            # No refresh throttle: tests look at every refetch an unknown key id causes.
+            built = bootstrap(config, keys=JwksKeys(config.jwks_url, min_refresh_interval=0.0))
+            built.load_keys()
+            live = stack.enter_context(LiveServer(built.app))
+            return stack.enter_context(httpx.Client(base_url=live.url, timeout=10.0))
+
+        yield start

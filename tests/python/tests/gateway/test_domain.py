@@ -1,0 +1,125 @@
+"""Unit tests of the gateway's rules (no servers): routes, header policy, rate limiting, CORS."""
+
+from __future__ import annotations
+
+import pytest
+
+from pm.gateway.domain.cors import CorsPolicy
+from pm.gateway.domain.headers import client_response_headers, upstream_request_headers
+from pm.gateway.domain.ratelimit import RateLimiter, retry_after_seconds
+from pm.gateway.domain.routes import public_routes
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("path", "upstream", "upstream_path", "needs_token"),
+    [
+        ("/auth/login", "auth", "/login", False),
+        ("/auth/validate", "auth", "/validate", False),
+        ("/auth/.well-known/jwks.json", "auth", "/.well-known/jwks.json", False),
+        ("/auth/users", "auth", "/users", True),
+        ("/api/patients", "patient", "/patients", True),
+        ("/api/patients/", "patient", "/patients/", True),
+        ("/api/analytics/summary", "analytics", "/analytics/summary", True),
+    ],
+)
+def test_route_table(path: str, upstream: str, upstream_path: str, needs_token: bool) -> None:
+    match = public_routes().match(path)
+    assert match is not None
+    assert (match.route.upstream, match.upstream_path, match.route.needs_token) == (
+        upstream,
+        upstream_path,
+        needs_token,
+    )
+
+
+@pytest.mark.parametrize(
+    "path", ["/auth/login/extra", "/auth/health", "/auth", "/api", "/api/patientsX", "/"]
+)
+def test_paths_no_route_takes(path: str) -> None:
+    assert public_routes().match(path) is None
+
+
+def test_bucket_allows_a_burst_then_the_steady_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate=2.0, burst=3, clock=clock)
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = limiter.acquire("a")
+    assert wait == pytest.approx(0.5)
+    assert retry_after_seconds(wait) == 1
+    assert limiter.acquire("b") == 0.0
+    clock.now += 0.5
+    assert limiter.acquire("a") == 0.0
+    assert limiter.acquire("a") > 0
+
+
+def test_idle_clients_are_forgotten_so_memory_stays_bounded() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate=10.0, burst=10, clock=clock, max_keys=100)
+    for n in range(100):
+        limiter.acquire(f"client-{n}")
+    clock.now += 5
+    for n in range(100, 150):
+        limiter.acquire(f"client-{n}")
+    assert len(limiter._buckets) <= 100
+
+
+def test_a_disabled_limiter_never_refuses() -> None:
+    limiter = RateLimiter(rate=0.0, burst=0)
+    assert all(limiter.acquire("a") == 0.0 for _ in range(1000))
+
+
+def test_upstream_headers_drop_hop_by_hop_and_client_identity() -> None:
+    headers = upstream_request_headers(
+        [
+            (b"host", b"gw.example"),
+            (b"connection", b"keep-alive, x-secret-hop"),
+            (b"x-secret-hop", b"1"),
+            (b"proxy-connection", b"keep-alive"),
+            (b"x-authenticated-role", b"ADMIN"),
+            (b"authorization", b"Bearer t"),
+            (b"accept", b"application/json"),
+        ],
+        client_host="192.0.2.1",
+        scheme="https",
+        identity=("a@b.c", "USER"),
+    )
+    assert headers == [
+        (b"authorization", b"Bearer t"),
+        (b"accept", b"application/json"),
+        (b"x-forwarded-for", b"192.0.2.1"),
+        (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-host", b"gw.example"),
+        (b"x-authenticated-subject", b"a@b.c"),
+        (b"x-authenticated-role", b"USER"),
+    ]
+
+
+def test_client_response_headers_drop_hop_by_hop() -> None:
+    kept = client_response_headers(
+        [
+            (b"Content-Type", b"application/json"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Connection", b"close, X-Hop"),
+            (b"X-Hop", b"1"),
+            (b"ETag", b'"v1"'),
+            (b"Date", b"x"),
+        ]
+    )
+    assert kept == [(b"Content-Type", b"application/json"), (b"ETag", b'"v1"')]
+
+
+def test_cors_allows_listed_origins_only() -> None:
+    policy = CorsPolicy(("https://app.example",))
+    assert policy.allows("https://app.example")
+    assert policy.allows("https://app.example/")
+    assert not policy.allows("https://app.example.evil")
+    assert not CorsPolicy(()).allows("https://app.example")
+    assert CorsPolicy(("*",)).allows("https://any.example")

@@ -1,0 +1,710 @@
+"""The AWS stack of the system as a CloudFormation template, written with troposphere.
+
+One VPC (public and private subnets in two zones), a PostgreSQL RDS instance per service that owns data
+(credentials generated into Secrets Manager, a Route53 health check each), an MSK cluster, an ECS cluster
+running one Fargate service per back-end service (found by each other through a Cloud Map private DNS
+namespace) and an application load balancer in front of the gateway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from troposphere import (
+    AWSObject,
+    Equals,
+    GetAtt,
+    GetAZs,
+    If,
+    Join,
+    Not,
+    NoValue,
+    Output,
+    Parameter,
+    Ref,
+    Select,
+    Sub,
+    Tags,
+    Template,
+    ec2,
+    ecs,
+    iam,
+    logs,
+    msk,
+    rds,
+    route53,
+    secretsmanager,
+    servicediscovery,
+)
+from troposphere import elasticloadbalancingv2 as elb
+
+NAMESPACE = "pm.local"
+POSTGRES_PORT = 5432
+KAFKA_PLAINTEXT_PORT = 9092
+DB_USER = "pm"
+HAS_KAFKA_BOOTSTRAP = "HasKafkaBootstrap"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One back-end service as ECS runs it: its port variables and what it talks to."""
+
+    name: str
+    port_var: str
+    port: int
+    extra_ports: dict[str, int] = field(default_factory=dict)
+    owns_database: bool = False
+    uses_kafka: bool = False
+    verifies_tokens: bool = False
+    peers: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        return self.name.capitalize()
+
+    @property
+    def database_var(self) -> str:
+        return f"PM_{self.name.upper()}_DATABASE_URL"
+
+    @property
+    def host(self) -> str:
+        return f"{self.name}.{NAMESPACE}"
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("auth", "PM_AUTH_PORT", 4005, owns_database=True),
+    ServiceSpec(
+        "billing", "PM_BILLING_PORT", 4001, extra_ports={"PM_BILLING_GRPC_PORT": 9001}, owns_database=True
+    ),
+    ServiceSpec(
+        "patient",
+        "PM_PATIENT_PORT",
+        4000,
+        owns_database=True,
+        uses_kafka=True,
+        verifies_tokens=True,
+        peers=("auth", "billing"),
+    ),
+    ServiceSpec(
+        "analytics",
+        "PM_ANALYTICS_PORT",
+        4002,
+        owns_database=True,
+        uses_kafka=True,
+        verifies_tokens=True,
+        peers=("auth",),
+    ),
+    ServiceSpec(
+        "gateway",
+        "PM_GATEWAY_PORT",
+        4004,
+        verifies_tokens=True,
+        peers=("auth", "patient", "analytics"),
+    ),
+)
+BY_NAME = {spec.name: spec for spec in SERVICES}
+GATEWAY = BY_NAME["gateway"]
+
+
+def peer_settings(spec: ServiceSpec) -> dict[str, str]:
+    """The addresses a service reaches its peers at, through Cloud Map names."""
+    settings: dict[str, str] = {}
+    for peer in spec.peers:
+        other = BY_NAME[peer]
+        if peer == "billing":
+            settings["PM_BILLING_GRPC_TARGET"] = f"{other.host}:{other.extra_ports['PM_BILLING_GRPC_PORT']}"
+        else:
+            settings[f"PM_{peer.upper()}_URL"] = f"http://{other.host}:{other.port}"
+    if spec.verifies_tokens:
+        auth = BY_NAME["auth"]
+        settings["PM_JWKS_URL"] = f"http://{auth.host}:{auth.port}/.well-known/jwks.json"
+        settings["PM_JWT_ISSUER"] = "pm-auth"
+    return settings
+
+
+def container_environment(spec: ServiceSpec) -> dict[str, str]:
+    """Plain (non-secret) settings of a service's container."""
+    environment = {
+        "PM_ENV": "production",
+        "PM_HOST": "0.0.0.0",  # noqa: S104 - the task's own network interface (awsvpc)
+        "PM_LOG_LEVEL": "INFO",
+        spec.port_var: str(spec.port),
+    }
+    environment.update({name: str(port) for name, port in spec.extra_ports.items()})
+    environment.update(peer_settings(spec))
+    return environment
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.t = Template(
+            Description="Patient Management System: VPC, RDS PostgreSQL, MSK, ECS Fargate services, ALB"
+        )
+        self.t.set_version("2010-09-09")
+
+    def add(self, resource: AWSObject) -> AWSObject:
+        return self.t.add_resource(resource)
+
+    def parameters(self) -> None:
+        t = self.t
+        self.image_prefix = t.add_parameter(
+            Parameter(
+                "ImageRepositoryPrefix",
+                Type="String",
+                Default="pm-",
+                Description="Prefix of the service image repositories (e.g. an ECR registry/pm-): "
+                "images are <prefix><service>:<tag>",
+            )
+        )
+        self.image_tag = t.add_parameter(
+            Parameter("ImageTag", Type="String", Default="latest", Description="Tag of every service image")
+        )
+        self.db_class = t.add_parameter(
+            Parameter(
+                "DatabaseInstanceClass",
+                Type="String",
+                Default="db.t3.micro",
+                AllowedValues=["db.t3.micro", "db.t3.small", "db.t3.medium", "db.t4g.micro", "db.t4g.small"],
+            )
+        )
+        self.db_storage = t.add_parameter(
+            Parameter("DatabaseStorageGiB", Type="Number", Default="20", MinValue="20", MaxValue="1000")
+        )
+        self.kafka_instance = t.add_parameter(
+            Parameter(
+                "KafkaInstanceType",
+                Type="String",
+                Default="kafka.t3.small",
+                AllowedValues=["kafka.t3.small", "kafka.m5.large", "kafka.m7g.large"],
+            )
+        )
+        self.kafka_volume = t.add_parameter(
+            Parameter("KafkaVolumeGiB", Type="Number", Default="20", MinValue="1", MaxValue="16384")
+        )
+        self.kafka_bootstrap = t.add_parameter(
+            Parameter(
+                "KafkaBootstrapServers",
+                Type="String",
+                Default="",
+                Description="The MSK cluster's plaintext bootstrap brokers. CloudFormation cannot read them; "
+                "the deploy command fills this in once the cluster exists. While empty, the services "
+                "that use Kafka run no tasks.",
+            )
+        )
+        self.task_cpu = t.add_parameter(
+            Parameter("TaskCpu", Type="String", Default="256", AllowedValues=["256", "512", "1024", "2048"])
+        )
+        self.task_memory = t.add_parameter(
+            Parameter(
+                "TaskMemoryMiB",
+                Type="String",
+                Default="512",
+                AllowedValues=["512", "1024", "2048", "4096"],
+            )
+        )
+        self.desired_count = t.add_parameter(
+            Parameter("DesiredCount", Type="Number", Default="1", MinValue="0", MaxValue="10")
+        )
+        self.jwt_secret = t.add_parameter(
+            Parameter(
+                "JwtPrivateKeySecretArn",
+                Type="String",
+                AllowedPattern="arn:aws[a-z-]*:secretsmanager:.+",
+                Description="Secrets Manager secret holding auth's PEM private signing key",
+            )
+        )
+        t.add_condition(HAS_KAFKA_BOOTSTRAP, Not(Equals(Ref(self.kafka_bootstrap), "")))
+
+    def network(self) -> None:
+        self.vpc = self.add(
+            ec2.VPC(
+                "Vpc",
+                CidrBlock="10.0.0.0/16",
+                EnableDnsHostnames=True,
+                EnableDnsSupport=True,
+                Tags=Tags(Name=Sub("${AWS::StackName}-vpc")),
+            )
+        )
+        gateway = self.add(ec2.InternetGateway("InternetGateway"))
+        attachment = self.add(
+            ec2.VPCGatewayAttachment(
+                "InternetGatewayAttachment", VpcId=Ref(self.vpc), InternetGatewayId=Ref(gateway)
+            )
+        )
+        public_routes = self.add(ec2.RouteTable("PublicRouteTable", VpcId=Ref(self.vpc)))
+        self.add(
+            ec2.Route(
+                "PublicDefaultRoute",
+                DependsOn=attachment.title,
+                RouteTableId=Ref(public_routes),
+                DestinationCidrBlock="0.0.0.0/0",
+                GatewayId=Ref(gateway),
+            )
+        )
+        self.public_subnets: list[ec2.Subnet] = []
+        self.private_subnets: list[ec2.Subnet] = []
+        for index in range(2):
+            zone = Select(index, GetAZs(""))
+            public = self.add(
+                ec2.Subnet(
+                    f"PublicSubnet{index + 1}",
+                    VpcId=Ref(self.vpc),
+                    CidrBlock=f"10.0.{index}.0/24",
+                    AvailabilityZone=zone,
+                    MapPublicIpOnLaunch=True,
+                    Tags=Tags(Name=Sub(f"${{AWS::StackName}}-public-{index + 1}")),
+                )
+            )
+            private = self.add(
+                ec2.Subnet(
+                    f"PrivateSubnet{index + 1}",
+                    VpcId=Ref(self.vpc),
+                    CidrBlock=f"10.0.{index + 10}.0/24",
+                    AvailabilityZone=zone,
+                    Tags=Tags(Name=Sub(f"${{AWS::StackName}}-private-{index + 1}")),
+                )
+            )
+            self.add(
+                ec2.SubnetRouteTableAssociation(
+                    f"PublicSubnet{index + 1}Routes", SubnetId=Ref(public), RouteTableId=Ref(public_routes)
+                )
+            )
+            # One NAT gateway per zone: tasks in private subnets pull images and reach AWS APIs through it.
+            address = self.add(ec2.EIP(f"NatAddress{index + 1}", Domain="vpc", DependsOn=attachment.title))
+            nat = self.add(
+                ec2.NatGateway(
+                    f"NatGateway{index + 1}",
+                    AllocationId=GetAtt(address, "AllocationId"),
+                    SubnetId=Ref(public),
+                )
+            )
+            private_routes = self.add(ec2.RouteTable(f"PrivateRouteTable{index + 1}", VpcId=Ref(self.vpc)))
+            self.add(
+                ec2.Route(
+                    f"PrivateDefaultRoute{index + 1}",
+                    RouteTableId=Ref(private_routes),
+                    DestinationCidrBlock="0.0.0.0/0",
+                    NatGatewayId=Ref(nat),
+                )
+            )
+            self.add(
+                ec2.SubnetRouteTableAssociation(
+                    f"PrivateSubnet{index + 1}Routes", SubnetId=Ref(private), RouteTableId=Ref(private_routes)
+                )
+            )
+            self.public_subnets.append(public)
+            self.private_subnets.append(private)
+
+    def security_groups(self) -> None:
+        self.alb_sg = self.add(
+            ec2.SecurityGroup(
+                "LoadBalancerSecurityGroup",
+                GroupDescription="HTTP from anywhere to the load balancer",
+                VpcId=Ref(self.vpc),
+                SecurityGroupIngress=[
+                    ec2.SecurityGroupRule(IpProtocol="tcp", FromPort=80, ToPort=80, CidrIp="0.0.0.0/0")
+                ],
+            )
+        )
+        self.services_sg = self.add(
+            ec2.SecurityGroup(
+                "ServicesSecurityGroup",
+                GroupDescription="ECS tasks: the gateway port from the load balancer, any port between tasks",
+                VpcId=Ref(self.vpc),
+                SecurityGroupIngress=[
+                    ec2.SecurityGroupRule(
+                        IpProtocol="tcp",
+                        FromPort=GATEWAY.port,
+                        ToPort=GATEWAY.port,
+                        SourceSecurityGroupId=Ref(self.alb_sg),
+                    )
+                ],
+            )
+        )
+        self.add(
+            ec2.SecurityGroupIngress(
+                "ServicesToServicesIngress",
+                GroupId=Ref(self.services_sg),
+                IpProtocol="tcp",
+                FromPort=4000,
+                ToPort=9999,
+                SourceSecurityGroupId=Ref(self.services_sg),
+            )
+        )
+        self.db_sg = self.add(
+            ec2.SecurityGroup(
+                "DatabaseSecurityGroup",
+                GroupDescription="PostgreSQL from the ECS tasks only",
+                VpcId=Ref(self.vpc),
+                SecurityGroupIngress=[
+                    ec2.SecurityGroupRule(
+                        IpProtocol="tcp",
+                        FromPort=POSTGRES_PORT,
+                        ToPort=POSTGRES_PORT,
+                        SourceSecurityGroupId=Ref(self.services_sg),
+                    )
+                ],
+            )
+        )
+        self.kafka_sg = self.add(
+            ec2.SecurityGroup(
+                "KafkaSecurityGroup",
+                GroupDescription="Kafka (plaintext listener) from the ECS tasks only",
+                VpcId=Ref(self.vpc),
+                SecurityGroupIngress=[
+                    ec2.SecurityGroupRule(
+                        IpProtocol="tcp",
+                        FromPort=KAFKA_PLAINTEXT_PORT,
+                        ToPort=KAFKA_PLAINTEXT_PORT,
+                        SourceSecurityGroupId=Ref(self.services_sg),
+                    )
+                ],
+            )
+        )
+
+    def databases(self) -> None:
+        subnet_group = self.add(
+            rds.DBSubnetGroup(
+                "DatabaseSubnetGroup",
+                DBSubnetGroupDescription="Private subnets for the service databases",
+                SubnetIds=[Ref(s) for s in self.private_subnets],
+            )
+        )
+        self.database_url_secrets: dict[str, secretsmanager.Secret] = {}
+        for spec in SERVICES:
+            if not spec.owns_database:
+                continue
+            credentials = self.add(
+                secretsmanager.Secret(
+                    f"{spec.title}DatabaseCredentials",
+                    Name=Sub(f"${{AWS::StackName}}/{spec.name}/database-credentials"),
+                    Description=f"Master credentials of the {spec.name} database",
+                    GenerateSecretString=secretsmanager.GenerateSecretString(
+                        SecretStringTemplate=f'{{"username": "{DB_USER}"}}',
+                        GenerateStringKey="password",
+                        PasswordLength=32,
+                        # Letters and digits only: the password goes into a database URL unescaped.
+                        ExcludePunctuation=True,
+                    ),
+                )
+            )
+            password = f"{{{{resolve:secretsmanager:${{{credentials.title}}}:SecretString:password}}}}"
+            instance = self.add(
+                rds.DBInstance(
+                    f"{spec.title}Database",
+                    DeletionPolicy="Snapshot",
+                    UpdateReplacePolicy="Snapshot",
+                    DBInstanceIdentifier=Sub(f"${{AWS::StackName}}-{spec.name}-db"),
+                    DBInstanceClass=Ref(self.db_class),
+                    Engine="postgres",
+                    EngineVersion="16.9",
+                    DBName=spec.name,
+                    Port=str(POSTGRES_PORT),
+                    MasterUsername=DB_USER,
+                    MasterUserPassword=Sub(password),
+                    AllocatedStorage=Ref(self.db_storage),
+                    StorageType="gp3",
+                    StorageEncrypted=True,
+                    PubliclyAccessible=False,
+                    BackupRetentionPeriod=7,
+                    DBSubnetGroupName=Ref(subnet_group),
+                    VPCSecurityGroups=[Ref(self.db_sg)],
+                    Tags=Tags(Service=spec.name),
+                )
+            )
+            self.database_url_secrets[spec.name] = self.add(
+                secretsmanager.Secret(
+                    f"{spec.title}DatabaseUrl",
+                    Name=Sub(f"${{AWS::StackName}}/{spec.name}/database-url"),
+                    Description=f"{spec.database_var} of the {spec.name} service",
+                    SecretString=Sub(
+                        f"postgresql+psycopg2://{DB_USER}:{password}@${{Host}}:${{Port}}/{spec.name}",
+                        Host=GetAtt(instance, "Endpoint.Address"),
+                        Port=GetAtt(instance, "Endpoint.Port"),
+                    ),
+                )
+            )
+            self.add(
+                route53.HealthCheck(
+                    f"{spec.title}DatabaseHealthCheck",
+                    HealthCheckConfig=route53.HealthCheckConfig(
+                        Type="TCP",
+                        FullyQualifiedDomainName=GetAtt(instance, "Endpoint.Address"),
+                        Port=POSTGRES_PORT,
+                        RequestInterval=30,
+                        FailureThreshold=3,
+                    ),
+                    HealthCheckTags=Tags(Name=Sub(f"${{AWS::StackName}}-{spec.name}-db")),
+                )
+            )
+            self.t.add_output(
+                Output(
+                    f"{spec.title}DatabaseEndpoint",
+                    Value=GetAtt(instance, "Endpoint.Address"),
+                    Description=f"Host name of the {spec.name} database",
+                )
+            )
+
+    def kafka(self) -> None:
+        self.kafka_cluster = self.add(
+            msk.Cluster(
+                "KafkaCluster",
+                ClusterName=Sub("${AWS::StackName}-kafka"),
+                KafkaVersion="3.6.0",
+                NumberOfBrokerNodes=2,
+                BrokerNodeGroupInfo=msk.BrokerNodeGroupInfo(
+                    ClientSubnets=[Ref(s) for s in self.private_subnets],
+                    InstanceType=Ref(self.kafka_instance),
+                    SecurityGroups=[Ref(self.kafka_sg)],
+                    StorageInfo=msk.StorageInfo(
+                        EBSStorageInfo=msk.EBSStorageInfo(VolumeSize=Ref(self.kafka_volume))
+                    ),
+                ),
+                # The services speak plaintext Kafka inside the VPC; TLS stays available to other clients.
+                EncryptionInfo=msk.EncryptionInfo(
+                    EncryptionInTransit=msk.EncryptionInTransit(ClientBroker="TLS_PLAINTEXT", InCluster=True)
+                ),
+            )
+        )
+        self.t.add_output(Output("KafkaClusterArn", Value=Ref(self.kafka_cluster)))
+
+    def cluster(self) -> None:
+        self.ecs_cluster = self.add(
+            ecs.Cluster(
+                "EcsCluster",
+                ClusterName=Sub("${AWS::StackName}-cluster"),
+                ClusterSettings=[ecs.ClusterSetting(Name="containerInsights", Value="enabled")],
+            )
+        )
+        self.namespace = self.add(
+            servicediscovery.PrivateDnsNamespace(
+                "ServiceNamespace",
+                Name=NAMESPACE,
+                Vpc=Ref(self.vpc),
+                Description="Private DNS names of the services (<service>.pm.local)",
+            )
+        )
+        self.execution_role = self.add(
+            iam.Role(
+                "TaskExecutionRole",
+                AssumeRolePolicyDocument={
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                },
+                ManagedPolicyArns=["arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"],
+                Policies=[
+                    iam.Policy(
+                        PolicyName="read-service-secrets",
+                        PolicyDocument={
+                            "Version": "2012-10-17",
+                            "Statement": [
+                                {
+                                    "Effect": "Allow",
+                                    "Action": "secretsmanager:GetSecretValue",
+                                    "Resource": [Ref(s) for s in self.database_url_secrets.values()]
+                                    + [Ref(self.jwt_secret)],
+                                }
+                            ],
+                        },
+                    )
+                ],
+            )
+        )
+        self.t.add_output(Output("ClusterName", Value=Ref(self.ecs_cluster)))
+        self.t.add_output(Output("ServiceNamespaceId", Value=GetAtt(self.namespace, "Id")))
+
+    def load_balancer(self) -> None:
+        self.alb = self.add(
+            elb.LoadBalancer(
+                "LoadBalancer",
+                Name=Sub("${AWS::StackName}-alb"),
+                Type="application",
+                Scheme="internet-facing",
+                Subnets=[Ref(s) for s in self.public_subnets],
+                SecurityGroups=[Ref(self.alb_sg)],
+            )
+        )
+        self.target_group = self.add(
+            elb.TargetGroup(
+                "GatewayTargetGroup",
+                Name=Sub("${AWS::StackName}-gateway"),
+                VpcId=Ref(self.vpc),
+                TargetType="ip",
+                Protocol="HTTP",
+                Port=GATEWAY.port,
+                HealthCheckProtocol="HTTP",
+                HealthCheckPath="/health",
+                HealthCheckIntervalSeconds=15,
+                HealthyThresholdCount=2,
+                UnhealthyThresholdCount=3,
+                Matcher=elb.Matcher(HttpCode="200"),
+                TargetGroupAttributes=[
+                    elb.TargetGroupAttribute(Key="deregistration_delay.timeout_seconds", Value="15")
+                ],
+            )
+        )
+        self.listener = self.add(
+            elb.Listener(
+                "HttpListener",
+                LoadBalancerArn=Ref(self.alb),
+                Port=80,
+                Protocol="HTTP",
+                DefaultActions=[elb.Action(Type="forward", TargetGroupArn=Ref(self.target_group))],
+            )
+        )
+        self.t.add_output(
+            Output(
+                "LoadBalancerDnsName",
+                Value=GetAtt(self.alb, "DNSName"),
+                Description="Public address of the gateway",
+            )
+        )
+
+    def service(self, spec: ServiceSpec) -> None:
+        log_group = self.add(
+            logs.LogGroup(
+                f"{spec.title}LogGroup",
+                LogGroupName=Sub(f"/ecs/${{AWS::StackName}}/{spec.name}"),
+                RetentionInDays=30,
+            )
+        )
+        environment = [
+            ecs.Environment(Name=k, Value=v) for k, v in sorted(container_environment(spec).items())
+        ]
+        if spec.uses_kafka:
+            environment.append(
+                If(
+                    HAS_KAFKA_BOOTSTRAP,
+                    ecs.Environment(Name="PM_KAFKA_BOOTSTRAP_SERVERS", Value=Ref(self.kafka_bootstrap)),
+                    NoValue,
+                )
+            )
+        secrets = []
+        if spec.owns_database:
+            secrets.append(
+                ecs.Secret(Name=spec.database_var, ValueFrom=Ref(self.database_url_secrets[spec.name]))
+            )
+        if spec.name == "auth":
+            secrets.append(ecs.Secret(Name="PM_JWT_PRIVATE_KEY", ValueFrom=Ref(self.jwt_secret)))
+        ports = [spec.port, *spec.extra_ports.values()]
+        task = self.add(
+            ecs.TaskDefinition(
+                f"{spec.title}TaskDefinition",
+                Family=Sub(f"${{AWS::StackName}}-{spec.name}"),
+                RequiresCompatibilities=["FARGATE"],
+                NetworkMode="awsvpc",
+                Cpu=Ref(self.task_cpu),
+                Memory=Ref(self.task_memory),
+                ExecutionRoleArn=GetAtt(self.execution_role, "Arn"),
+                ContainerDefinitions=[
+                    ecs.ContainerDefinition(
+                        Name=spec.name,
+                        Image=Join("", [Ref(self.image_prefix), spec.name, ":", Ref(self.image_tag)]),
+                        Essential=True,
+                        PortMappings=[ecs.PortMapping(ContainerPort=p, Protocol="tcp") for p in ports],
+                        Environment=environment,
+                        Secrets=secrets,
+                        StopTimeout=15,
+                        HealthCheck=ecs.HealthCheck(
+                            Command=[
+                                "CMD",
+                                "python3",
+                                "-c",
+                                "import urllib.request; "
+                                f"urllib.request.urlopen('http://127.0.0.1:{spec.port}/health', timeout=4)",
+                            ],
+                            Interval=15,
+                            Timeout=5,
+                            Retries=3,
+                            StartPeriod=60,
+                        ),
+                        LogConfiguration=ecs.LogConfiguration(
+                            LogDriver="awslogs",
+                            Options={
+                                "awslogs-group": Ref(log_group),
+                                "awslogs-region": Ref("AWS::Region"),
+                                "awslogs-stream-prefix": spec.name,
+                            },
+                        ),
+                    )
+                ],
+            )
+        )
+        discovery = self.add(
+            servicediscovery.Service(
+                f"{spec.title}Discovery",
+                Name=spec.name,
+                NamespaceId=GetAtt(self.namespace, "Id"),
+                DnsConfig=servicediscovery.DnsConfig(
+                    RoutingPolicy="MULTIVALUE",
+                    DnsRecords=[servicediscovery.DnsRecord(Type="A", TTL=10)],
+                ),
+                HealthCheckCustomConfig=servicediscovery.HealthCheckCustomConfig(FailureThreshold=1),
+            )
+        )
+        desired = Ref(self.desired_count)
+        extra: dict[str, Any] = {}
+        if spec is GATEWAY:
+            extra = {
+                # The target group must be attached to a listener before a service can register into it.
+                "DependsOn": [self.listener.title],
+                "LoadBalancers": [
+                    ecs.LoadBalancer(
+                        ContainerName=spec.name,
+                        ContainerPort=spec.port,
+                        TargetGroupArn=Ref(self.target_group),
+                    )
+                ],
+                "HealthCheckGracePeriodSeconds": 60,
+            }
+        self.add(
+            ecs.Service(
+                f"{spec.title}Service",
+                ServiceName=spec.name,
+                Cluster=Ref(self.ecs_cluster),
+                LaunchType="FARGATE",
+                TaskDefinition=Ref(task),
+                # Kafka clients start once the deploy command has told the stack where the brokers are.
+                DesiredCount=If(HAS_KAFKA_BOOTSTRAP, desired, 0) if spec.uses_kafka else desired,
+                DeploymentConfiguration=ecs.DeploymentConfiguration(
+                    MinimumHealthyPercent=100,
+                    MaximumPercent=200,
+                    DeploymentCircuitBreaker=ecs.DeploymentCircuitBreaker(Enable=True, Rollback=True),
+                ),
+                NetworkConfiguration=ecs.NetworkConfiguration(
+                    AwsvpcConfiguration=ecs.AwsvpcConfiguration(
+                        Subnets=[Ref(s) for s in self.private_subnets],
+                        SecurityGroups=[Ref(self.services_sg)],
+                        AssignPublicIp="DISABLED",
+                    )
+                ),
+                ServiceRegistries=[ecs.ServiceRegistry(RegistryArn=GetAtt(discovery, "Arn"))],
+                **extra,
+            )
+        )
+
+
+def build_template() -> Template:
+    """The whole stack; parameters size it and pick the images."""
+    builder = _Builder()
+    builder.parameters()
+    builder.network()
+    builder.security_groups()
+    builder.databases()
+    builder.kafka()
+    builder.cluster()
+    builder.load_balancer()
+    for spec in SERVICES:
+        builder.service(spec)
+    return builder.t
+
+
+def template_json() -> str:
+    return build_template().to_json(indent=2, sort_keys=True)

@@ -1,0 +1,112 @@
+"""The template itself: valid for cfn-lint, and the settings the emulator cannot show."""
+
+import json
+from typing import Any
+
+import pytest
+from cfnlint.api import ManualArgs, lint
+
+from pm.infra.stack import SERVICES, container_environment, template_json
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return json.loads(template_json())
+
+
+def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    matches = lint(template_json(), config=ManualArgs(regions=["us-east-1", "eu-west-1"]))
+    assert [str(m) for m in matches] == []
+
+
+def test_every_task_runs_on_fargate_with_awsvpc_and_private_subnets(template: dict[str, Any]) -> None:
+    tasks = resources_of(template, "AWS::ECS::TaskDefinition")
+    services = resources_of(template, "AWS::ECS::Service")
+    assert len(tasks) == len(services) == len(SERVICES)
+    for task in tasks.values():
+        assert task["RequiresCompatibilities"] == ["FARGATE"]
+        assert task["NetworkMode"] == "awsvpc"
+        assert task["Cpu"] == {"Ref": "TaskCpu"} and task["Memory"] == {"Ref": "TaskMemoryMiB"}
+    for service in services.values():
+        assert service["LaunchType"] == "FARGATE"
+        network = service["NetworkConfiguration"]["AwsvpcConfiguration"]
+        assert network["AssignPublicIp"] == "DISABLED"
+        assert network["Subnets"] == [{"Ref": "PrivateSubnet1"}, {"Ref": "PrivateSubnet2"}]
+        assert "RegistryArn" in service["ServiceRegistries"][0]
+
+
+def test_only_the_gateway_is_behind_the_load_balancer_with_a_health_check_that_exists(
+    template: dict[str, Any],
+) -> None:
+    services = resources_of(template, "AWS::ECS::Service")
+    linked = {k: v["LoadBalancers"] for k, v in services.items() if "LoadBalancers" in v}
+    assert linked == {
+        "GatewayService": [
+            {
+                "ContainerName": "gateway",
+                "ContainerPort": 4004,
+                "TargetGroupArn": {"Ref": "GatewayTargetGroup"},
+            }
+        ]
+    }
+    assert template["Resources"]["GatewayService"]["DependsOn"] == ["HttpListener"]
+    (target_group,) = resources_of(template, "AWS::ElasticLoadBalancingV2::TargetGroup").values()
+    assert target_group["HealthCheckPath"] == "/health"
+    assert target_group["TargetType"] == "ip" and target_group["Port"] == 4004
+    (balancer,) = resources_of(template, "AWS::ElasticLoadBalancingV2::LoadBalancer").values()
+    assert balancer["Scheme"] == "internet-facing"
+    assert balancer["Subnets"] == [{"Ref": "PublicSubnet1"}, {"Ref": "PublicSubnet2"}]
+
+
+def test_only_public_subnets_give_public_addresses(template: dict[str, Any]) -> None:
+    # The emulator drops MapPublicIpOnLaunch, so it is checked here.
+    subnets = resources_of(template, "AWS::EC2::Subnet")
+    assert {k: v.get("MapPublicIpOnLaunch", False) for k, v in subnets.items()} == {
+        "PublicSubnet1": True,
+        "PublicSubnet2": True,
+        "PrivateSubnet1": False,
+        "PrivateSubnet2": False,
+    }
+
+
+def test_databases_are_private_encrypted_and_take_passwords_from_secrets_manager(
+    template: dict[str, Any],
+) -> None:
+    databases = resources_of(template, "AWS::RDS::DBInstance")
+    assert set(databases) == {"AuthDatabase", "PatientDatabase", "BillingDatabase", "AnalyticsDatabase"}
+    for name, db in databases.items():
+        assert db["PubliclyAccessible"] is False and db["StorageEncrypted"] is True
+        assert db["Port"] == "5432"
+        assert db["DBInstanceClass"] == {"Ref": "DatabaseInstanceClass"}
+        password = db["MasterUserPassword"]["Fn::Sub"]
+        assert password.startswith("{{resolve:secretsmanager:${") and name in password
+    assert template["Parameters"]["DatabaseInstanceClass"]["Default"] == "db.t3.micro"
+
+
+def test_kafka_clients_get_the_brokers_only_once_known(template: dict[str, Any]) -> None:
+    services = resources_of(template, "AWS::ECS::Service")
+    for spec in SERVICES:
+        desired = services[f"{spec.title}Service"]["DesiredCount"]
+        if spec.uses_kafka:
+            assert desired == {"Fn::If": ["HasKafkaBootstrap", {"Ref": "DesiredCount"}, 0]}
+        else:
+            assert desired == {"Ref": "DesiredCount"}
+
+
+def test_service_settings_use_the_pinned_names_and_cloud_map_addresses() -> None:
+    by_name = {spec.name: container_environment(spec) for spec in SERVICES}
+    assert by_name["gateway"]["PM_PATIENT_URL"] == "http://patient.pm.local:4000"
+    assert by_name["gateway"]["PM_ANALYTICS_URL"] == "http://analytics.pm.local:4002"
+    assert by_name["patient"]["PM_BILLING_GRPC_TARGET"] == "billing.pm.local:9001"
+    assert by_name["patient"]["PM_JWKS_URL"] == "http://auth.pm.local:4005/.well-known/jwks.json"
+    assert by_name["billing"] == {
+        "PM_ENV": "production",
+        "PM_HOST": "0.0.0.0",  # noqa: S104
+        "PM_LOG_LEVEL": "INFO",
+        "PM_BILLING_PORT": "4001",
+        "PM_BILLING_GRPC_PORT": "9001",
+    }

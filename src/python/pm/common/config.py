@@ -1,0 +1,123 @@
+"""Configuration from the environment, read once per service, with one clear error per bad setting."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Env:
+    """Typed access to `PM_*` variables; every error names the variable it is about."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        return value.strip() if value is not None and value.strip() else None
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self.raw(name)
+        if value is not None:
+            return value
+        if default is None:
+            raise ConfigError(f"{name} is required but not set")
+        return default
+
+    def optional(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+        if not minimum <= number <= maximum:
+            raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {number}")
+        return number
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if number < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {number}")
+        return number
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+    def port(self, name: str, default: int) -> int:
+        return self.integer(name, default, minimum=0, maximum=65535)
+
+    def url(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    def database_url(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not value.startswith(("postgresql", "sqlite")):
+            raise ConfigError(
+                f"{name} must be a SQLAlchemy URL (postgresql+psycopg2://... or sqlite:///...), got {value!r}"
+            )
+        return value
+
+    def host_port(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"{name} must be host:port, got {value!r}")
+        return value
+
+    def log_level(self) -> str:
+        level = self.text("PM_LOG_LEVEL", "INFO").upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(f"PM_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        return level
+
+    def data_dir(self) -> Path:
+        return Path(self.text("PM_DATA_DIR", ".pm-data")).resolve()
+
+
+def sqlite_default(env: Env, service: str) -> str:
+    """The embedded default database of a service: a SQLite file in the data folder."""
+    return f"sqlite:///{env.data_dir() / f'{service}.db'}"
+
+
+def load_or_exit(load: Callable[[], T], service: str) -> T:
+    """Load settings; on a bad setting print one line naming the variable and exit with status 2."""
+    try:
+        return load()
+    except ConfigError as err:
+        exit_config_error(service, str(err))
+
+
+def exit_config_error(service: str, message: str) -> NoReturn:
+    sys.stderr.write(f"{service}: configuration error: {message}\n")
+    sys.exit(2)

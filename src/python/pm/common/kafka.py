@@ -1,0 +1,205 @@
+"""Kafka on kafka-python: a safe producer, topic creation and a consumer loop that commits after work.
+
+Settings suit any Kafka-protocol broker; the consumer timings also suit Tansu, whose JoinGroup is held for
+about half of the session timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import TopicPartition
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_MS = 10_000
+
+
+def bootstrap_list(servers: str) -> list[str]:
+    return [s.strip() for s in servers.split(",") if s.strip()]
+
+
+def make_producer(bootstrap_servers: str, *, client_id: str, linger_ms: int = 5) -> KafkaProducer:
+    """acks=all and idempotence: a retried send is written once per partition, in order."""
+    return KafkaProducer(
+        bootstrap_servers=bootstrap_list(bootstrap_servers),
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        retries=5,
+        linger_ms=linger_ms,
+        max_in_flight_requests_per_connection=5,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        max_block_ms=REQUEST_TIMEOUT_MS,
+        bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
+    )
+
+
+def ensure_topics(
+    bootstrap_servers: str, topics: Iterable[str], *, partitions: int = 3, replication_factor: int = 1
+) -> None:
+    """Create topics that do not exist yet (auto-created topics get broker defaults we do not want)."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_list(bootstrap_servers),
+        client_id="pm-admin",
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
+    )
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                admin.create_topics(
+                    [
+                        NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
+                        for t in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics", extra={"topics": missing})
+    finally:
+        admin.close()
+
+
+def ping(bootstrap_servers: str, timeout_ms: int = 3000) -> None:
+    """Health check: the broker answers a metadata request."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_list(bootstrap_servers),
+        client_id="pm-health",
+        request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
+    )
+    try:
+        admin.list_topics()
+    finally:
+        admin.close()
+
+
+Handler = Callable[[list[Any]], None]
+"""Processes one polled batch of ConsumerRecords; returns normally only when the batch is durable."""
+
+
+class ConsumerLoop:
+    """One consumer on its own thread; offsets are committed only after the handler returned.
+
+    If the handler raises, nothing is committed and the consumer seeks back to the first record of the
+    batch, so the batch is redelivered (handlers must be idempotent, e.g. de-duplicate by event id).
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: list[str],
+        group_id: str,
+        handler: Handler,
+        *,
+        client_id: str,
+        max_records: int = 200,
+        poll_timeout_ms: int = 500,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = topics
+        self.group_id = group_id
+        self.handler = handler
+        self.client_id = client_id
+        self.max_records = max_records
+        self.poll_timeout_ms = poll_timeout_ms
+        self.retry_backoff_s = retry_backoff_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+        self._assignment: frozenset[TopicPartition] = frozenset()
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this member owned at its last poll (empty until it has joined its group)."""
+        return self._assignment
+
+    def _consumer(self) -> KafkaConsumer:
+        return KafkaConsumer(
+            *self.topics,
+            bootstrap_servers=bootstrap_list(self.bootstrap_servers),
+            group_id=self.group_id,
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            # `latest` is unreliable on some Kafka-protocol brokers; committed offsets make it moot.
+            auto_offset_reset="earliest",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            max_poll_records=self.max_records,
+            request_timeout_ms=REQUEST_TIMEOUT_MS + 5000,
+            bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
+        )
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=f"consumer-{self.group_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 8.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            consumer = None
+            try:
+                consumer = self._consumer()
+                self.connected.set()
+                self.last_error = None
+                self._poll_until_stopped(consumer)
+            except KafkaError as exc:
+                self.connected.clear()
+                self.last_error = str(exc)[:200]
+                log.warning("consumer error, reconnecting", extra={"error": self.last_error})
+                self._stop.wait(self.retry_backoff_s)
+            except Exception as exc:  # a consumer thread must never die silently
+                self.connected.clear()
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.exception("unexpected consumer failure, reconnecting")
+                self._stop.wait(self.retry_backoff_s)
+            finally:
+                self._assignment = frozenset()
+                if consumer is not None:
+                    try:
+                        consumer.close(autocommit=False)
+                    except Exception as exc:  # noqa: BLE001 - closing a broken consumer may fail too
+                        log.debug("consumer close failed", extra={"error": str(exc)[:200]})
+
+    def _poll_until_stopped(self, consumer: KafkaConsumer) -> None:
+        while not self._stop.is_set():
+            batches = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+            self._assignment = frozenset(consumer.assignment())
+            for tp, records in batches.items():
+                if not records:
+                    continue
+                try:
+                    self.handler(records)
+                except Exception:
+                    log.exception(
+                        "batch failed; it will be redelivered",
+                        extra={"topic": tp.topic, "partition": tp.partition},
+                    )
+                    consumer.seek(tp, records[0].offset)
+                    self._stop.wait(self.retry_backoff_s)
+                    continue
+                consumer.commit({TopicPartition(tp.topic, tp.partition): _offset(records[-1].offset + 1)})
+
+
+def _offset(value: int) -> Any:
+    from kafka.structs import OffsetAndMetadata
+
+    try:
+        return OffsetAndMetadata(value, "", -1)
+    except TypeError:  # older kafka-python: (offset, metadata)
+        return OffsetAndMetadata(value, "")

@@ -1,0 +1,205 @@
+"""JWT verification for every service: asymmetric keys only, keys from a JWKS that is cached.
+
+Only RS256 and EdDSA are accepted; `alg: none`, HMAC algorithms (and with them the classic "HS256 signed
+with the public key" confusion) and tokens without a known `kid` are refused before any key is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import httpx
+import jwt
+from jwt import PyJWK
+
+log = logging.getLogger(__name__)
+
+ALLOWED_ALGORITHMS = ("RS256", "EdDSA")
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
+ROLES = ("ADMIN", "USER")
+
+
+class InvalidToken(Exception):
+    """The token cannot be trusted; the message says why (safe to log, contains no token)."""
+
+
+class KeySource(Protocol):
+    def key_for(self, kid: str) -> Any | None:
+        """The public key for `kid`, or None if unknown."""
+
+
+class StaticKeys:
+    """Keys known up front: `{kid: public key}` (the auth service itself, tests)."""
+
+    def __init__(self, keys: Mapping[str, Any]) -> None:
+        self._keys = dict(keys)
+
+    def key_for(self, kid: str) -> Any | None:
+        return self._keys.get(kid)
+
+
+class JwksKeys:
+    """Public keys fetched from a JWKS URL, cached for `ttl`, refetched on an unknown `kid`.
+
+    Refetches are throttled (`min_refresh_interval`) so that tokens with made-up `kid`s cannot turn
+    the verifier into a request amplifier against the auth service. After a failed fetch (auth still
+    starting, or briefly down) the next try may come sooner (`retry_after_failure`): otherwise every
+    token would be refused for the whole interval after auth comes back.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 3.0,
+        ttl: float = 300.0,
+        min_refresh_interval: float = 5.0,
+        retry_after_failure: float = 0.5,
+        fetch: Callable[[str, float], dict[str, Any]] | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.ttl = ttl
+        self.min_refresh_interval = min_refresh_interval
+        self.retry_after_failure = retry_after_failure
+        self._last_attempt_failed = False
+        self._fetch = fetch or _http_get_json
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = 0.0
+        self._attempted_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def key_for(self, kid: str) -> Any | None:
+        now = time.monotonic()
+        key = self._keys.get(kid)
+        if key is not None and now - self._fetched_at < self.ttl:
+            return key
+        self.refresh(force=False)
+        if self._fetched_at >= now:
+            # A fresh document decides alone: a key removed from it (revoked) is no longer trusted.
+            return self._keys.get(kid)
+        # The auth service is unreachable or we are throttled: the last good keys stay usable.
+        return self._keys.get(kid, key)
+
+    def refresh(self, *, force: bool = True) -> None:
+        with self._lock:
+            now = time.monotonic()
+            interval = self.retry_after_failure if self._last_attempt_failed else self.min_refresh_interval
+            if not force and now - self._attempted_at < interval:
+                return
+            self._attempted_at = now
+            try:
+                document = self._fetch(self.url, self.timeout)
+                self._keys = parse_jwks(document)
+                self._fetched_at = now
+                self._last_attempt_failed = False
+            except Exception as exc:  # noqa: BLE001 - keep the last good keys, say why
+                self._last_attempt_failed = True
+                log.warning("JWKS fetch failed", extra={"url": self.url, "error": str(exc)[:200]})
+
+    def ping(self) -> None:
+        """Health check: the JWKS endpoint answers with at least one key."""
+        if not parse_jwks(self._fetch(self.url, self.timeout)):
+            raise RuntimeError("JWKS has no usable keys")
+
+
+def _http_get_json(url: str, timeout: float) -> dict[str, Any]:
+    response = httpx.get(url, timeout=timeout)
+    response.raise_for_status()
+    document = response.json()
+    if not isinstance(document, dict):
+        raise ValueError("JWKS document is not an object")
+    return document
+
+
+def parse_jwks(document: Mapping[str, Any]) -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    for entry in document.get("keys", []):
+        kid = entry.get("kid")
+        if not kid or entry.get("kty") not in ("RSA", "OKP"):
+            continue
+        try:
+            keys[kid] = PyJWK(dict(entry)).key
+        except Exception:  # noqa: BLE001 - one bad key must not hide the others
+            log.warning("ignoring unusable JWKS key", extra={"kid": kid})
+    return keys
+
+
+class TokenVerifier:
+    def __init__(self, keys: KeySource, *, issuer: str, leeway: float = 30.0) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.leeway = leeway
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Return the claims of a valid token or raise InvalidToken."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        algorithm = header.get("alg")
+        if algorithm not in ALLOWED_ALGORITHMS:
+            raise InvalidToken(f"algorithm {algorithm!r} is not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("token has no key id")
+        key = self.keys.key_for(kid)
+        if key is None:
+            raise InvalidToken("unknown key id")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": REQUIRED_CLAIMS, "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token has expired") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("wrong issuer") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
+        if claims.get("role") not in ROLES:
+            raise InvalidToken("token has no valid role")
+        return claims
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None for anything else.
+
+    The scheme is case-insensitive and may be followed by several spaces (RFC 7235 `1*SP`); anything
+    but exactly one token after it (e.g. a doubled `Bearer Bearer <token>`) is refused.
+    """
+    if not authorization:
+        return None
+    parts = authorization.split()
+    if len(parts) != 2 or parts[0].lower() != "bearer" or parts[1].lower() == "bearer":
+        return None
+    return parts[1]
+
+
+def bearer_info(token: str, request: Any) -> dict[str, Any] | None:
+    """Connexion `x-bearerInfoFunc`: the claims of a valid token, None otherwise.
+
+    The verifier comes from `request.state.token_verifier`, put there by ServiceMiddleware(state=...).
+    """
+    verifier: TokenVerifier = request.state.token_verifier
+    try:
+        return verifier.verify(token)
+    except InvalidToken as exc:
+        log.info("token rejected", extra={"reason": str(exc)})
+        return None
+
+
+def require_role(token_info: Mapping[str, Any] | None, *roles: str) -> None:
+    """Raise a 403 problem unless the caller has one of `roles`."""
+    from pm.common.problems import Problem
+
+    if not token_info or token_info.get("role") not in roles:
+        raise Problem(403, "Forbidden", f"This operation requires role {' or '.join(roles)}.")

@@ -1,0 +1,371 @@
+"""ASGI plumbing shared by every HTTP service: request ids, health, metrics, limits, serving."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from pm.common.logs import request_id_var
+from pm.common.problems import PROBLEM_JSON, problem_bytes
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+HealthCheck = Callable[[], None]
+"""A dependency check: returns when the dependency is usable, raises (with a reason) when it is not."""
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+class Metrics:
+    """Per-service Prometheus registry with the HTTP request counters every service exports."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "pm_http_requests_total", "HTTP requests served", ["method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "pm_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _valid_request_id(value: str) -> bool:
+    # ASCII only: the id is echoed in a response header and written to logs verbatim.
+    return 0 < len(value) <= 128 and all(c.isascii() and (c.isalnum() or c in "-_.:") for c in value)
+
+
+class ServiceMiddleware:
+    """Wraps a service's ASGI app.
+
+    - `X-Request-ID`: kept when the client sent a sane one, generated otherwise, set for logs, echoed back;
+    - `GET /health` runs the dependency checks (200 UP / 503 DOWN naming the failing one); the
+      `informational_checks` are reported as components too but never make the service DOWN (a
+      dependency whose outage only degrades the service, e.g. a broker behind an outbox);
+    - `GET /metrics` in Prometheus text format;
+    - `state` entries are exposed to the app as `request.state.<name>` (no module globals);
+    - request bodies over `max_body_bytes` are refused with 413 before the app reads them;
+    - security headers on every response; one access log line per request at DEBUG.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        service: str,
+        health_checks: dict[str, HealthCheck] | None = None,
+        metrics: Metrics | None = None,
+        max_body_bytes: int = 1_048_576,
+        health_timeout: float = 3.0,
+        state: dict[str, Any] | None = None,
+        informational_checks: dict[str, HealthCheck] | None = None,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.health_checks = health_checks or {}
+        self.metrics = metrics or Metrics(service)
+        self.max_body_bytes = max_body_bytes
+        self.health_timeout = health_timeout
+        self.state = state or {}
+        self.informational_checks = informational_checks or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Per-app objects (e.g. the token verifier) reach handlers as `request.state.<name>`.
+        scope.setdefault("state", {}).update(self.state)
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")
+        request_id = incoming if _valid_request_id(incoming) else str(uuid.uuid4())
+        if incoming != request_id:
+            scope = dict(scope)
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != REQUEST_ID_HEADER] + [
+                (REQUEST_ID_HEADER, request_id.encode())
+            ]
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            elapsed = time.perf_counter() - started
+            self.metrics.requests.labels(scope["method"], str(status_holder["status"])).inc()
+            self.metrics.latency.labels(scope["method"]).observe(elapsed)
+            log.debug(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status_holder["status"],
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Counted before the last byte leaves, so a client that reads /metrics next sees it.
+                record()
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                response_headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER
+                ]
+                present = {k.lower() for k, _ in response_headers}
+                response_headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                response_headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                message = dict(message)
+                message["headers"] = response_headers
+            await send(message)
+
+        try:
+            method, path = scope["method"], scope["path"]
+            if method in ("GET", "HEAD") and path == "/health":
+                await self._health(send_wrapper)
+            elif method in ("GET", "HEAD") and path == "/metrics":
+                await _respond(send_wrapper, 200, self.metrics.render(), CONTENT_TYPE_LATEST)
+            elif self._declared_length(headers) > self.max_body_bytes:
+                await self._too_large(send_wrapper)
+            elif b"content-length" not in headers and b"transfer-encoding" in headers:
+                # A streamed (chunked) body is read up to the limit here: the app then sees an ordinary
+                # body with a length (Connexion treats a body without Content-Length as missing).
+                body = await _read_at_most(receive, self.max_body_bytes)
+                if body is None:
+                    await self._too_large(send_wrapper)
+                else:
+                    scope = dict(scope)
+                    scope["headers"] = [
+                        (k, v)
+                        for k, v in scope["headers"]
+                        if k not in (b"transfer-encoding", b"content-length")
+                    ] + [(b"content-length", str(len(body)).encode())]
+                    await self.app(scope, _replay(body, receive), send_wrapper)
+            else:
+                await self.app(scope, self._limited(receive, send_wrapper), send_wrapper)
+        finally:
+            record()
+            request_id_var.reset(token)
+
+    async def _too_large(self, send: Send) -> None:
+        await _respond_problem(
+            send, 413, "Payload Too Large", f"Request bodies are limited to {self.max_body_bytes} bytes."
+        )
+
+    @staticmethod
+    def _declared_length(headers: dict[bytes, bytes]) -> int:
+        try:
+            return int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            return 0
+
+    def _limited(self, receive: Receive, send: Send) -> Receive:
+        """Count streamed (chunked) bodies too; past the limit the request is cut off."""
+        received = 0
+        limit = self.max_body_bytes
+
+        async def wrapped() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge()
+            return message
+
+        return wrapped
+
+    async def _health(self, send: Send) -> None:
+        components: dict[str, dict[str, str]] = {}
+        down: list[str] = []
+        checks = [(name, check, True) for name, check in self.health_checks.items()]
+        checks += [(name, check, False) for name, check in self.informational_checks.items()]
+        # Concurrently: /health answers within one health_timeout however many dependencies hang.
+        failures = await asyncio.gather(*(self._failure(check) for _, check, _ in checks))
+        for (name, _, essential), reason in zip(checks, failures, strict=True):
+            if reason is None:
+                components[name] = {"status": "UP"}
+                continue
+            components[name] = {"status": "DOWN", "detail": reason}
+            if essential:
+                down.append(name)
+        body: dict[str, Any] = {
+            "status": "DOWN" if down else "UP",
+            "service": self.service,
+            "components": components,
+        }
+        if down:
+            body["failing"] = down
+        await _respond(send, 503 if down else 200, json.dumps(body).encode(), "application/json")
+
+    async def _failure(self, check: HealthCheck) -> str | None:
+        """Why `check` failed, or None when it passed within the health timeout."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(check), timeout=self.health_timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure means the dependency is down
+            return "timed out" if isinstance(exc, asyncio.TimeoutError) else _short(exc)
+        return None
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_at_most(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it grows past `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive channel that yields `body` once, then whatever the client sends next (disconnect)."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: str, extra_headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    headers.extend(extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond_problem(send: Send, status: int, title: str, detail: str) -> None:
+    await _respond(send, status, problem_bytes(status, title, detail), PROBLEM_JSON)
+
+
+def _listen(host: str, port: int, service: str) -> socket.socket:
+    """A bound TCP socket, or SystemExit with one line naming the address and the setting to change."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc.strerror}"
+        raise SystemExit(
+            f"{service}: port {port} on {host} {reason} (set PM_{service.upper()}_PORT)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    service: str,
+    graceful_seconds: int = 8,
+    on_start: Iterable[Callable[[], None]] = (),
+    on_stop: Iterable[Callable[[], None]] = (),
+) -> None:
+    """Run an ASGI app until SIGTERM/SIGINT, then drain in-flight requests and run the stop hooks.
+
+    Background workers (outbox relay, consumers) start after the socket is bound so that a port clash
+    stops the service before they do anything.
+    """
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=graceful_seconds,
+        timeout_keep_alive=30,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    # Bound here, before any hook runs, so that a clash is one line and nothing needs stopping.
+    sock = _listen(host, port, service)
+
+    async def main() -> None:
+        for hook in on_start:
+            hook()
+        log.info("listening", extra={"host": host, "port": port})
+        await server.serve(sockets=[sock])
+
+    # uvicorn re-raises the signal that stopped it once it has drained; with the default handlers that
+    # would kill the process before the stop hooks run. These handlers absorb the re-raise (and stop a
+    # server that was signalled before uvicorn took over the signals).
+    def _stop_requested(_signum: int, _frame: object) -> None:
+        server.should_exit = True
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        # uvicorn's own loop (uvloop): the stdlib loop leaves Nagle on for sockets bound with proto 0,
+        # which costs ~40 ms per keep-alive response (headers and body are separate writes).
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        for hook in on_stop:
+            try:
+                hook()
+            except Exception:  # - keep stopping the rest
+                log.exception("stop hook failed")
+        log.info("stopped")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,19 @@
+"""A sample schema used to test the migration runner."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "widget",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(50), nullable=False, unique=True),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("widget")

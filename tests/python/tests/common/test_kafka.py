@@ -1,0 +1,286 @@
+"""pm.common.kafka against a real Kafka-protocol broker: produce, consume in a group, commit, resume."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from pm.common.broker import Broker
+from pm.common.kafka import ConsumerLoop, ensure_topics, make_producer, ping
+from pm.common.testing import free_port
+from pm.proto.events.v1.patient_event_pb2 import PATIENT_CREATED, PatientEvent
+
+PARTITIONS = 3
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def event(patient_id: str | None = None, name: str = "Jane Smith") -> PatientEvent:
+    message = PatientEvent(
+        event_id=str(uuid.uuid4()),
+        event_type=PATIENT_CREATED,
+        patient_id=patient_id or str(uuid.uuid4()),
+        name=name,
+        email="jane.smith@example.com",
+        actor="admin@example.com",
+    )
+    message.occurred_at.GetCurrentTime()
+    return message
+
+
+def publish(producer: KafkaProducer, topic: str, events: list[PatientEvent]) -> None:
+    for item in events:
+        producer.send(
+            topic,
+            key=item.patient_id.encode(),
+            value=item.SerializeToString(),
+            headers=[("event-type", b"PATIENT_CREATED")],
+        )
+    producer.flush(timeout=10)
+
+
+class Received:
+    """A ConsumerLoop handler that decodes and keeps what it gets; tests wait on it with a deadline."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.events: list[PatientEvent] = []
+        self.records: list[Any] = []
+        self.batches = 0
+        self.fail_first = fail_first
+        self._lock = threading.Lock()
+
+    def __call__(self, records: list[Any]) -> None:
+        with self._lock:
+            self.batches += 1
+            if self.batches <= self.fail_first:
+                raise RuntimeError("database briefly unavailable")
+            self.records.extend(records)
+            self.events.extend(PatientEvent.FromString(r.value) for r in records)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [e.event_id for e in self.events]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str) -> str:
+    name = unique("patient")
+    ensure_topics(kafka_bootstrap, [name], partitions=PARTITIONS)
+    return name
+
+
+@pytest.fixture
+def producer(kafka_bootstrap: str) -> Iterator[KafkaProducer]:
+    made = make_producer(kafka_bootstrap, client_id="test-producer")
+    yield made
+    made.close(timeout=5)
+
+
+@pytest.fixture
+def loops() -> Iterator[Callable[..., ConsumerLoop]]:
+    started: list[ConsumerLoop] = []
+
+    def start(*args: Any, **kwargs: Any) -> ConsumerLoop:
+        loop = ConsumerLoop(*args, client_id="test-consumer", poll_timeout_ms=100, **kwargs)
+        loop.start()
+        started.append(loop)
+        return loop
+
+    yield start
+    for loop in started:
+        loop.stop()
+
+
+def test_an_event_is_produced_and_consumed_equal_with_key_and_header(
+    kafka_bootstrap: str, topic: str, producer: KafkaProducer, loops: Callable[..., ConsumerLoop]
+) -> None:
+    received = Received()
+    loops(kafka_bootstrap, [topic], unique("group"), received)
+    sent = event(name="Émilie Dupont")
+    publish(producer, topic, [sent])
+    wait_until(lambda: len(received.ids()) == 1, 20, "the event")
+    assert received.events == [sent]
+    record = received.records[0]
+    assert record.key == sent.patient_id.encode()
+    assert dict(record.headers) == {"event-type": b"PATIENT_CREATED"}
+
+
+def test_events_of_one_patient_keep_their_order(
+    kafka_bootstrap: str, topic: str, producer: KafkaProducer, loops: Callable[..., ConsumerLoop]
+) -> None:
+    received = Received()
+    loops(kafka_bootstrap, [topic], unique("group"), received)
+    patient = str(uuid.uuid4())
+    sent = [event(patient, name=f"Version {n}") for n in range(20)]
+    publish(producer, topic, sent)
+    wait_until(lambda: len(received.ids()) == 20, 20, "20 events")
+    assert [e.name for e in received.events] == [e.name for e in sent]
+    assert len({r.partition for r in received.records}) == 1
+
+
+def test_a_new_member_resumes_at_the_committed_offset(
+    kafka_bootstrap: str, topic: str, producer: KafkaProducer, loops: Callable[..., ConsumerLoop]
+) -> None:
+    group = unique("group")
+    first_batch = [event() for _ in range(10)]
+    publish(producer, topic, first_batch)
+    received = Received()
+    first = loops(kafka_bootstrap, [topic], group, received)
+    wait_until(lambda: len(received.ids()) == 10, 20, "the first 10 events")
+    first.stop()
+
+    second_batch = [event() for _ in range(5)]
+    publish(producer, topic, second_batch)
+    resumed = Received()
+    loops(kafka_bootstrap, [topic], group, resumed)
+    wait_until(lambda: len(resumed.ids()) == 5, 20, "the 5 new events")
+    time.sleep(0.5)
+    assert sorted(resumed.ids()) == sorted(e.event_id for e in second_batch)
+
+
+def test_a_failing_batch_is_redelivered_and_then_processed(
+    kafka_bootstrap: str, topic: str, producer: KafkaProducer, loops: Callable[..., ConsumerLoop]
+) -> None:
+    received = Received(fail_first=1)
+    loops(kafka_bootstrap, [topic], unique("group"), received, retry_backoff_s=0.1)
+    sent = [event() for _ in range(6)]
+    publish(producer, topic, sent)
+    wait_until(lambda: len(received.ids()) == 6, 20, "all 6 events after the failure")
+    assert received.batches >= 2
+    assert sorted(received.ids()) == sorted(e.event_id for e in sent)
+
+
+def test_two_processes_in_one_group_split_partitions_and_get_each_event_once(
+    kafka_bootstrap: str, topic: str, producer: KafkaProducer, loops: Callable[..., ConsumerLoop]
+) -> None:
+    group = unique("group")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    member = subprocess.Popen(
+        [sys.executable, "-m", "tests.common.group_member", kafka_bootstrap, topic, group],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in member.stdout or []:
+            lines.put(line.strip())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        received = Received()
+        local = loops(kafka_bootstrap, [topic], group, received)
+        theirs: set[int] = set()
+        their_events: list[str] = []
+
+        def drain() -> None:
+            while not lines.empty():
+                line = lines.get()
+                kind, _, rest = line.partition(" ")
+                if kind == "assigned":
+                    theirs.clear()
+                    theirs.update(int(p) for p in rest.split(",") if p)
+                elif kind == "event":
+                    their_events.append(rest)
+
+        def split() -> bool:
+            drain()
+            ours = {tp.partition for tp in local.assignment}
+            return (
+                bool(ours) and bool(theirs) and ours | theirs == set(range(PARTITIONS)) and not ours & theirs
+            )
+
+        wait_until(split, 30, "both members to share the partitions")
+        sent = [event() for _ in range(60)]
+        publish(producer, topic, sent)
+
+        def all_in() -> bool:
+            drain()
+            return len(received.ids()) + len(their_events) >= len(sent)
+
+        wait_until(all_in, 20, "every event in one of the two members")
+        time.sleep(0.5)
+        drain()
+        together = received.ids() + their_events
+        assert sorted(together) == sorted(e.event_id for e in sent)
+        assert received.ids() and their_events
+    finally:
+        member.send_signal(signal.SIGTERM)
+        try:
+            member.wait(15)
+        finally:
+            if member.poll() is None:
+                member.kill()
+            reader.join(5)
+    assert member.returncode == 0
+
+
+def test_a_consumer_started_before_the_broker_connects_once_it_is_up(
+    loops: Callable[..., ConsumerLoop],
+) -> None:
+    broker = Broker(free_port())
+    received = Received()
+    loop = loops(broker.bootstrap, [unique("patient")], unique("group"), received, retry_backoff_s=0.2)
+    time.sleep(1.0)
+    assert not loop.connected.is_set()
+    broker.start()
+    try:
+        topic = loop.topics[0]
+        ensure_topics(broker.bootstrap, [topic], partitions=PARTITIONS)
+        producer = make_producer(broker.bootstrap, client_id="late-producer")
+        sent = [event() for _ in range(3)]
+        publish(producer, topic, sent)
+        producer.close(timeout=5)
+        wait_until(lambda: len(received.ids()) == 3, 30, "the events once the broker is up")
+        assert loop.connected.is_set()
+    finally:
+        loop.stop()
+        broker.stop()
+
+
+def test_ping_fails_fast_when_nothing_listens() -> None:
+    started = time.monotonic()
+    with pytest.raises(Exception):
+        ping(f"127.0.0.1:{free_port()}", timeout_ms=1000)
+    assert time.monotonic() - started < 5
+
+
+def test_ping_succeeds_against_the_broker(kafka_bootstrap: str) -> None:
+    ping(kafka_bootstrap, timeout_ms=3000)
+
+
+def test_ensure_topics_is_idempotent_and_uses_the_requested_partitions(kafka_bootstrap: str) -> None:
+    from kafka import KafkaConsumer
+
+    name = unique("dlq")
+    ensure_topics(kafka_bootstrap, [name], partitions=2)
+    ensure_topics(kafka_bootstrap, [name], partitions=2)
+    consumer = KafkaConsumer(bootstrap_servers=[kafka_bootstrap], request_timeout_ms=10_000)
+    try:
+        assert consumer.partitions_for_topic(name) == {0, 1}
+    finally:
+        consumer.close()

@@ -1,0 +1,215 @@
+"""The whole system on PostgreSQL with a real broker, run in-process by the devstack's Stack so single
+services and the broker can be stopped and restarted; a bounded create load; figures written as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from pm.common.testing import PostgresDatabases, free_port
+from pm.devstack.up import SERVICES, Settings, Stack
+
+READY_TIMEOUT = 120.0
+DEMO_LOGIN = {"email": "testuser@test.com", "password": "password123"}
+HEALTH_PORTS = {spec.name: spec.port_var for spec in SERVICES}
+
+
+class RecordingStack(Stack):
+    """The devstack, with every log line of every service kept for the secret scan."""
+
+    def __init__(self, settings: Settings, extra_env: Mapping[str, str]) -> None:
+        super().__init__(settings)
+        self.extra_env = dict(extra_env)
+        self.lines: list[str] = []
+
+    def say(self, line: str) -> None:
+        with self.print_lock:
+            self.lines.append(line)
+
+    def child_env(self, bootstrap: str) -> dict[str, str]:
+        env = super().child_env(bootstrap)
+        env.update(self.extra_env)
+        return env
+
+
+@dataclass
+class System:
+    stack: RecordingStack
+    database_urls: dict[str, str]
+    gateway: str = ""
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.stack.settings.ports[HEALTH_PORTS[service]]}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.stack.settings.ports['PM_BILLING_GRPC_PORT']}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.stack.settings.kafka_port}"
+
+    def healthy(self, service: str) -> bool:
+        try:
+            return httpx.get(self.url(service) + "/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_healthy(self, *services: str, timeout: float = 60.0) -> float:
+        started = time.monotonic()
+        names = services or tuple(HEALTH_PORTS)
+        wait_until(lambda: all(self.healthy(name) for name in names), timeout, f"{names} healthy")
+        return time.monotonic() - started
+
+    def restart(self, service: str, sig: int) -> dict[str, float]:
+        """Stop one service with `sig`, start it again, wait for its health; seconds of each step."""
+        started = time.monotonic()
+        status = self.stack.stop_service(service, sig)
+        stopped = time.monotonic() - started
+        self.stack.start_service(service)
+        return {"exit_status": status, "stop_seconds": stopped, "recover_seconds": self.wait_healthy(service)}
+
+    def sql(self, service: str, query: str, **params: Any) -> list[Any]:
+        engine = sa.create_engine(self.database_urls[service], poolclass=sa.pool.NullPool)
+        try:
+            with engine.begin() as connection:
+                result = connection.execute(sa.text(query), params)
+                return list(result) if result.returns_rows else []
+        finally:
+            engine.dispose()
+
+    def log_text(self) -> str:
+        with self.stack.print_lock:
+            return "\n".join(self.stack.lines)
+
+
+def start_system(
+    databases: PostgresDatabases, data_dir: Path, extra_env: Mapping[str, str] | None = None
+) -> System:
+    urls = {name: databases.new(name) for name in ("auth", "patient", "billing", "analytics")}
+    env = {f"PM_{name.upper()}_DATABASE_URL": url for name, url in urls.items()}
+    env["PM_AUTH_BCRYPT_ROUNDS"] = "6"
+    env.update(extra_env or {})
+    ports = {spec.port_var: free_port() for spec in SERVICES}
+    ports["PM_BILLING_GRPC_PORT"] = free_port()
+    settings = Settings(
+        host="127.0.0.1",
+        data_dir=data_dir,
+        ports=ports,
+        kafka_bootstrap=None,
+        kafka_port=free_port(),
+        ready_timeout=READY_TIMEOUT,
+    )
+    stack = RecordingStack(settings, env)
+    system = System(stack, urls)
+    system.gateway = stack.start()
+    try:
+        stack.wait_healthy()
+    except RuntimeError:
+        stack.stop()
+        raise AssertionError("the system did not become healthy:\n" + system.log_text()[-6000:]) from None
+    return system
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout:.0f}s: {what}")
+        time.sleep(interval)
+
+
+def login(base: str, email: str = DEMO_LOGIN["email"], password: str = DEMO_LOGIN["password"]) -> str:
+    response = httpx.post(f"{base}/login", json={"email": email, "password": password}, timeout=15.0)
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
+
+
+def patient_body(tag: str = "") -> dict[str, str]:
+    unique = uuid.uuid4().hex[:12]
+    return {
+        "name": f"Load {tag} {unique}".strip(),
+        "email": f"load.{unique}@example.com",
+        "address": "1 Test Street",
+        "dateOfBirth": "1990-01-01",
+        "registeredDate": "2024-03-01",
+    }
+
+
+@dataclass
+class Outcome:
+    started: float
+    seconds: float
+    status: int  # 0: no HTTP answer (connection refused / reset / timeout)
+    content_type: str = ""
+    patient_id: str | None = None
+
+
+@dataclass
+class Load:
+    """Creates patients through the gateway at a bounded rate on a thread until stopped."""
+
+    gateway: str
+    token: str
+    rate: float = 15.0
+    outcomes: list[Outcome] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Load:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with httpx.Client(base_url=self.gateway, headers=headers, timeout=20.0) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    response = client.post("/api/patients", json=patient_body())
+                    pid = response.json().get("id") if response.status_code == 201 else None
+                    outcome = Outcome(
+                        started,
+                        time.monotonic() - started,
+                        response.status_code,
+                        response.headers.get("content-type", ""),
+                        pid,
+                    )
+                except httpx.HTTPError:
+                    outcome = Outcome(started, time.monotonic() - started, 0)
+                self.outcomes.append(outcome)
+                self._stop.wait(max(0.0, 1.0 / self.rate - (time.monotonic() - started)))
+
+    def created(self) -> list[str]:
+        return [o.patient_id for o in self.outcomes if o.status == 201 and o.patient_id]
+
+    def between(self, start: float, end: float) -> list[Outcome]:
+        return [o for o in self.outcomes if start <= o.started < end]
+
+    def count(self, predicate: Callable[[Outcome], bool]) -> int:
+        return sum(1 for o in self.outcomes if predicate(o))
+
+
+def write_figures(name: str, figures: Mapping[str, Any]) -> None:
+    """Print the figures and keep them as JSON (Pants copies extra-output/ to dist/)."""
+    folder = Path(os.environ.get("PM_FIGURES_DIR", "extra-output")) / "reliability"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(figures, indent=2, sort_keys=True, default=str)
+    (folder / f"{name}.json").write_text(text + "\n")
+    print(f"FIGURES {name}: {text}")

@@ -1,0 +1,227 @@
+"""No one let in: forged and malformed tokens, roles, throttling, rate limits, headers, CORS, no secrets
+in any log line or error body. Every token case is tried at the gateway and at each service directly."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from pm.common.broker import wait_for_port
+from pm.common.testing import free_port
+from tests.reliability.harness import DEMO_LOGIN, System, login, patient_body, write_figures
+
+pytestmark = pytest.mark.slow
+FIGURES: dict[str, int] = {}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims(**override: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": DEMO_LOGIN["email"],
+        "role": "ADMIN",
+        "iat": now,
+        "exp": now + 600,
+        "iss": "pm-auth",
+        "jti": uuid.uuid4().hex,
+    }
+    claims.update(override)
+    return claims
+
+
+def protected_targets(system: System) -> list[str]:
+    return [
+        system.gateway + "/api/patients",
+        system.gateway + "/api/analytics/summary",
+        system.gateway + "/auth/validate",
+        system.gateway + "/auth/users",
+        system.url("patient") + "/patients",
+        system.url("analytics") + "/analytics/summary",
+        system.url("auth") + "/validate",
+        system.url("auth") + "/users",
+    ]
+
+
+@pytest.fixture(scope="module")
+def bad_authorizations(system: System, token: str, signing_key: rsa.RSAPrivateKey) -> dict[str, str]:
+    kid = jwt.get_unverified_header(token)["kid"]
+    public_pem = signing_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    header, payload, _sig = token.split(".")
+    hs_input = f"{_b64(json.dumps({'alg': 'HS256', 'typ': 'JWT', 'kid': kid}).encode())}.{payload}"
+    import hashlib
+    import hmac
+
+    hs256 = hs_input + "." + _b64(hmac.new(public_pem, hs_input.encode(), hashlib.sha256).digest())
+    none = f"{_b64(json.dumps({'alg': 'none', 'typ': 'JWT'}).encode())}.{payload}."
+
+    def sign(claims: dict[str, object], key: rsa.RSAPrivateKey = signing_key, k: str = kid) -> str:
+        return jwt.encode(claims, key, "RS256", headers={"kid": k})
+
+    return {
+        "alg none": f"Bearer {none}",
+        "HS256 with the public key": f"Bearer {hs256}",
+        "foreign key": f"Bearer {sign(_claims(), foreign)}",
+        "expired": f"Bearer {sign(_claims(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600))}",
+        "wrong issuer": f"Bearer {sign(_claims(iss='someone-else'))}",
+        "kid pointing nowhere": f"Bearer {sign(_claims(), k='no-such-key')}",
+        "tampered payload": f"Bearer {header}.{_b64(json.dumps(_claims(sub='x@example.com')).encode())}.{_sig}",
+        "whitespace inside the token": f"Bearer {header}.{payload}. {_sig}",
+        "two Bearer prefixes": f"Bearer Bearer {token}",
+        "no scheme": token,
+        "missing": "",
+    }
+
+
+def test_bad_tokens_are_401_at_the_gateway_and_at_every_service(
+    system: System, token: str, bad_authorizations: dict[str, str]
+) -> None:
+    tried = 0
+    with httpx.Client(timeout=10.0) as client:
+        for url in protected_targets(system):
+            ok = client.get(url, headers={"Authorization": f"Bearer {token}"})
+            assert ok.status_code == 200, (url, ok.status_code, ok.text)
+            for case, value in bad_authorizations.items():
+                headers = {"Authorization": value} if value else {}
+                response = client.get(url, headers=headers)
+                tried += 1
+                assert response.status_code == 401, (case, url, response.status_code, response.text)
+                assert response.headers["content-type"].startswith("application/problem+json"), (case, url)
+                assert token not in response.text
+    FIGURES["bad_token_requests"] = tried
+    write_figures(
+        "security_tokens", {"bad_token_requests": tried, "cases": len(bad_authorizations), "all_401": tried}
+    )
+
+
+def test_a_user_cannot_delete_patients_or_manage_users_and_an_admin_can(system: System, token: str) -> None:
+    admin = {"Authorization": f"Bearer {token}"}
+    email = f"user.{uuid.uuid4().hex[:8]}@example.com"
+    with httpx.Client(timeout=15.0) as client:
+        created = client.post(
+            system.gateway + "/auth/users",
+            headers=admin,
+            json={"email": email, "password": "a-long-pass-123", "role": "USER"},
+        )
+        assert created.status_code == 201, created.text
+        user = {"Authorization": f"Bearer {login(system.gateway + '/auth', email, 'a-long-pass-123')}"}
+        patient = client.post(system.gateway + "/api/patients", headers=admin, json=patient_body("role"))
+        assert patient.status_code == 201, patient.text
+        pid = patient.json()["id"]
+        for base, path in ((system.gateway + "/api", "/patients/"), (system.url("patient"), "/patients/")):
+            denied = client.delete(base + path + pid, headers=user)
+            assert denied.status_code == 403, denied.text
+        for url in (system.gateway + "/auth/users", system.url("auth") + "/users"):
+            assert client.get(url, headers=user).status_code == 403
+            other = {"email": f"x.{uuid.uuid4().hex[:8]}@example.com", "password": "a-long-pass-123"}
+            assert client.post(url, headers=user, json=other).status_code == 403
+        assert client.get(system.gateway + f"/api/patients/{pid}", headers=user).status_code == 200
+        assert client.delete(system.gateway + f"/api/patients/{pid}", headers=admin).status_code == 204
+        assert client.get(system.gateway + f"/api/patients/{pid}", headers=admin).status_code == 404
+        assert client.get(system.gateway + "/auth/users", headers=admin).status_code == 200
+
+
+def test_login_brute_force_is_throttled(system: System) -> None:
+    email = f"victim.{uuid.uuid4().hex[:8]}@example.com"
+    statuses = []
+    with httpx.Client(timeout=15.0) as client:
+        for attempt in range(8):
+            response = client.post(
+                system.gateway + "/auth/login", json={"email": email, "password": f"wrong-guess-{attempt}"}
+            )
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                assert int(response.headers["Retry-After"]) >= 1
+                assert response.headers["content-type"].startswith("application/problem+json")
+    assert statuses[0] == 401 and 429 in statuses, statuses
+    write_figures(
+        "security_login_throttle", {"attempts": len(statuses), "first_429_at": statuses.index(429) + 1}
+    )
+
+
+def test_gateway_limits_request_rate_per_client(system: System) -> None:
+    port = free_port()
+    env = dict(system.stack.env)
+    env.update(
+        {
+            "PM_GATEWAY_PORT": str(port),
+            "PM_GATEWAY_RATE_LIMIT_PER_SECOND": "2",
+            "PM_GATEWAY_RATE_LIMIT_BURST": "5",
+        }
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pm.gateway.main", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port, timeout=60.0)
+        statuses = []
+        with httpx.Client(timeout=10.0) as client:
+            for _ in range(15):
+                response = client.get(f"http://127.0.0.1:{port}/auth/.well-known/jwks.json")
+                statuses.append(response.status_code)
+                if response.status_code == 429:
+                    assert int(response.headers["Retry-After"]) >= 1
+            assert statuses[:3] == [200, 200, 200]
+            assert statuses.count(429) >= 5, statuses
+            time.sleep(1.5)
+            assert client.get(f"http://127.0.0.1:{port}/auth/.well-known/jwks.json").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(15)
+    write_figures("security_rate_limit", {"requests": len(statuses), "refused_429": statuses.count(429)})
+
+
+def test_security_headers_and_cors_denied(system: System, token: str) -> None:
+    with httpx.Client(timeout=10.0) as client:
+        for url in (
+            system.gateway + "/api/patients",
+            system.url("patient") + "/patients",
+            system.gateway + "/health",
+        ):
+            response = client.get(
+                url, headers={"Authorization": f"Bearer {token}", "Origin": "https://evil.example"}
+            )
+            assert response.headers.get("x-content-type-options") == "nosniff", url
+            assert response.headers.get("x-frame-options") == "DENY", url
+            assert "access-control-allow-origin" not in response.headers, url
+        preflight = client.options(
+            system.gateway + "/api/patients",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "DELETE"},
+        )
+        assert "access-control-allow-origin" not in preflight.headers
+        assert preflight.status_code < 500
+
+
+def test_no_secret_in_any_log_line(system: System, token: str, private_pem: str) -> None:
+    # Runs last in this module: the logs now hold every request above.
+    text = system.log_text()
+    assert len(text.splitlines()) > 20
+    secrets = {
+        "demo password": DEMO_LOGIN["password"],
+        "user password": "a-long-pass-123",
+        "guessed password": "wrong-guess-1",
+        "token": token.split(".")[2],
+        "private key": private_pem.splitlines()[1],
+    }
+    leaked = [name for name, secret in secrets.items() if secret in text]
+    assert leaked == []
+    write_figures("security_log_scan", {"log_lines_scanned": len(text.splitlines()), "secrets_found": 0})

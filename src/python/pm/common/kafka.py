@@ -194,6 +194,34 @@ class ConsumerLoop:
                     self._stop.wait(self.retry_backoff_s)
                     continue
                 consumer.commit({TopicPartition(tp.topic, tp.partition): _offset(records[-1].offset + 1)})
+            self._rewind_positions_past_log_end(consumer)
+
+    def _rewind_positions_past_log_end(self, consumer: KafkaConsumer) -> None:
+        """Re-read partitions whose log ends before our position: the topic was recreated or the broker lost
+        its data (an in-memory broker restarted). Kafka answers such a fetch with OFFSET_OUT_OF_RANGE and the
+        client resets to `earliest`; some Kafka-protocol brokers answer with nothing, which would leave the
+        consumer waiting for offsets that the new log reaches only after skipping every record before them.
+        Re-reading is safe because handlers de-duplicate."""
+        behind = []
+        for tp in consumer.assignment():
+            try:
+                end = consumer.highwater(tp)
+                position = consumer.position(tp, timeout_ms=1000) if end is not None else None
+            except KafkaError:  # unassigned by a rebalance meanwhile, or no position yet: next poll
+                continue
+            if end is not None and position is not None and position > end:
+                behind.append(tp)
+                log.warning(
+                    "position is past the end of the log; reading the partition from its beginning",
+                    extra={
+                        "topic": tp.topic,
+                        "partition": tp.partition,
+                        "position": position,
+                        "log_end": end,
+                    },
+                )
+        if behind:
+            consumer.seek_to_beginning(*behind)
 
 
 def _offset(value: int) -> Any:

@@ -52,6 +52,9 @@ class FakeFailures(FailureLog):
         self.ids: list[int] = []
         self.pending: set[int] = set()
 
+    def lock(self, keys: list[tuple[str, str]]) -> None:
+        pass  # one thread: nothing runs in between
+
     def record(self, scope: str, subject: str, at: datetime, *, pending: bool = False) -> int:
         self.rows.append((scope, subject, at))
         self.ids.append(max(self.ids, default=0) + 1)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 
 from pm.common.broker import Broker
 from pm.common.kafka import ConsumerLoop, ensure_topics, make_producer, ping
@@ -237,6 +237,28 @@ def test_two_processes_in_one_group_split_partitions_and_get_each_event_once(
                 member.kill()
             reader.join(5)
     assert member.returncode == 0
+
+
+def test_a_recreated_topic_is_read_from_its_beginning(
+    kafka_bootstrap: str, topic: str, producer: KafkaProducer, loops: Callable[..., ConsumerLoop]
+) -> None:
+    """What a restarted in-memory broker does to a consumer: positions and commits beyond the new log's end."""
+    received = Received()
+    loops(kafka_bootstrap, [topic], unique("group"), received)
+    publish(producer, topic, [event() for _ in range(12)])
+    wait_until(lambda: len(received.ids()) == 12, 20, "the first 12 events")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="test-admin")
+    try:
+        admin.delete_topics([topic])
+        wait_until(lambda: topic not in admin.list_topics(), 10, "the topic to be deleted")
+    finally:
+        admin.close()
+    ensure_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
+    after = [event() for _ in range(3)]
+    with make_producer(kafka_bootstrap, client_id="test-producer-2") as second:
+        publish(second, topic, after)
+    wait_until(lambda: len(received.ids()) == 15, 30, "the 3 events written to the recreated topic")
+    assert sorted(received.ids()[12:]) == sorted(e.event_id for e in after)
 
 
 def test_a_consumer_started_before_the_broker_connects_once_it_is_up(

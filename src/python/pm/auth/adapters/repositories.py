@@ -69,6 +69,18 @@ class SqlFailureLog(FailureLog):
     def __init__(self, session: Session) -> None:
         self.session = session
 
+    def lock(self, keys: list[tuple[str, str]]) -> None:
+        if self.session.get_bind().dialect.name == "postgresql":
+            # Transaction-scoped advisory locks, taken in one order so two attempts never deadlock.
+            for scope, subject in sorted(set(keys)):
+                self.session.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                    {"key": f"login:{scope}:{subject}"},
+                )
+        else:
+            # SQLite allows one writer at a time: a write takes the database lock until commit.
+            self.session.execute(login_failures.delete().where(sa.false()))
+
     def record(self, scope: str, subject: str, at: datetime, *, pending: bool = False) -> int:
         inserted = self.session.execute(
             login_failures.insert().values(scope=scope, subject=subject, failed_at=at, pending=pending)

@@ -35,6 +35,10 @@ class FailureLog(abc.ABC):
     """Failed logins per key (`scope` is "email" or "client"), kept in shared storage."""
 
     @abc.abstractmethod
+    def lock(self, keys: list[tuple[str, str]]) -> None:
+        """Serialise attempts on these (scope, subject) keys until the transaction ends."""
+
+    @abc.abstractmethod
     def record(self, scope: str, subject: str, at: datetime, *, pending: bool = False) -> int:
         """Store a failure (pending: an attempt whose outcome is not known yet); returns its id."""
 

@@ -49,23 +49,24 @@ class AuthService:
         email = normalize_email(email)
         now = self.clock()
         since = self.policy.window_start(now)
-        # Every attempt is charged as a pending failure before it is checked, and the limit is then checked
-        # with it included: parallel guesses all see each other, so bursts cannot slip past the limit.
+        # Attempts on one email or client are checked and charged one at a time: each sees every failure and
+        # every attempt still in flight, so a burst of parallel guesses cannot slip past the limit, and the
+        # first `limit` attempts of a burst of correct logins always go through.
         with self.uow() as uow:
+            uow.failures.lock([("email", email), ("client", client)])
+            uow.failures.prune(since)
+            retry_after = self._retry_after(uow, email, client, now)
+            if retry_after is not None:
+                # Refused attempts are not charged, so a lock ends one window after it began.
+                log.warning("login refused: too many failures", extra={"client": client})
+                raise TooManyAttempts(retry_after)
             charged = [
                 uow.failures.record("email", email, now, pending=True),
                 uow.failures.record("client", client, now, pending=True),
             ]
-            uow.failures.prune(since)
             uow.commit()
         with self.uow() as uow:
-            retry_after = self._retry_after(uow, email, client, now)
             user = uow.users.get_by_email(email)
-        if retry_after is not None:
-            # Refused attempts do not count, so a lock ends one window after it began.
-            self._forget(charged)
-            log.warning("login refused: too many failures", extra={"client": client})
-            raise TooManyAttempts(retry_after)
         # Unknown emails are checked against a dummy hash so both failures cost the same time.
         matches = self.hasher.verify(password, user.password_hash if user else self.hasher.dummy_hash)
         if user is None or not matches:
@@ -88,25 +89,20 @@ class AuthService:
         return self.issuer.issue(user.email, user.role)
 
     def _retry_after(self, uow: UnitOfWork, email: str, client: str, now: datetime) -> int | None:
-        """Seconds the caller must wait, counting this attempt, or None if it may proceed."""
+        """Seconds the caller must wait before this attempt, or None if it may proceed."""
         since = self.policy.window_start(now)
         waits = []
         for scope, subject, limit in (
             ("email", email, self.policy.max_failures_per_email),
             ("client", client, self.policy.max_failures_per_client),
         ):
-            if uow.failures.nth_most_recent(scope, subject, limit + 1, since) is None:
+            if uow.failures.nth_most_recent(scope, subject, limit, since) is None:
                 continue
             confirmed = uow.failures.nth_most_recent(scope, subject, limit, since, include_pending=False)
             # Locked by real failures: until the oldest counted one leaves the window. Locked only by
             # attempts still in flight: those end within a bcrypt check, so a second is enough.
             waits.append(self.policy.retry_after(confirmed, now) or 1)
         return max(waits) if waits else None
-
-    def _forget(self, attempts: list[int]) -> None:
-        with self.uow() as uow:
-            uow.failures.delete(attempts)
-            uow.commit()
 
     def create_user(self, email: str, password: str, role: Role) -> User:
         return create_user(email, password, role, uow=self.uow, hasher=self.hasher, clock=self.clock)

@@ -177,6 +177,7 @@ class ConsumerLoop:
                         log.debug("consumer close failed", extra={"error": str(exc)[:200]})
 
     def _poll_until_stopped(self, consumer: KafkaConsumer) -> None:
+        topic_ids: dict[str, Any] = {}
         while not self._stop.is_set():
             batches = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
             self._assignment = frozenset(consumer.assignment())
@@ -194,34 +195,39 @@ class ConsumerLoop:
                     self._stop.wait(self.retry_backoff_s)
                     continue
                 consumer.commit({TopicPartition(tp.topic, tp.partition): _offset(records[-1].offset + 1)})
-            self._rewind_positions_past_log_end(consumer)
+            self._reread_replaced_logs(consumer, topic_ids)
 
-    def _rewind_positions_past_log_end(self, consumer: KafkaConsumer) -> None:
-        """Re-read partitions whose log ends before our position: the topic was recreated or the broker lost
-        its data (an in-memory broker restarted). Kafka answers such a fetch with OFFSET_OUT_OF_RANGE and the
-        client resets to `earliest`; some Kafka-protocol brokers answer with nothing, which would leave the
-        consumer waiting for offsets that the new log reaches only after skipping every record before them.
+    def _reread_replaced_logs(self, consumer: KafkaConsumer, topic_ids: dict[str, Any]) -> None:
+        """Read a partition again from its beginning when its log was replaced under us: the topic was
+        recreated (its id changed) or the broker lost its data (an in-memory broker restarted), so our
+        position points into a log that no longer exists. Kafka answers a fetch past the end with
+        OFFSET_OUT_OF_RANGE and the client resets to `earliest`; some Kafka-protocol brokers answer with
+        nothing, and a position that happens to fit the new log would skip its first records silently.
         Re-reading is safe because handlers de-duplicate."""
-        behind = []
-        for tp in consumer.assignment():
+        assigned = consumer.assignment()
+        replaced: set[TopicPartition] = set()
+        cluster = consumer._client.cluster  # topic ids (metadata v10+) are kept only there
+        for topic in self.topics:
+            current = cluster.topic_id(topic)
+            if current is None:
+                continue
+            if topic_ids.setdefault(topic, current) != current:
+                topic_ids[topic] = current
+                replaced.update(tp for tp in assigned if tp.topic == topic)
+        for tp in assigned - replaced:
             try:
                 end = consumer.highwater(tp)
                 position = consumer.position(tp, timeout_ms=1000) if end is not None else None
             except KafkaError:  # unassigned by a rebalance meanwhile, or no position yet: next poll
                 continue
             if end is not None and position is not None and position > end:
-                behind.append(tp)
-                log.warning(
-                    "position is past the end of the log; reading the partition from its beginning",
-                    extra={
-                        "topic": tp.topic,
-                        "partition": tp.partition,
-                        "position": position,
-                        "log_end": end,
-                    },
-                )
-        if behind:
-            consumer.seek_to_beginning(*behind)
+                replaced.add(tp)
+        if replaced:
+            log.warning(
+                "the log under our position was replaced; reading it from the beginning",
+                extra={"partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in replaced)},
+            )
+            consumer.seek_to_beginning(*replaced)
 
 
 def _offset(value: int) -> Any:

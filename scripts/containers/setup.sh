@@ -80,7 +80,8 @@ else
   rm -f "$SOCKET"
   say "starting podman system service on $SOCKET (log: $STATE/service.log)"
   # fd 9 (the setup lock) must not leak into the long-lived service, or the next run would wait forever.
-  nohup setsid podman system service --time=0 "unix://$SOCKET" >"$STATE/service.log" 2>&1 </dev/null 9>&- &
+  # It runs from $STATE: conmon fails ("Failed to get working directory") once the caller's folder is gone.
+  (cd "$STATE" && exec nohup setsid podman system service --time=0 "unix://$SOCKET" >"$STATE/service.log" 2>&1 </dev/null 9>&-) &
   echo $! >"$STATE/service.pid"
   for _ in $(seq 1 100); do
     service_answers && break

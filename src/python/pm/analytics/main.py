@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import pm.common  # noqa: F401 - first, so its warning filters are in place before Connexion loads
 from pm.analytics.bootstrap import MIGRATIONS, create_app, create_consumer, jwks_verifier
 from pm.analytics.config import Settings
 from pm.common.config import load_or_exit

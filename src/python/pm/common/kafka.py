@@ -19,6 +19,7 @@ from kafka.structs import TopicPartition
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_MS = 10_000
+METADATA_MAX_AGE_MS = 3_000
 
 
 def bootstrap_list(servers: str) -> list[str]:
@@ -135,6 +136,9 @@ class ConsumerLoop:
             # `latest` is unreliable on some Kafka-protocol brokers; committed offsets make it moot.
             auto_offset_reset="earliest",
             session_timeout_ms=6000,
+            # Topic ids come with metadata; refreshed every few seconds (default: 5 minutes), a recreated
+            # topic is noticed while its new log is still short (see _reread_replaced_logs).
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
             heartbeat_interval_ms=1000,
             max_poll_records=self.max_records,
             request_timeout_ms=REQUEST_TIMEOUT_MS + 5000,

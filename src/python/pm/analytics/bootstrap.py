@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connexion import FlaskApp
 from connexion.resolver import RelativeResolver
 
 from pm.analytics.adapters.store import SqlAnalyticsReader, SqlUnitOfWork
 from pm.analytics.config import Settings
 from pm.analytics.entrypoints.consumer import PatientEventConsumer
 from pm.common.db import Database
-from pm.common.problems import install_problem_handlers
+from pm.common.specapp import spec_app
 from pm.common.tokens import JwksKeys, TokenVerifier
 from pm.common.web import HealthCheck, ServiceMiddleware
 
@@ -36,16 +35,15 @@ def create_app(
     verifier: TokenVerifier,
     *,
     consumer_check: HealthCheck | None = None,
+    validate_responses: bool = False,
 ) -> ServiceMiddleware:
     """The HTTP API; /health covers the database and, when given, the consumer."""
-    app = FlaskApp(__name__, specification_dir=API)
-    app.add_api(
-        "openapi.yaml",
+    app = spec_app(
+        __name__,
+        API / "openapi.yaml",
         resolver=RelativeResolver("pm.analytics.entrypoints"),
-        strict_validation=True,
-        validate_responses=True,
+        validate_responses=validate_responses,
     )
-    install_problem_handlers(app)
     checks: dict[str, HealthCheck] = {"database": database.ping}
     if consumer_check is not None:
         checks["consumer"] = consumer_check

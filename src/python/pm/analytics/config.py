@@ -22,6 +22,7 @@ class Settings:
     jwt_issuer: str
     log_level: str
     migrate_on_start: bool
+    validate_responses: bool = False
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -39,6 +40,7 @@ class Settings:
             jwt_issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
             log_level=env.log_level(),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
+            validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
         )
 
 

@@ -34,7 +34,12 @@ def run(settings: Settings) -> None:
     database = Database(settings.database_url)
     consumer = create_consumer(settings, database)
     serve(
-        create_app(database, jwks_verifier(settings), consumer_check=consumer.check),
+        create_app(
+            database,
+            jwks_verifier(settings),
+            consumer_check=consumer.check,
+            validate_responses=settings.validate_responses,
+        ),
         host=settings.host,
         port=settings.port,
         service="analytics",

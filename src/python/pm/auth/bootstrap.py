@@ -6,7 +6,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from connexion import FlaskApp
 from connexion.resolver import RelativeResolver
 
 from pm.auth.adapters.keys import KeySet
@@ -19,7 +18,7 @@ from pm.auth.entrypoints.validation import VALIDATORS
 from pm.auth.service_layer import services
 from pm.auth.service_layer.ports import PasswordHasher, UnitOfWork
 from pm.common.db import Database, migrate
-from pm.common.problems import install_problem_handlers
+from pm.common.specapp import spec_app
 from pm.common.tokens import StaticKeys, TokenVerifier
 from pm.common.web import ServiceMiddleware
 
@@ -72,15 +71,13 @@ def create_app(
     )
     # Auth checks its own tokens with its own public keys: no HTTP call to itself.
     verifier = TokenVerifier(StaticKeys(keys.public_keys()), issuer=settings.issuer)
-    app = FlaskApp(__name__, specification_dir=API)
-    app.add_api(
-        "openapi.yaml",
+    app = spec_app(
+        __name__,
+        API / "openapi.yaml",
         resolver=RelativeResolver("pm.auth.entrypoints.handlers"),
-        strict_validation=True,
-        validate_responses=True,
+        validate_responses=settings.validate_responses,
         validator_map=VALIDATORS,
     )
-    install_problem_handlers(app)
     return ServiceMiddleware(
         app,
         service=SERVICE,

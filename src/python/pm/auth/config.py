@@ -29,6 +29,7 @@ class Settings:
     max_failures_per_client: int
     failure_window_seconds: int
     seed_demo_user: bool
+    validate_responses: bool = False
 
     @property
     def is_production(self) -> bool:
@@ -69,4 +70,5 @@ class Settings:
                 "PM_AUTH_FAILURE_WINDOW_SECONDS", 300, minimum=1, maximum=86400
             ),
             seed_demo_user=env.flag("PM_AUTH_SEED_DEMO_USER", True),
+            validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
         )

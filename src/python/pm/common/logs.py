@@ -48,6 +48,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class ClosingSocketRace(logging.Filter):
+    """kafka-python 3 can read from or write to a connection in its I/O thread at the moment another thread
+    closes it (a consumer or producer closing): the socket is already gone, and it logs the AttributeError
+    with a traceback at ERROR before dropping the connection it was closing anyway. That is no error of
+    ours or of the broker's: keep it as one DEBUG line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not (
+            isinstance(error, AttributeError) and str(error).startswith("'NoneType' object has no attribute")
+        ):
+            return True
+        record.msg, record.args = f"{record.getMessage()} (connection closed meanwhile: {error})", None
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+KAFKA_TRANSPORT_LOGGER = "kafka.net.transport"
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
@@ -67,3 +88,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         "botocore",
     ):
         logging.getLogger(noisy).setLevel("DEBUG" if level == "DEBUG" else "WARNING")
+    transport = logging.getLogger(KAFKA_TRANSPORT_LOGGER)
+    if not any(isinstance(f, ClosingSocketRace) for f in transport.filters):
+        transport.addFilter(ClosingSocketRace())

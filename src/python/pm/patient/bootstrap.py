@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from connexion import FlaskApp
 from connexion.resolver import RelativeResolver
 from prometheus_client import Gauge
 
 from pm.common import kafka
 from pm.common.db import Database, migrate
-from pm.common.problems import install_problem_handlers
 from pm.common.routing import SpecRouting
+from pm.common.specapp import spec_app
 from pm.common.tokens import JwksKeys, TokenVerifier
 from pm.common.validation import VALIDATOR_MAP
 from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
@@ -88,16 +87,14 @@ def build(
     )
     service = PatientService(unit_of_work_factory(database), billing, on_event=relay.wake)
 
-    app = FlaskApp(__name__, specification_dir=str(SPEC.parent))
-    app.add_api(
-        SPEC.name,
+    app = spec_app(
+        __name__,
+        SPEC,
         resolver=RelativeResolver("pm.patient.entrypoints"),
-        strict_validation=True,
-        validate_responses=True,
-        pythonic_params=True,
+        validate_responses=settings.validate_responses,
         validator_map=VALIDATOR_MAP,
+        pythonic_params=True,
     )
-    install_problem_handlers(app)
 
     # Only the database makes the service DOWN. Billing down only stops creations (503, nothing stored)
     # and Kafka down only delays events (they wait in the outbox): both are reported, as informational

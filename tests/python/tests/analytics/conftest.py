@@ -118,5 +118,5 @@ def start_consumer(
 
 @pytest.fixture
 def api(database: Database, verifier: TokenVerifier) -> Iterator[LiveServer]:
-    with LiveServer(create_app(database, verifier)) as server:
+    with LiveServer(create_app(database, verifier, validate_responses=True)) as server:
         yield server

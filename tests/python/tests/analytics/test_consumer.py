@@ -150,7 +150,9 @@ def test_health_reports_the_consumer_connected_to_the_broker(start_consumer, dat
     from pm.common.testing import LiveServer
 
     consumer = start_consumer()
-    with LiveServer(create_app(database, verifier, consumer_check=consumer.check)) as server:
+    with LiveServer(
+        create_app(database, verifier, consumer_check=consumer.check, validate_responses=True)
+    ) as server:
         wait_until(lambda: httpx.get(f"{server.url}/health", timeout=10).status_code == 200, what="health UP")
         body = httpx.get(f"{server.url}/health", timeout=10).json()
         assert body["components"] == {"database": {"status": "UP"}, "consumer": {"status": "UP"}}

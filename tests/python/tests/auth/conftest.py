@@ -42,6 +42,7 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: str) -> Settin
         "PM_DATA_DIR": str(tmp_path / "data"),
         "PM_AUTH_DATABASE_URL": database_url,
         "PM_AUTH_BCRYPT_ROUNDS": FAST_ROUNDS,
+        "PM_VALIDATE_RESPONSES": "1",
     }
     environ.update(overrides)
     return Settings.from_env(Env(environ))

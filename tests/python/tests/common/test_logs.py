@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pm.common.logs import configure_logging, request_id_var
+from pm.common.logs import KAFKA_TRANSPORT_LOGGER, configure_logging, request_id_var
 
 
 @pytest.fixture
@@ -97,3 +97,20 @@ def test_records_below_the_level_are_dropped_and_noisy_libraries_are_quiet(
     (entry,) = lines()
     assert entry["logger"] == "kafka.conn"
     assert entry["msg"] == "broker down"
+
+
+def test_kafka_reading_a_socket_closed_under_it_is_not_an_error(
+    lines: Callable[[], list[dict[str, object]]],
+) -> None:
+    transport = logging.getLogger(KAFKA_TRANSPORT_LOGGER)
+    try:
+        None.recv(4096)  # type: ignore[attr-defined]  # what kafka-python's I/O thread hits at close
+    except AttributeError:
+        transport.exception("<BrokerConnection node_id=1>: Error receiving network data closing socket")
+    try:
+        raise ConnectionResetError("reset by peer")
+    except ConnectionResetError:
+        transport.exception("<BrokerConnection node_id=1>: Error receiving network data closing socket")
+    (line,) = lines()
+    assert line["level"] == "ERROR"
+    assert "reset by peer" in str(line["exc"])

@@ -106,6 +106,7 @@ def settings_for(database_url: str, bootstrap: str, topic: str, billing_target: 
                 "PM_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "PM_PATIENT_TOPIC": topic,
                 "PM_BILLING_GRPC_TARGET": billing_target,
+                "PM_VALIDATE_RESPONSES": "1",
             }
         )
     )

@@ -38,7 +38,7 @@ from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 
 from pm.common.problems import install_problem_handlers
-from pm.common.web import Receive, Scope, Send
+from pm.common.web import Receive, Scope, Send, read_body
 
 COMPACT_JSON = Jsonifier(json, separators=(",", ":"))
 
@@ -62,7 +62,6 @@ def spec_app(
         validate_responses=validate_responses,
         pythonic_params=pythonic_params,
         validator_map=dict(validator_map) if validator_map is not None else None,
-        jsonifier=COMPACT_JSON,
     )
     install_problem_handlers(app)
     flask_side = app._middleware_app  # the one place Connexion keeps its WSGI bridge
@@ -103,7 +102,7 @@ class OneHopWSGI:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1000})
             return
-        body = await _read_body(receive)
+        body = await read_body(receive) or b""
         environ: dict[str, Any] = {
             **build_environ(scope, io.BytesIO(body)),  # type: ignore[arg-type]
             "wsgi.input_terminated": True,
@@ -136,15 +135,3 @@ class OneHopWSGI:
         status, headers = started
         encoded = [(k.strip().lower().encode("latin-1"), v.strip().encode("latin-1")) for k, v in headers]
         return int(status.split(" ", 1)[0]), encoded, chunks
-
-
-async def _read_body(receive: Receive) -> bytes:
-    parts: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(parts)

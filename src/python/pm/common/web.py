@@ -164,7 +164,7 @@ class ServiceMiddleware:
             elif b"content-length" not in headers and b"transfer-encoding" in headers:
                 # A streamed (chunked) body is read up to the limit here: the app then sees an ordinary
                 # body with a length (Connexion treats a body without Content-Length as missing).
-                body = await _read_at_most(receive, self.max_body_bytes)
+                body = await read_body(receive, self.max_body_bytes)
                 if body is None:
                     await self._too_large(send_wrapper)
                 else:
@@ -245,8 +245,8 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def _read_at_most(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None as soon as it grows past `limit` bytes."""
+async def read_body(receive: Receive, limit: int | None = None) -> bytes | None:
+    """The whole request body, or None as soon as it grows past `limit` bytes (when there is one)."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -255,7 +255,7 @@ async def _read_at_most(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
+        if limit is not None and size > limit:
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):

@@ -5,6 +5,12 @@ the acknowledgement and the mark sends that row again on restart, so consumers d
 Per-patient order holds even with several relays on PostgreSQL: a relay only takes the oldest unpublished
 row of each patient, and skips rows another relay has locked (FOR UPDATE SKIP LOCKED); a later row of that
 patient waits until the earlier one is marked. SQLite has no row locks: run one relay per SQLite file.
+
+The outbox is the source of truth, not the broker: an in-memory broker that restarts comes back empty, and
+what it had acknowledged is gone. The relay remembers the id of the topic it publishes to (`relay_state`)
+and looks at it every `log_check_interval_seconds`; when the id differs (the log was lost or the topic
+recreated), every retained published row becomes pending again and is sent anew, in outbox order.
+Consumers drop the copies they already have by `event_id`.
 """
 
 from __future__ import annotations
@@ -12,17 +18,18 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 
 from pm.common.db import Database
-from pm.common.kafka import bootstrap_list, ensure_topics, make_producer
-from pm.patient.adapters.tables import outbox
+from pm.common.kafka import REQUEST_TIMEOUT_MS, bootstrap_list, ensure_topics, make_producer
+from pm.patient.adapters.tables import outbox, relay_state
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,7 @@ class RelaySettings:
     initial_backoff_seconds: float = 0.5
     max_backoff_seconds: float = 30.0
     ack_timeout_seconds: float = 10.0
+    log_check_interval_seconds: float = 1.0
 
 
 def _pending_query(batch_size: int) -> sa.Select[Any]:
@@ -72,11 +80,15 @@ class OutboxRelay:
             lambda: make_producer(settings.bootstrap_servers, client_id="pm-patient-relay")
         )
         self._producer: KafkaProducer | None = None
+        self._admin: KafkaAdminClient | None = None
+        self._topic_id: str | None = None
+        self._next_log_check = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.published = 0
+        self.republished = 0
 
     def start(self) -> None:
         self._stop.clear()
@@ -127,6 +139,7 @@ class OutboxRelay:
 
     def publish_pending(self) -> int:
         """Publish batches until the outbox is drained (or stopping); returns how many rows were sent."""
+        self.check_log()
         total = 0
         while not self._stop.is_set():
             sent = self.publish_batch()
@@ -177,15 +190,88 @@ class OutboxRelay:
             raise failure
         return len(acknowledged)
 
+    def check_log(self, *, now: bool = False) -> int:
+        """Publish again every retained event when the topic's log is not the one we published to.
+
+        Throttled to one metadata request per `log_check_interval_seconds` unless `now`. Returns how many
+        published rows were made pending again."""
+        if not now and time.monotonic() < self._next_log_check:
+            return 0
+        self._connected_producer()
+        topic_id = self._current_topic_id()
+        self._next_log_check = time.monotonic() + self.settings.log_check_interval_seconds
+        if topic_id is None or topic_id == self._topic_id:
+            return 0
+        republish = self._adopt_topic(topic_id)
+        self._topic_id = topic_id
+        if republish:
+            self.republished += republish
+            log.warning(
+                "the broker lost the topic's log; publishing the retained events again",
+                extra={"topic": self.settings.topic, "events": republish},
+            )
+        return republish
+
+    def _current_topic_id(self) -> str | None:
+        """The topic's id (Metadata v10+); None when the broker does not tell it."""
+        assert self._admin is not None
+        for attempt in range(2):
+            for topic in self._admin.describe_topics([self.settings.topic]):
+                if topic.get("name") != self.settings.topic:
+                    continue
+                if topic.get("error_code") == 0:
+                    topic_id = str(topic.get("topic_id") or "")
+                    return None if topic_id.strip("0-") == "" else topic_id
+            if attempt == 0:  # gone with the broker's log: create it, as on connecting
+                ensure_topics(self.settings.bootstrap_servers, [self.settings.topic])
+        raise RuntimeError(f"topic {self.settings.topic} cannot be described")
+
+    def _adopt_topic(self, topic_id: str) -> int:
+        """Record `topic_id` as the log we publish to; if another one was recorded (or none, with rows
+        already published), mark every retained published row pending again, in the same transaction.
+        The row lock makes one relay of several do it once."""
+        with self.database.transaction() as session:
+            stored = session.execute(
+                sa.select(relay_state.c.topic_id)
+                .where(relay_state.c.topic == self.settings.topic)
+                .with_for_update()
+            ).scalar_one_or_none()
+            if stored == topic_id:
+                return 0
+            republish = session.execute(
+                sa.update(outbox).where(outbox.c.published_at.is_not(None)).values(published_at=None)
+            ).rowcount
+            values = {"topic_id": topic_id, "updated_at": datetime.now(UTC)}
+            if stored is None:
+                session.execute(sa.insert(relay_state).values(topic=self.settings.topic, **values))
+            else:
+                session.execute(
+                    sa.update(relay_state).where(relay_state.c.topic == self.settings.topic).values(**values)
+                )
+        return int(republish or 0)
+
     def _connected_producer(self) -> KafkaProducer:
         if self._producer is None:
             probe_broker(self.settings.bootstrap_servers)
             # The topic is (re)created whenever we (re)connect: a broker may come back empty.
             ensure_topics(self.settings.bootstrap_servers, [self.settings.topic])
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap_list(self.settings.bootstrap_servers),
+                client_id="pm-patient-relay-admin",
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
+                bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
+            )
             self._producer = self._producer_factory()
+            self._next_log_check = 0.0  # look at the topic's id first thing after (re)connecting
         return self._producer
 
     def _close_producer(self) -> None:
+        if self._admin is not None:
+            try:
+                self._admin.close()
+            except Exception as exc:  # noqa: BLE001 - a broken client may fail to close too
+                log.debug("admin client close failed", extra={"error": str(exc)[:200]})
+            self._admin = None
         if self._producer is not None:
             try:
                 self._producer.close(timeout=2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -68,6 +69,27 @@ def ensure_topics(
             log.info("created topics", extra={"topics": missing})
     finally:
         admin.close()
+
+
+def recreate_topic(bootstrap_servers: str, topic: str, *, timeout: float = 15.0) -> None:
+    """Delete `topic` and create it again, empty, with a new id."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_list(bootstrap_servers),
+        client_id="pm-admin",
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
+    )
+    try:
+        if topic in admin.list_topics():
+            admin.delete_topics([topic])
+        deadline = time.monotonic() + timeout
+        while topic in admin.list_topics():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic} still exists {timeout:.0f}s after its deletion")
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    ensure_topics(bootstrap_servers, [topic])
 
 
 def ping(bootstrap_servers: str, timeout_ms: int = 3000) -> None:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from pm.common.testing import PostgresDatabases, free_port
 from pm.devstack.up import SERVICES, Settings, Stack
 
-READY_TIMEOUT = 120.0
+READY_TIMEOUT = 240.0  # five services importing at once on a loaded 2-core machine
 DEMO_LOGIN = {"email": "testuser@test.com", "password": "password123"}
 HEALTH_PORTS = {spec.name: spec.port_var for spec in SERVICES}
 

@@ -11,6 +11,10 @@ what it had acknowledged is gone. The relay remembers the id of the topic it pub
 and looks at it every `log_check_interval_seconds`; when the id differs (the log was lost or the topic
 recreated), every retained published row becomes pending again and is sent anew, in outbox order.
 Consumers drop the copies they already have by `event_id`.
+
+Retention: a published row is kept for `retention_seconds` after it was created (PM_OUTBOX_RETENTION), then
+deleted by this thread in small batches between publications, so a purge never holds locks for long and
+never delays new events by more than one batch.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,6 +48,9 @@ class RelaySettings:
     max_backoff_seconds: float = 30.0
     ack_timeout_seconds: float = 10.0
     log_check_interval_seconds: float = 1.0
+    retention_seconds: float = 7 * 86400.0
+    purge_batch_size: int = 500
+    purge_interval_seconds: float = 60.0
 
 
 def _pending_query(batch_size: int) -> sa.Select[Any]:
@@ -83,12 +90,14 @@ class OutboxRelay:
         self._admin: KafkaAdminClient | None = None
         self._topic_id: str | None = None
         self._next_log_check = 0.0
+        self._next_purge = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.published = 0
         self.republished = 0
+        self.purged = 0
 
     def start(self) -> None:
         self._stop.clear()
@@ -118,6 +127,7 @@ class OutboxRelay:
         while not self._stop.is_set():
             try:
                 published = self.publish_pending()
+                purged = self.purge_due()
             except Exception as exc:  # noqa: BLE001 - any failure: back off, rows stay pending
                 self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning(
@@ -132,7 +142,7 @@ class OutboxRelay:
                 log.info("outbox relay publishing again")
             self.last_error = None
             backoff = self.settings.initial_backoff_seconds
-            if published == 0:
+            if published == 0 and purged < self.settings.purge_batch_size:
                 self._wake.wait(self.settings.poll_interval_seconds)
                 self._wake.clear()
         self._close_producer()
@@ -189,6 +199,36 @@ class OutboxRelay:
         if failure is not None:
             raise failure
         return len(acknowledged)
+
+    def purge_due(self) -> int:
+        """One purge batch when a purge is due; due again at once while batches come back full."""
+        if time.monotonic() < self._next_purge:
+            return 0
+        purged = self.purge_batch()
+        if purged < self.settings.purge_batch_size:
+            self._next_purge = time.monotonic() + self.settings.purge_interval_seconds
+        return purged
+
+    def purge_batch(self) -> int:
+        """Delete up to `purge_batch_size` published rows older than the retention, oldest first."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.retention_seconds)
+        expired = (
+            sa.select(outbox.c.id)
+            .where(outbox.c.published_at.is_not(None))
+            .where(outbox.c.created_at < cutoff)
+            .order_by(outbox.c.id)
+            .limit(self.settings.purge_batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        with self.database.transaction() as session:
+            deleted = int(
+                session.execute(sa.delete(outbox).where(outbox.c.id.in_(expired.scalar_subquery()))).rowcount
+                or 0
+            )
+        if deleted:
+            self.purged += deleted
+            log.info("purged published outbox rows past their retention", extra={"count": deleted})
+        return deleted
 
     def check_log(self, *, now: bool = False) -> int:
         """Publish again every retained event when the topic's log is not the one we published to.

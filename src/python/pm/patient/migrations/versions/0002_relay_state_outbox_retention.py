@@ -15,10 +15,11 @@ def upgrade() -> None:
         sa.Column("topic_id", sa.String(64), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
+    # Retention purges published rows by age (counted from creation, so that a replay cannot extend it).
     op.create_index(
         "ix_outbox_published",
         "outbox",
-        ["published_at"],
+        ["created_at"],
         postgresql_where=sa.text("published_at IS NOT NULL"),
         sqlite_where=sa.text("published_at IS NOT NULL"),
     )

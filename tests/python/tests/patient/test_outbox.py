@@ -294,7 +294,9 @@ def test_published_rows_past_their_retention_are_purged_without_blocking_creates
         admin.close()
     with patient_db.engine.begin() as conn:
         conn.execute(
-            sa.insert(relay_state).values(topic=topic, topic_id=described["topic_id"], updated_at=sa.func.now())
+            sa.insert(relay_state).values(
+                topic=topic, topic_id=described["topic_id"], updated_at=sa.func.now()
+            )
         )
         conn.execute(
             sa.text(
@@ -310,7 +312,9 @@ def test_published_rows_past_their_retention_are_purged_without_blocking_creates
         patient_db, verifier, billing_server.target, kafka_bootstrap, topic, purge_interval_seconds=0.5
     ):
         relay = running.app.relay
-        with httpx.Client(base_url=running.url, timeout=15, headers={"Authorization": f"Bearer {mint()}"}) as c:
+        with httpx.Client(
+            base_url=running.url, timeout=15, headers={"Authorization": f"Bearer {mint()}"}
+        ) as c:
             started = time.monotonic()
             while relay.purged < old and time.monotonic() - started < 120:
                 began = time.monotonic()

@@ -242,7 +242,8 @@ class SqlRetention:
         ):
             subquery = expired.limit(self.batch_size).scalar_subquery()
             with self.database.transaction() as session:
-                purged += int(session.execute(sa.delete(table).where(key.in_(subquery))).rowcount or 0)
+                result = session.execute(sa.delete(table).where(key.in_(subquery)))
+                purged += int(result.rowcount or 0)  # type: ignore[attr-defined]
         return purged
 
     def empty(self) -> None:

@@ -221,10 +221,8 @@ class OutboxRelay:
             .with_for_update(skip_locked=True)
         )
         with self.database.transaction() as session:
-            deleted = int(
-                session.execute(sa.delete(outbox).where(outbox.c.id.in_(expired.scalar_subquery()))).rowcount
-                or 0
-            )
+            result = session.execute(sa.delete(outbox).where(outbox.c.id.in_(expired.scalar_subquery())))
+            deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
         if deleted:
             self.purged += deleted
             log.info("purged published outbox rows past their retention", extra={"count": deleted})
@@ -280,7 +278,7 @@ class OutboxRelay:
                 return 0
             republish = session.execute(
                 sa.update(outbox).where(outbox.c.published_at.is_not(None)).values(published_at=None)
-            ).rowcount
+            ).rowcount  # type: ignore[attr-defined]
             values = {"topic_id": topic_id, "updated_at": datetime.now(UTC)}
             if stored is None:
                 session.execute(sa.insert(relay_state).values(topic=self.settings.topic, **values))

@@ -15,7 +15,9 @@ def upgrade() -> None:
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_processed_event_occurred", "processed_event", ["occurred_at"])
-    op.execute("INSERT INTO processed_event (event_id, occurred_at) SELECT event_id, occurred_at FROM patient_event")
+    op.execute(
+        "INSERT INTO processed_event (event_id, occurred_at) SELECT event_id, occurred_at FROM patient_event"
+    )
 
 
 def downgrade() -> None:

@@ -131,7 +131,14 @@ def test_analytics_rebuild_ends_equal_to_what_the_patient_database_says(system: 
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-    wait_until(lambda: summary() == expected(), 120.0, "analytics rebuilt from the outbox")
+    try:
+        wait_until(lambda: summary() == expected(), 120.0, "analytics rebuilt from the outbox")
+    except AssertionError:
+        notes = [line for line in system.log_text().splitlines() if "WARN" in line or "ERROR" in line]
+        raise AssertionError(
+            f"summary {summary()} != outbox {expected()}; rebuild said: {result.stdout[-2000:]}"
+            + "\n".join(notes[-30:])
+        ) from None
     rebuilt = time.monotonic() - started
     events = system.sql("analytics", "SELECT count(*), count(DISTINCT event_id) FROM patient_event")[0]
     outbox = system.sql("patient", "SELECT count(*) FROM outbox")[0][0]

@@ -10,9 +10,9 @@ from pm.analytics.adapters.store import SqlAnalyticsReader, SqlUnitOfWork
 from pm.analytics.config import Settings
 from pm.analytics.entrypoints.consumer import PatientEventConsumer
 from pm.common.db import Database
+from pm.common.health import DEFAULT_INTERVAL_SECONDS
 from pm.common.specapp import spec_app
 from pm.common.tokens import JwksKeys, TokenVerifier
-from pm.common.health import DEFAULT_INTERVAL_SECONDS
 from pm.common.web import HealthCheck, ServiceMiddleware
 
 SERVICE = "analytics"

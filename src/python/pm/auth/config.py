@@ -34,6 +34,7 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
     health_interval: float = 3.0
 
     @classmethod

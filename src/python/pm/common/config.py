@@ -91,7 +91,7 @@ class Env:
                 f"got {mask_url(value)!r}"
             )
         try:
-            urlsplit(value).port
+            urlsplit(value).port  # noqa: B018 - reading the port is what validates it
         except ValueError:
             raise ConfigError(f"{name} has an invalid host or port: {mask_url(value)!r}") from None
         return value

@@ -28,7 +28,7 @@ Outcome = tuple[str, str | None]
 DEFAULT_INTERVAL_SECONDS = 3.0
 
 
-class Degraded(Exception):  # noqa: N818 - a state, like the status it reports
+class Degraded(Exception):
     """Raised by a check whose dependency answers but reports itself impaired."""
 
 
@@ -85,10 +85,12 @@ class HealthMonitor:
             assert self._first_round is not None
             try:
                 await asyncio.wait_for(self._first_round.wait(), timeout=self.timeout + 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self._current is None:
-            return _render(self.service, {c.name: ("DOWN", "not checked yet") for c in self.checks}, self.checks)
+            return _render(
+                self.service, {c.name: ("DOWN", "not checked yet") for c in self.checks}, self.checks
+            )
         return self._current
 
     async def _run(self) -> None:
@@ -148,7 +150,9 @@ def _render(service: str, results: dict[str, Outcome], checks: list[_Check]) -> 
     degraded: list[str] = []
     for check in checks:
         status, detail = results[check.name]
-        components[check.name] = {"status": status} if detail is None else {"status": status, "detail": detail}
+        components[check.name] = (
+            {"status": status} if detail is None else {"status": status, "detail": detail}
+        )
         if status == "DOWN" and check.essential:
             failing.append(check.name)
         elif status != "UP":

@@ -112,7 +112,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def _jsonable(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool | list | tuple | dict | set | frozenset)
+    return value is None or isinstance(
+        value, str | int | float | bool | list | tuple | dict | set | frozenset
+    )
 
 
 class ClosingSocketRace(logging.Filter):

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from pm.common.broker import Broker
 from pm.common import kafka
+from pm.common.broker import Broker
 from pm.common.kafka import BrokerProbe, ConsumerLoop, ensure_topics, make_producer
 from pm.common.testing import free_port
 from pm.proto.events.v1.patient_event_pb2 import PATIENT_CREATED, PatientEvent
@@ -331,7 +331,7 @@ def test_broker_probe_keeps_one_admin_client_and_follows_a_restarted_broker(
 def _passes(check: Callable[[], None]) -> bool:
     try:
         check()
-    except Exception:  # noqa: BLE001 - any failure means "not yet"
+    except Exception:  # any failure means "not yet"
         return False
     return True
 

@@ -150,7 +150,9 @@ def test_values_in_messages_and_tracebacks_are_scrubbed(lines: Callable[[], list
     except RuntimeError:
         logging.getLogger("pm.patient").exception("insert failed")
     logging.getLogger("pm.common.db").error(
-        "cannot connect to %s", "postgresql+psycopg2://pm:S3cret-pw@db:5432/patient", extra={"error": statement_error}
+        "cannot connect to %s",
+        "postgresql+psycopg2://pm:S3cret-pw@db:5432/patient",
+        extra={"error": statement_error},
     )
     text = "\n".join(json.dumps(entry) for entry in lines())
     for value in ("Ada Lovelace", "ada@example.org", "S3cret-pw"):

@@ -107,7 +107,8 @@ class HealthMonitor:
             running = self._in_flight.get(check.name)
             if running is None or running.done():
                 self._in_flight[check.name] = _start(check)
-        await asyncio.wait([self._in_flight[c.name] for c in self.checks], timeout=self.timeout)
+        if self.checks:
+            await asyncio.wait([self._in_flight[c.name] for c in self.checks], timeout=self.timeout)
         results = {c.name: _outcome(self._in_flight[c.name]) for c in self.checks}
         self._current = _render(self.service, results, self.checks)
         return self._current

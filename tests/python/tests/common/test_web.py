@@ -135,6 +135,16 @@ def test_a_check_raising_degraded_reports_the_component_degraded() -> None:
     }
 
 
+def test_a_service_without_dependencies_is_up() -> None:
+    with LiveServer(webapp.build()) as server:
+        started = time.monotonic()
+        responses = [httpx.get(f"{server.url}/health", timeout=10) for _ in range(3)]
+        elapsed = time.monotonic() - started
+    assert [r.status_code for r in responses] == [200] * 3
+    assert elapsed < 2.0  # no round to wait for
+    assert responses[-1].json() == {"status": "UP", "service": "testapp", "components": {}}
+
+
 def test_liveness_answers_while_an_essential_dependency_is_down() -> None:
     def database() -> None:
         raise ConnectionError("database gone")

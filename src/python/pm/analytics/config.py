@@ -25,6 +25,7 @@ class Settings:
     event_retention_seconds: float = 7 * 86400.0
     outbox_retention_seconds: float = 7 * 86400.0
     validate_responses: bool = False
+    health_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -41,6 +42,7 @@ class Settings:
             jwks_url=env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json"),
             jwt_issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
             log_level=env.log_level(),
+            health_interval=env.health_interval(),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
             event_retention_seconds=env.duration("PM_ANALYTICS_EVENT_RETENTION", "7d", minimum=1.0),
             # Event ids are kept as long as the patient outbox may publish the event again.

@@ -180,6 +180,9 @@ class ConsumerLoop:
         self.connected = threading.Event()
         self.last_error: str | None = None
         self._assignment: frozenset[TopicPartition] = frozenset()
+        # Which log our positions belong to, kept across reconnects: a consumer rebuilt after an error
+        # resumes from committed offsets that may point into a log replaced meanwhile.
+        self._topic_ids: dict[Any, Any] = {}
 
     @property
     def assignment(self) -> frozenset[TopicPartition]:
@@ -241,7 +244,7 @@ class ConsumerLoop:
                         log.debug("consumer close failed", extra={"error": str(exc)[:200]})
 
     def _poll_until_stopped(self, consumer: KafkaConsumer) -> None:
-        topic_ids: dict[Any, Any] = {}
+        topic_ids = self._topic_ids
         while not self._stop.is_set():
             batches = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
             self._assignment = frozenset(consumer.assignment())

@@ -183,6 +183,9 @@ class ConsumerLoop:
         # Which log our positions belong to, kept across reconnects: a consumer rebuilt after an error
         # resumes from committed offsets that may point into a log replaced meanwhile.
         self._topic_ids: dict[Any, Any] = {}
+        # Partitions re-read from their beginning with nothing committed since: a consumer rebuilt (or a
+        # rebalance) meanwhile would resume from the old log's committed offsets, so they are re-read again.
+        self._unconfirmed: set[TopicPartition] = set()
 
     @property
     def assignment(self) -> frozenset[TopicPartition]:
@@ -245,6 +248,7 @@ class ConsumerLoop:
 
     def _poll_until_stopped(self, consumer: KafkaConsumer) -> None:
         topic_ids = self._topic_ids
+        sought: set[TopicPartition] = set()
         while not self._stop.is_set():
             batches = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
             self._assignment = frozenset(consumer.assignment())
@@ -262,9 +266,12 @@ class ConsumerLoop:
                     self._stop.wait(self.retry_backoff_s)
                     continue
                 consumer.commit({TopicPartition(tp.topic, tp.partition): _offset(records[-1].offset + 1)})
-            self._reread_replaced_logs(consumer, topic_ids)
+                self._unconfirmed.discard(TopicPartition(tp.topic, tp.partition))
+            self._reread_replaced_logs(consumer, topic_ids, sought)
 
-    def _reread_replaced_logs(self, consumer: KafkaConsumer, topic_ids: dict[Any, Any]) -> None:
+    def _reread_replaced_logs(
+        self, consumer: KafkaConsumer, topic_ids: dict[Any, Any], sought: set[TopicPartition]
+    ) -> None:
         """Read a partition again from its beginning when its log was replaced under us: the topic was
         recreated (its id changed) or the broker lost its data (an in-memory broker restarted), so our
         position points into a log that no longer exists. Kafka answers a fetch past the end with
@@ -277,6 +284,7 @@ class ConsumerLoop:
         topic's first-seen log (its committed offset may well come from there): a topic recreated while
         the group was rebalancing (the topic briefly gone, nothing assigned) is re-read all the same."""
         assigned = consumer.assignment()
+        sought.intersection_update(assigned)  # a partition assigned again is positioned from commits
         replaced: set[TopicPartition] = set()
         cluster = consumer._client.cluster  # topic ids (metadata v10+) are kept only there
         for tp in assigned:
@@ -286,6 +294,8 @@ class ConsumerLoop:
             first_seen = topic_ids.setdefault(tp.topic, current)
             if topic_ids.setdefault(tp, first_seen) != current:
                 topic_ids[tp] = current
+                replaced.add(tp)
+            elif tp in self._unconfirmed and tp not in sought:
                 replaced.add(tp)
         for tp in assigned - replaced:
             try:
@@ -301,6 +311,8 @@ class ConsumerLoop:
                 extra={"partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in replaced)},
             )
             consumer.seek_to_beginning(*replaced)
+            self._unconfirmed |= replaced
+            sought |= replaced
 
 
 def _offset(value: int) -> Any:

@@ -27,6 +27,7 @@ def create_consumer(settings: Settings, database: Database) -> PatientEventConsu
         dead_letter_topic=settings.dead_letter_topic,
         group_id=settings.consumer_group,
         unit_of_work=lambda: SqlUnitOfWork(database),
+        tls=settings.kafka_tls,
     )
 
 
@@ -56,4 +57,6 @@ def create_app(
 
 
 def jwks_verifier(settings: Settings) -> TokenVerifier:
-    return TokenVerifier(JwksKeys(settings.jwks_url), issuer=settings.jwt_issuer)
+    return TokenVerifier(
+        JwksKeys(settings.jwks_url, tls=settings.http_client_tls), issuer=settings.jwt_issuer
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pm.common.config import ConfigError, Env, sqlite_default
+from pm.common.tls import ClientTls, ServerTls, client_tls, server_tls
 
 CONSUMER_GROUP = "analytics-service"
 
@@ -23,6 +24,9 @@ class Settings:
     log_level: str
     migrate_on_start: bool
     validate_responses: bool = False
+    kafka_tls: ClientTls | None = None
+    http_tls: ServerTls | None = None
+    http_client_tls: ClientTls | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -41,6 +45,9 @@ class Settings:
             log_level=env.log_level(),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
+            kafka_tls=client_tls(env, "PM_KAFKA_TLS"),
+            http_tls=server_tls(env, "PM_HTTP_TLS"),
+            http_client_tls=client_tls(env, "PM_HTTP_TLS"),
         )
 
 

@@ -47,6 +47,7 @@ def run(settings: Settings) -> None:
         graceful_seconds=3,
         on_start=[consumer.start],
         on_stop=[consumer.stop, database.dispose],
+        tls=settings.http_tls,
     )
 
 

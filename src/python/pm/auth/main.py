@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
             host=settings.host,
             port=settings.port,
             service=SERVICE,
+            tls=settings.http_tls,
         )
     finally:
         database.dispose()

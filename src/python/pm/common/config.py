@@ -10,6 +10,9 @@ from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
 
+ENVIRONMENTS = ("dev", "production")
+PRODUCTION = "production"
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the variable."""
@@ -100,6 +103,13 @@ class Env:
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"PM_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
         return level
+
+    def environment(self) -> str:
+        """`PM_ENV`: `dev` (the default) or `production`, which turns the development conveniences off."""
+        value = self.text("PM_ENV", "dev").lower()
+        if value not in ENVIRONMENTS:
+            raise ConfigError(f"PM_ENV must be dev or production, got {value!r}")
+        return value
 
     def data_dir(self) -> Path:
         return Path(self.text("PM_DATA_DIR", ".pm-data")).resolve()

@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import TopicPartition
+
+if TYPE_CHECKING:
+    from pm.common.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +29,20 @@ def bootstrap_list(servers: str) -> list[str]:
     return [s.strip() for s in servers.split(",") if s.strip()]
 
 
-def make_producer(bootstrap_servers: str, *, client_id: str, linger_ms: int = 5) -> KafkaProducer:
+def security_options(tls: ClientTls | None) -> dict[str, Any]:
+    """The kafka-python options of a connection: plaintext, or SSL checked against the configured CA
+    (PM_KAFKA_TLS_CA_FILE, else the system's) with an optional client certificate."""
+    if tls is None:
+        return {"security_protocol": "PLAINTEXT"}
+    return {"security_protocol": "SSL", "ssl_context": tls.ssl_context()}
+
+
+def make_producer(
+    bootstrap_servers: str, *, client_id: str, linger_ms: int = 5, tls: ClientTls | None = None
+) -> KafkaProducer:
     """acks=all and idempotence: a retried send is written once per partition, in order."""
     return KafkaProducer(
+        **security_options(tls),
         bootstrap_servers=bootstrap_list(bootstrap_servers),
         client_id=client_id,
         acks="all",
@@ -43,10 +57,16 @@ def make_producer(bootstrap_servers: str, *, client_id: str, linger_ms: int = 5)
 
 
 def ensure_topics(
-    bootstrap_servers: str, topics: Iterable[str], *, partitions: int = 3, replication_factor: int = 1
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    *,
+    partitions: int = 3,
+    replication_factor: int = 1,
+    tls: ClientTls | None = None,
 ) -> None:
     """Create topics that do not exist yet (auto-created topics get broker defaults we do not want)."""
     admin = KafkaAdminClient(
+        **security_options(tls),
         bootstrap_servers=bootstrap_list(bootstrap_servers),
         client_id="pm-admin",
         request_timeout_ms=REQUEST_TIMEOUT_MS,
@@ -70,9 +90,10 @@ def ensure_topics(
         admin.close()
 
 
-def ping(bootstrap_servers: str, timeout_ms: int = 3000) -> None:
+def ping(bootstrap_servers: str, timeout_ms: int = 3000, *, tls: ClientTls | None = None) -> None:
     """Health check: the broker answers a metadata request."""
     admin = KafkaAdminClient(
+        **security_options(tls),
         bootstrap_servers=bootstrap_list(bootstrap_servers),
         client_id="pm-health",
         request_timeout_ms=timeout_ms,
@@ -106,8 +127,10 @@ class ConsumerLoop:
         max_records: int = 200,
         poll_timeout_ms: int = 500,
         retry_backoff_s: float = 1.0,
+        tls: ClientTls | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.tls = tls
         self.topics = topics
         self.group_id = group_id
         self.handler = handler
@@ -129,6 +152,7 @@ class ConsumerLoop:
     def _consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
             *self.topics,
+            **security_options(self.tls),
             bootstrap_servers=bootstrap_list(self.bootstrap_servers),
             group_id=self.group_id,
             client_id=self.client_id,

@@ -6,15 +6,20 @@ with the public key" confusion) and tokens without a known `kid` are refused bef
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import jwt
 from jwt import PyJWK
+
+if TYPE_CHECKING:
+    from pm.common.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,7 @@ class JwksKeys:
         min_refresh_interval: float = 5.0,
         retry_after_failure: float = 0.5,
         fetch: Callable[[str, float], dict[str, Any]] | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
@@ -67,7 +73,8 @@ class JwksKeys:
         self.min_refresh_interval = min_refresh_interval
         self.retry_after_failure = retry_after_failure
         self._last_attempt_failed = False
-        self._fetch = fetch or _http_get_json
+        # An https:// JWKS URL is checked against PM_HTTP_TLS_CA_FILE's CA when set (else the system's).
+        self._fetch = fetch or functools.partial(_http_get_json, verify=tls.ssl_context() if tls else True)
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
         self._attempted_at = float("-inf")
@@ -107,8 +114,8 @@ class JwksKeys:
             raise RuntimeError("JWKS has no usable keys")
 
 
-def _http_get_json(url: str, timeout: float) -> dict[str, Any]:
-    response = httpx.get(url, timeout=timeout)
+def _http_get_json(url: str, timeout: float, verify: ssl.SSLContext | bool = True) -> dict[str, Any]:
+    response = httpx.get(url, timeout=timeout, verify=verify)
     response.raise_for_status()
     document = response.json()
     if not isinstance(document, dict):

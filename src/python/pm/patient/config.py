@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pm.common.config import Env, sqlite_default
+from pm.common.tls import ClientTls, ServerTls, client_tls, server_tls
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,11 @@ class Settings:
     outbox_max_backoff_seconds: float
     validate_responses: bool = False
     bench_floor: bool = False
+    billing_tls: ClientTls | None = None
+    billing_service_token: str | None = field(default=None, repr=False)
+    kafka_tls: ClientTls | None = None
+    http_tls: ServerTls | None = None
+    http_client_tls: ClientTls | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -48,4 +54,9 @@ class Settings:
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
             # Diagnostic only (the benchmark's framework floor): never set it in production.
             bench_floor=env.flag("PM_PATIENT_BENCH_FLOOR", False),
+            billing_tls=client_tls(env, "PM_BILLING_GRPC_TLS"),
+            billing_service_token=env.optional("PM_BILLING_SERVICE_TOKEN"),
+            kafka_tls=client_tls(env, "PM_KAFKA_TLS"),
+            http_tls=server_tls(env, "PM_HTTP_TLS"),
+            http_client_tls=client_tls(env, "PM_HTTP_TLS"),
         )

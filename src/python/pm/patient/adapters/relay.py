@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from kafka import KafkaProducer
 
 from pm.common.db import Database
+from pm.common.tls import ClientTls
 from pm.common.kafka import bootstrap_list, ensure_topics, make_producer
 from pm.patient.adapters.tables import outbox
 
@@ -36,6 +37,7 @@ class RelaySettings:
     initial_backoff_seconds: float = 0.5
     max_backoff_seconds: float = 30.0
     ack_timeout_seconds: float = 10.0
+    tls: ClientTls | None = None
 
 
 def _pending_query(batch_size: int) -> sa.Select[Any]:
@@ -69,7 +71,7 @@ class OutboxRelay:
         self.database = database
         self.settings = settings
         self._producer_factory = producer_factory or (
-            lambda: make_producer(settings.bootstrap_servers, client_id="pm-patient-relay")
+            lambda: make_producer(settings.bootstrap_servers, client_id="pm-patient-relay", tls=settings.tls)
         )
         self._producer: KafkaProducer | None = None
         self._stop = threading.Event()
@@ -181,7 +183,7 @@ class OutboxRelay:
         if self._producer is None:
             probe_broker(self.settings.bootstrap_servers)
             # The topic is (re)created whenever we (re)connect: a broker may come back empty.
-            ensure_topics(self.settings.bootstrap_servers, [self.settings.topic])
+            ensure_topics(self.settings.bootstrap_servers, [self.settings.topic], tls=self.settings.tls)
             self._producer = self._producer_factory()
         return self._producer
 

@@ -625,7 +625,7 @@ class _Builder:
                     )
                 ],
                 Actions=[
-                    elb.Action(
+                    elb.ListenerRuleAction(
                         Type="fixed-response",
                         FixedResponseConfig=elb.FixedResponseConfig(
                             StatusCode="404",

@@ -50,7 +50,9 @@ class Settings:
         # is a mistake worth stopping for rather than a setting to ignore.
         seed_demo_user = env.flag("PM_AUTH_SEED_DEMO_USER", environment != PRODUCTION)
         if seed_demo_user and environment == PRODUCTION:
-            raise ConfigError("PM_AUTH_SEED_DEMO_USER must be off when PM_ENV=production (it creates a known ADMIN)")
+            raise ConfigError(
+                "PM_AUTH_SEED_DEMO_USER must be off when PM_ENV=production (it creates a known ADMIN)"
+            )
         previous = env.optional("PM_JWT_PREVIOUS_PUBLIC_KEY_FILES") or ""
         return cls(
             environment=environment,

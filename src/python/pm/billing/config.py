@@ -33,7 +33,9 @@ class Settings:
         environment = env.environment()
         token = env.optional("PM_BILLING_SERVICE_TOKEN")
         if token is not None and len(token) < MIN_SERVICE_TOKEN_CHARS:
-            raise ConfigError(f"PM_BILLING_SERVICE_TOKEN must be at least {MIN_SERVICE_TOKEN_CHARS} characters")
+            raise ConfigError(
+                f"PM_BILLING_SERVICE_TOKEN must be at least {MIN_SERVICE_TOKEN_CHARS} characters"
+            )
         grpc_tls = server_tls(env, "PM_BILLING_GRPC_TLS")
         if environment == PRODUCTION and token is None and not (grpc_tls and grpc_tls.mutual):
             raise ConfigError(

@@ -84,7 +84,8 @@ def bootstrap(settings: Settings, *, keys: KeySource | None = None) -> Gateway:
         gateway,
         service=SERVICE,
         health_checks={
-            name: downstream_check(name, url, settings.health_timeout, tls=tls) for name, url in upstreams.items()
+            name: downstream_check(name, url, settings.health_timeout, tls=tls)
+            for name, url in upstreams.items()
         },
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,

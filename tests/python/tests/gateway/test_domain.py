@@ -127,7 +127,9 @@ def test_cors_allows_listed_origins_only() -> None:
     assert CorsPolicy(("*",)).allows("https://any.example")
 
 
-@pytest.mark.parametrize("origins", ["*", "http://localhost:5173", "https://app.example,http://127.0.0.1:3000"])
+@pytest.mark.parametrize(
+    "origins", ["*", "http://localhost:5173", "https://app.example,http://127.0.0.1:3000"]
+)
 def test_production_refuses_development_cors_origins(origins: str) -> None:
     assert Settings.from_env(Env({"PM_GATEWAY_CORS_ORIGINS": origins})).cors_origins
     with pytest.raises(ConfigError, match="PM_GATEWAY_CORS_ORIGINS may list only https:// origins"):

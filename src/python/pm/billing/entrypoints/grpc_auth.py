@@ -15,13 +15,13 @@ import grpc
 
 from pm.billing.entrypoints.grpc_service import SERVICE_NAME
 
-TOKEN_METADATA = "authorization"
+METADATA_KEY = "authorization"
 SCHEME = "Bearer "
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:
     """The metadata a caller sends with each BillingService call."""
-    return ((TOKEN_METADATA, f"{SCHEME}{token}"),)
+    return ((METADATA_KEY, f"{SCHEME}{token}"),)
 
 
 class ServiceTokenInterceptor(grpc.ServerInterceptor):
@@ -37,7 +37,7 @@ class ServiceTokenInterceptor(grpc.ServerInterceptor):
         if handler is None or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
             return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
-        presented = str(metadata.get(TOKEN_METADATA, "")).encode()
+        presented = str(metadata.get(METADATA_KEY, "")).encode()
         # Constant time: the comparison must not reveal how much of a guess was right.
         if hmac.compare_digest(presented, self._expected):
             return handler

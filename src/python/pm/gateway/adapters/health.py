@@ -8,7 +8,9 @@ from pm.common.tls import ClientTls
 from pm.common.web import HealthCheck
 
 
-def downstream_check(name: str, base_url: str, timeout: float, *, tls: ClientTls | None = None) -> HealthCheck:
+def downstream_check(
+    name: str, base_url: str, timeout: float, *, tls: ClientTls | None = None
+) -> HealthCheck:
     """A check that passes when `<base_url>/health` answers 200 within `timeout` seconds."""
     verify = tls.ssl_context() if tls is not None else True
 

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from kafka import KafkaProducer
 
 from pm.common.db import Database
-from pm.common.tls import ClientTls
 from pm.common.kafka import bootstrap_list, ensure_topics, make_producer
+from pm.common.tls import ClientTls
 from pm.patient.adapters.tables import outbox
 
 log = logging.getLogger(__name__)

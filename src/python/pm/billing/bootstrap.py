@@ -102,7 +102,11 @@ def build_grpc_server(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
     if tls is not None:
-        port = server.add_secure_port(address, tls.grpc_credentials())
+        key, chain, client_ca = tls.pem()
+        credentials = grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=client_ca, require_client_auth=tls.mutual
+        )
+        port = server.add_secure_port(address, credentials)
     else:
         port = server.add_insecure_port(address)
     if port == 0:

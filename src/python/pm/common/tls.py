@@ -1,7 +1,8 @@
 """TLS between the services, off by default (the devstack speaks plaintext on loopback).
 
-Each link is switched on by its own `PM_*_TLS_*` settings and turned into what its library wants here:
-an `ssl.SSLContext` (httpx, kafka-python), certificate files (uvicorn) or gRPC credentials.
+Each link is switched on by its own `PM_*_TLS_*` settings and turned into what its library wants: an
+`ssl.SSLContext` (httpx, kafka-python), certificate files (uvicorn) or PEM bytes (gRPC credentials, built
+where gRPC is used so that services without gRPC do not ship it).
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
 
 from pm.common.config import ConfigError, Env
 
@@ -28,12 +27,10 @@ class ServerTls:
     def mutual(self) -> bool:
         return self.client_ca_file is not None
 
-    def grpc_credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(self.key_file.read_bytes(), self.cert_file.read_bytes())],
-            root_certificates=self.client_ca_file.read_bytes() if self.client_ca_file else None,
-            require_client_auth=self.mutual,
-        )
+    def pem(self) -> tuple[bytes, bytes, bytes | None]:
+        """(private key, certificate chain, client CA or None) as PEM bytes."""
+        client_ca = self.client_ca_file.read_bytes() if self.client_ca_file else None
+        return self.key_file.read_bytes(), self.cert_file.read_bytes(), client_ca
 
 
 @dataclass(frozen=True)
@@ -51,12 +48,13 @@ class ClientTls:
             context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
         return context
 
-    def grpc_credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(
-            root_certificates=self.ca_file.read_bytes() if self.ca_file else None,
-            private_key=self.key_file.read_bytes() if self.key_file else None,
-            certificate_chain=self.cert_file.read_bytes() if self.cert_file else None,
-        )
+    def pem(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(CA or None for the system's, private key, certificate chain) as PEM bytes."""
+
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path is not None else None
+
+        return read(self.ca_file), read(self.key_file), read(self.cert_file)
 
 
 def _file(env: Env, name: str) -> Path | None:

@@ -16,7 +16,7 @@ from pm.billing.entrypoints.grpc_auth import bearer
 from pm.common.config import ConfigError, Env
 from pm.common.db import Database
 from pm.common.tls import ClientTls, ServerTls
-from pm.patient.adapters.billing import GrpcBilling
+from pm.patient.adapters.billing import GrpcBilling, channel_credentials
 from pm.patient.domain.model import BillingRejected, BillingUnavailable
 from pm.proto.billing.v1 import billing_pb2, billing_pb2_grpc
 from tests.common.certs import CertificateAuthority
@@ -86,7 +86,7 @@ def test_patient_opens_an_account_over_tls_checked_against_the_test_ca(
 ) -> None:
     trusted = ClientTls(ca_file=ca.cert_file)
     client = patient_client(tls_billing.port, trusted)
-    with grpc.secure_channel(f"127.0.0.1:{tls_billing.port}", trusted.grpc_credentials()) as channel:
+    with grpc.secure_channel(f"127.0.0.1:{tls_billing.port}", channel_credentials(trusted)) as channel:
         open_and_read_back(client, channel)
     client.ping()
     client.close()
@@ -111,7 +111,7 @@ def test_mutual_tls_serves_a_client_with_a_certificate_from_the_ca(
     patient = ca.issue("patient", server=False)
     tls = ClientTls(ca_file=ca.cert_file, cert_file=patient.cert_file, key_file=patient.key_file)
     client = patient_client(mutual_billing.port, tls)
-    with grpc.secure_channel(f"127.0.0.1:{mutual_billing.port}", tls.grpc_credentials()) as channel:
+    with grpc.secure_channel(f"127.0.0.1:{mutual_billing.port}", channel_credentials(tls)) as channel:
         open_and_read_back(client, channel)
     client.close()
 
@@ -124,7 +124,7 @@ def test_mutual_tls_refuses_a_client_without_a_trusted_certificate(
         ClientTls(ca_file=ca.cert_file),  # trusts the server, presents nothing
         ClientTls(ca_file=ca.cert_file, cert_file=stranger.cert_file, key_file=stranger.key_file),
     ):
-        with grpc.secure_channel(f"127.0.0.1:{mutual_billing.port}", tls.grpc_credentials()) as channel:
+        with grpc.secure_channel(f"127.0.0.1:{mutual_billing.port}", channel_credentials(tls)) as channel:
             stub = billing_pb2_grpc.BillingServiceStub(channel)
             with pytest.raises(grpc.RpcError) as err:
                 stub.GetBillingAccount(

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
+def channel_credentials(tls: ClientTls) -> grpc.ChannelCredentials:
+    ca, key, chain = tls.pem()
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=chain)
+
+
 class GrpcBilling:
     def __init__(
         self,
@@ -40,7 +45,7 @@ class GrpcBilling:
         # Billing's internal credential (PM_BILLING_SERVICE_TOKEN), sent with every BillingService call.
         self._metadata = (("authorization", f"Bearer {service_token}"),) if service_token else None
         self._channel = (
-            grpc.secure_channel(target, tls.grpc_credentials()) if tls else grpc.insecure_channel(target)
+            grpc.secure_channel(target, channel_credentials(tls)) if tls else grpc.insecure_channel(target)
         )
         self._stub = billing_pb2_grpc.BillingServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

@@ -26,6 +26,7 @@ class Settings:
     grpc_tls: ServerTls | None = None
     reflection: bool = True
     http_tls: ServerTls | None = None
+    health_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -51,6 +52,7 @@ class Settings:
             grpc_port=env.port("PM_BILLING_GRPC_PORT", 9001),
             database_url=env.database_url("PM_BILLING_DATABASE_URL", sqlite_default(env, "billing")),
             log_level=env.log_level(),
+            health_interval=env.health_interval(),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
             grpc_max_workers=env.integer("PM_BILLING_GRPC_WORKERS", 8, minimum=1, maximum=256),
             grpc_max_message_bytes=env.integer(

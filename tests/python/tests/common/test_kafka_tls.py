@@ -1,4 +1,4 @@
-"""pm.common.kafka over TLS: producer, consumer and admin client speak SSL with the configured CA and
+"""pm.common.kafka over TLS: producer, consumer, admin client and health probe speak SSL with the configured CA and
 client certificate to a real broker (Tansu behind a TLS terminator that requires a client certificate)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from kafka.errors import KafkaError
 
 from pm.common.broker import Broker
-from pm.common.kafka import ConsumerLoop, ensure_topics, make_producer, ping, security_options
+from pm.common.kafka import BrokerProbe, ConsumerLoop, ensure_topics, make_producer, security_options
 from pm.common.testing import free_port
 from pm.common.tls import ClientTls
 from tests.common.certs import CertificateAuthority
@@ -100,7 +100,9 @@ def test_producer_consumer_and_admin_speak_tls_with_the_client_certificate(
     tls = ClientTls(ca.cert_file, client.cert_file, client.key_file)
     topic = f"tls-{uuid.uuid4().hex[:8]}"
     ensure_topics(servers, [topic], partitions=1, tls=tls)
-    ping(servers, tls=tls)
+    probe = BrokerProbe(servers, tls=tls)
+    probe()  # the health check's metadata request
+    probe.close()
     producer = make_producer(servers, client_id="tls-test", tls=tls)
     producer.send(topic, key=b"k", value=b"over tls").get(timeout=20)
     producer.close(timeout=5)
@@ -126,6 +128,8 @@ def test_a_client_without_tls_or_without_a_certificate_gets_nowhere(
 ) -> None:
     servers, terminator = tls_broker
     for tls in (None, ClientTls(ca.cert_file)):
+        probe = BrokerProbe(servers, timeout_ms=2000, tls=tls)
         with pytest.raises(KafkaError):
-            ping(servers, timeout_ms=2000, tls=tls)
+            probe()
+        probe.close()
     assert terminator.handshakes == []

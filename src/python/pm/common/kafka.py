@@ -107,7 +107,9 @@ class BrokerProbe:
     """Health check: the broker answers a metadata request. One admin client serves every check (dropped
     and rebuilt after a failure), so a check costs a TCP connect and one request, never a new client."""
 
-    def __init__(self, bootstrap_servers: str, timeout_ms: int = 2000, *, tls: ClientTls | None = None) -> None:
+    def __init__(
+        self, bootstrap_servers: str, timeout_ms: int = 2000, *, tls: ClientTls | None = None
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.timeout_ms = timeout_ms
         self.tls = tls

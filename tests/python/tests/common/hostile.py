@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import json
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -67,7 +70,10 @@ class Outcome:
 
 
 def send_while_probing(
-    base_url: str, hostile: Callable[[httpx.Client], httpx.Response], probe_path: str = "/health"
+    base_url: str,
+    hostile: Callable[[httpx.Client], httpx.Response],
+    probe_path: str = "/health",
+    probe_headers: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Send `hostile` and, while it is in flight, GET `probe_path` again and again; time both.
 
@@ -94,11 +100,11 @@ def send_while_probing(
     time.sleep(0.05)  # let the request reach the service
     slowest = 0.0
     probes = 0
-    with httpx.Client(base_url=base_url, timeout=PROBE_LIMIT * 5) as probe:
+    with httpx.Client(base_url=base_url, timeout=PROBE_LIMIT * 5, headers=probe_headers) as probe:
         while probes == 0 or not done.is_set():
             t0 = time.monotonic()
             try:
-                probe.get(probe_path)
+                assert probe.get(probe_path).status_code == 200, probe_path
                 slowest = max(slowest, time.monotonic() - t0)
             except httpx.TimeoutException:
                 slowest = max(slowest, PROBE_LIMIT * 5)
@@ -122,3 +128,21 @@ def assert_refused_without_stall(outcome: Outcome, what: str, *, problem: bool =
     assert len(response.content) < 4096, f"{what}: a {len(response.content)}-byte answer"
     assert outcome.hostile_seconds < HOSTILE_LIMIT, f"{what}: answered after {outcome.hostile_seconds:.2f} s"
     assert outcome.slowest_probe < PROBE_LIMIT, f"{what}: a concurrent request took {outcome.slowest_probe:.2f} s"
+
+
+class SlowJwks:
+    """An ASGI JWKS endpoint serving `document`, each answer `delay` seconds late (a struggling auth)."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.delay = 0.0
+        self.fetches = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.fetches += 1
+        await asyncio.sleep(self.delay)
+        body = json.dumps(self.document).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})

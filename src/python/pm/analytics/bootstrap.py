@@ -12,6 +12,7 @@ from pm.analytics.entrypoints.consumer import PatientEventConsumer
 from pm.common.db import Database
 from pm.common.specapp import spec_app
 from pm.common.tokens import JwksKeys, TokenVerifier
+from pm.common.validation import VALIDATOR_MAP
 from pm.common.web import HealthCheck, ServiceMiddleware
 
 SERVICE = "analytics"
@@ -43,6 +44,7 @@ def create_app(
         API / "openapi.yaml",
         resolver=RelativeResolver("pm.analytics.entrypoints"),
         validate_responses=validate_responses,
+        validator_map=VALIDATOR_MAP,
     )
     checks: dict[str, HealthCheck] = {"database": database.ping}
     if consumer_check is not None:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.auth.conftest import DEMO, AuthServer, bearer, token_for
-from tests.common.hostile import HOSTILE_VALUES, QUERY_VALUES, Outcome, assert_refused_without_stall, get_with_query, header_safe, send_while_probing
+from tests.common.hostile import BODY_LIMIT_VALUE, HOSTILE_VALUES, QUERY_VALUES, Outcome, assert_refused_without_stall, get_with_query, header_safe, send_while_probing
 
 Hostile = Callable[[httpx.Client], httpx.Response]
 
@@ -30,7 +30,7 @@ def test_the_reported_login_payload_does_not_freeze_auth(base: str) -> None:
 
 
 def cases(admin: str) -> dict[str, Hostile]:
-    found: dict[str, Hostile] = {}
+    found: dict[str, Hostile] = {"login 1 MB email": lambda c: c.post("/login", json={**DEMO, "email": BODY_LIMIT_VALUE})}
     for shape, value in HOSTILE_VALUES.items():
         for field in ("email", "password"):
             login = {**DEMO, field: value}

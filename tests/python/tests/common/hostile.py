@@ -34,6 +34,8 @@ def hostile_values(size: int) -> dict[str, str]:
 
 
 HOSTILE_VALUES = hostile_values(SIZE)
+BODY_LIMIT_VALUE = hostile_values(1_000_000)["email-run"]
+"""A value that nearly fills the 1 MiB body limit the services and the gateway accept."""
 QUERY_VALUES = hostile_values(QUERY_SIZE)
 
 def header_safe(value: str) -> str:

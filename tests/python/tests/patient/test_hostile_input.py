@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.common.hostile import (
+    BODY_LIMIT_VALUE,
     HOSTILE_VALUES,
     QUERY_VALUES,
     Outcome,
@@ -33,6 +34,9 @@ def cases(token: str, patient_id: str) -> dict[str, Hostile]:
             found[f"update {field} {shape}"] = lambda c, b=body: c.put(
                 f"/patients/{patient_id}", json=b, headers=auth
             )
+    for field in ("name", "email"):
+        body = new_patient(**{field: BODY_LIMIT_VALUE})
+        found[f"create 1 MB {field}"] = lambda c, b=body: c.post("/patients", json=b, headers=auth)
     for shape, value in QUERY_VALUES.items():
         for param in ("search", "sort", "page", "size"):
             found[f"list {param} {shape}"] = lambda c, p=param, v=value: get_with_query(

@@ -25,7 +25,11 @@ def slow_jwks(signing_key: SigningKey) -> Iterator[tuple[SlowJwks, str]]:
 
 
 def test_a_slow_key_refetch_does_not_stall_other_requests(
-    database: Database, slow_jwks: tuple[SlowJwks, str], signing_key: SigningKey, token: str
+    database: Database,
+    slow_jwks: tuple[SlowJwks, str],
+    signing_key: SigningKey,
+    token: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     endpoint, url = slow_jwks
     # No refetch throttle: every unknown kid makes the service ask the JWKS endpoint again.
@@ -46,6 +50,11 @@ def test_a_slow_key_refetch_does_not_stall_other_requests(
     # The refetch really was slow, and the probes ran while it was under way.
     assert outcome.hostile_seconds >= JWKS_DELAY * 0.8 and outcome.probes >= 3
     assert endpoint.fetches == 2
+    with capsys.disabled():
+        print(
+            f"\nanalytics: unknown kid refused after {outcome.hostile_seconds:.2f} s (JWKS {JWKS_DELAY} s late);"
+            f" {outcome.probes} concurrent requests, slowest {outcome.slowest_probe:.3f} s"
+        )
 
 
 def test_a_token_whose_alg_does_not_fit_its_key_is_a_401_problem(database: Database, signing_key: SigningKey) -> None:

@@ -44,7 +44,10 @@ def jwks_service(
 
 
 def test_a_slow_key_refetch_does_not_stall_other_requests(
-    jwks: tuple[SlowJwks, str], jwks_service: Running, mint: Callable[..., str]
+    jwks: tuple[SlowJwks, str],
+    jwks_service: Running,
+    mint: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     valid = {"Authorization": f"Bearer {mint()}"}
     assert httpx.get(f"{jwks_service.url}/patients", headers=valid, timeout=10).status_code == 200
@@ -66,6 +69,11 @@ def test_a_slow_key_refetch_does_not_stall_other_requests(
         assert outcome.response is not None and outcome.response.status_code == 401
         # The refetch really was slow, and the probes ran while it was under way.
         assert outcome.hostile_seconds >= JWKS_DELAY * 0.8 and outcome.probes >= 3
+        with capsys.disabled():
+            print(
+                f"\npatient: unknown kid refused after {outcome.hostile_seconds:.2f} s (JWKS {JWKS_DELAY} s late);"
+                f" {outcome.probes} concurrent {probe}, slowest {outcome.slowest_probe:.3f} s"
+            )
     assert endpoint.fetches == fetches + 2
 
 

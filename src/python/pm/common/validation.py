@@ -11,6 +11,13 @@ A property in an OpenAPI schema may declare the message for each failing keyword
 field fails several keywords, the message declared first wins (declaration order is the priority), so a
 blank email reports "Email is required" rather than "Email should be valid". Keywords without a declared
 message keep jsonschema's own wording. Use it with `FlaskApp(..., validator_map=VALIDATOR_MAP)`.
+
+No input may stall a service (docs/reliability.md, "Hostile clients"):
+- a `pattern` is not run on a string longer than its `maxLength` (jsonschema checks every keyword, so a
+  100 KB value would meet the pattern too); the length error is reported instead. The specs' patterns are
+  written so that a backtracking engine matches them in linear time;
+- bodies over INLINE_BODY_BYTES are parsed and validated in a worker thread, not on the event loop;
+- parameter errors name the parameter and the rule, never the value or the schema.
 """
 
 from __future__ import annotations
@@ -134,6 +141,11 @@ def _rank(declared: Mapping[str, str], keyword: str) -> int:
     return keywords.index(keyword) if keyword in keywords else len(keywords)
 
 
+# What `_parse` gives for a body it had validated in a worker: Connexion passes it to `_validate` (and
+# nowhere else: the handler reads the original bytes).
+CHECKED_IN_WORKER = object()
+
+
 class OffLoopJSONValidator(JSONRequestBodyValidator):
     """A JSON body validator that parses and checks bodies over INLINE_BODY_BYTES in a worker thread.
 
@@ -145,8 +157,8 @@ class OffLoopJSONValidator(JSONRequestBodyValidator):
         if len(raw) <= INLINE_BODY_BYTES:
             return self._decode(raw)
         run = contextvars.copy_context().run  # the request id reaches the worker's log lines
-        body = await asyncio.get_running_loop().run_in_executor(VALIDATION_EXECUTOR, run, self._decode_and_check, raw)
-        return _Checked(body)
+        await asyncio.get_running_loop().run_in_executor(VALIDATION_EXECUTOR, run, self._decode_and_check, raw)
+        return CHECKED_IN_WORKER
 
     def _decode(self, raw: bytes) -> Any:
         try:
@@ -164,13 +176,11 @@ class OffLoopJSONValidator(JSONRequestBodyValidator):
             raise BadRequestProblem(detail=str(exc)) from None
         return body
 
-    def _decode_and_check(self, raw: bytes) -> Any:
-        body = self._decode(raw)
-        self._validate(body)
-        return body
+    def _decode_and_check(self, raw: bytes) -> None:
+        self._validate(self._decode(raw))
 
     def _validate(self, body: Any) -> dict | None:
-        if isinstance(body, _Checked):
+        if body is CHECKED_IN_WORKER:
             return None
         if not self._nullable and body is None:
             raise BadRequestProblem("Request body must not be empty")
@@ -180,13 +190,6 @@ class OffLoopJSONValidator(JSONRequestBodyValidator):
 
     def check(self, body: Any) -> None:
         raise NotImplementedError
-
-
-class _Checked:
-    """A body already validated in a worker thread (Connexion calls `_validate` on what `_parse` gave)."""
-
-    def __init__(self, body: Any) -> None:
-        self.body = body
 
 
 class FieldErrorsJSONValidator(OffLoopJSONValidator):

@@ -33,7 +33,10 @@ REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
 ROLES = ("ADMIN", "USER")
 # The key types each accepted algorithm verifies with: PyJWT fails with a TypeError, not a token error,
 # when given another.
-KEY_TYPES: dict[str, tuple[type, ...]] = {"RS256": (RSAPublicKey,), "EdDSA": (Ed25519PublicKey, Ed448PublicKey)}
+KEY_TYPES: dict[str, tuple[type, ...]] = {
+    "RS256": (RSAPublicKey,),
+    "EdDSA": (Ed25519PublicKey, Ed448PublicKey),
+}
 # Checks that wait for a JWKS fetch run here: their own threads, so that a slow auth service cannot take
 # the threads health checks and handlers need.
 KEY_FETCH_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jwks")
@@ -118,7 +121,6 @@ class JwksKeys:
             now = time.monotonic()
             if not force and now - self._attempted_at < self._refresh_interval():
                 return
-            self._attempted_at = now
             try:
                 document = self._fetch(self.url, self.timeout)
                 self._keys = parse_jwks(document)
@@ -127,6 +129,9 @@ class JwksKeys:
             except Exception as exc:  # noqa: BLE001 - keep the last good keys, say why
                 self._last_attempt_failed = True
                 log.warning("JWKS fetch failed", extra={"url": self.url, "error": str(exc)[:200]})
+            finally:
+                # The pause runs from the end of the attempt: a slow fetch must not use it up.
+                self._attempted_at = time.monotonic()
 
     def _refresh_interval(self) -> float:
         return self.retry_after_failure if self._last_attempt_failed else self.min_refresh_interval
@@ -172,7 +177,9 @@ class TokenVerifier:
             return self.verify(token, fetch=False)
         except FetchNeeded:
             run = contextvars.copy_context().run  # the request id reaches the worker's log lines
-            return await asyncio.get_running_loop().run_in_executor(KEY_FETCH_EXECUTOR, run, self.verify, token)
+            return await asyncio.get_running_loop().run_in_executor(
+                KEY_FETCH_EXECUTOR, run, self.verify, token
+            )
 
     def verify(self, token: str, *, fetch: bool = True) -> dict[str, Any]:
         """Return the claims of a valid token or raise InvalidToken (FetchNeeded when `fetch` is False
@@ -190,7 +197,7 @@ class TokenVerifier:
         key = self.keys.key_for(kid, fetch=fetch)
         if key is None:
             raise InvalidToken("unknown key id")
-        if not isinstance(key, KEY_TYPES[algorithm]):
+        if not _fits(key, algorithm):
             raise InvalidToken(f"algorithm {algorithm} does not match the key")
         try:
             claims = jwt.decode(
@@ -210,6 +217,10 @@ class TokenVerifier:
         if claims.get("role") not in ROLES:
             raise InvalidToken("token has no valid role")
         return claims
+
+
+def _fits(key: Any, algorithm: str) -> bool:
+    return isinstance(key, KEY_TYPES[algorithm])
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -40,8 +40,9 @@ from connexion.validators import (
     MultiPartFormDataValidator,
     ParameterValidator,
 )
-from jsonschema import FormatChecker, ValidationError, validators  # pants: no-infer-dep (comes with connexion)
+from jsonschema import FormatChecker, ValidationError  # pants: no-infer-dep (comes with connexion)
 from jsonschema.exceptions import best_match  # pants: no-infer-dep (comes with connexion)
+from jsonschema.validators import extend  # pants: no-infer-dep (comes with connexion)
 from starlette.types import Scope
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def _pattern_within_max_length(
     yield from _PATTERN(validator, pattern, instance, schema)
 
 
-BoundedRequestValidator = validators.extend(Draft4RequestValidator, {"pattern": _pattern_within_max_length})
+BoundedRequestValidator = extend(Draft4RequestValidator, {"pattern": _pattern_within_max_length})
 """Connexion's request validator, with patterns checked only on strings within their `maxLength`."""
 
 _RULES = {
@@ -157,7 +158,9 @@ class OffLoopJSONValidator(JSONRequestBodyValidator):
         if len(raw) <= INLINE_BODY_BYTES:
             return self._decode(raw)
         run = contextvars.copy_context().run  # the request id reaches the worker's log lines
-        await asyncio.get_running_loop().run_in_executor(VALIDATION_EXECUTOR, run, self._decode_and_check, raw)
+        await asyncio.get_running_loop().run_in_executor(
+            VALIDATION_EXECUTOR, run, self._decode_and_check, raw
+        )
         return CHECKED_IN_WORKER
 
     def _decode(self, raw: bytes) -> Any:
@@ -206,7 +209,9 @@ class BoundedParameterValidator(ParameterValidator):
     """Connexion's parameter validator with bounded patterns and messages that quote no value or schema."""
 
     @staticmethod
-    def validate_parameter(parameter_type: str, value: Any, param: dict, param_name: str | None = None) -> str | None:
+    def validate_parameter(
+        parameter_type: str, value: Any, param: dict, param_name: str | None = None
+    ) -> str | None:
         if value is None or is_nullable(param):
             return ParameterValidator.validate_parameter(parameter_type, value, param, param_name)
         schema = param.get("schema", param)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import httpx
 import pytest
 
 from pm.common.testing import LiveServer
@@ -12,30 +9,25 @@ from tests.common.hostile import (
     HOSTILE_VALUES,
     QUERY_VALUES,
     SIZE,
+    Hostile,
     Outcome,
     assert_refused_without_stall,
-    get_with_query,
+    get,
     header_safe,
+    query,
     send_while_probing,
 )
-
-Hostile = Callable[[httpx.Client], httpx.Response]
 
 
 def cases(token: str) -> dict[str, Hostile]:
     auth = {"Authorization": f"Bearer {token}"}
     found: dict[str, Hostile] = {}
     for shape, value in QUERY_VALUES.items():
-        found[f"events limit {shape}"] = lambda c, v=value: get_with_query(
-            c, "/analytics/events", {"limit": v}, auth
-        )
-        found[f"summary unknown parameter {shape}"] = lambda c, v=value: get_with_query(
-            c, "/analytics/summary", {"filter": v}, auth
-        )
+        found[f"events limit {shape}"] = query("/analytics/events", {"limit": value}, auth)
+        found[f"summary unknown parameter {shape}"] = query("/analytics/summary", {"filter": value}, auth)
+    for shape, value in HOSTILE_VALUES.items():
         for path in ("/analytics/summary", "/analytics/events"):
-            found[f"{path} token {shape}"] = lambda c, p=path, v=header_safe(value): c.get(
-                p, headers={"Authorization": f"Bearer {v}"}
-            )
+            found[f"{path} token {shape}"] = get(path, {"Authorization": f"Bearer {header_safe(value)}"})
     return found
 
 
@@ -55,9 +47,10 @@ def test_a_hostile_value_in_any_input_is_refused_quickly_while_analytics_answers
         )
 
 
-def test_a_query_longer_than_the_http_server_takes_is_refused_before_the_app(api: LiveServer, token: str) -> None:
+def test_a_query_longer_than_the_http_server_takes_is_refused_before_the_app(
+    api: LiveServer, token: str
+) -> None:
     outcome = send_while_probing(
-        api.url,
-        lambda c: get_with_query(c, "/analytics/events", {"limit": "1" * SIZE}, {"Authorization": f"Bearer {token}"}),
+        api.url, query("/analytics/events", {"limit": "1" * SIZE}, {"Authorization": f"Bearer {token}"})
     )
     assert_refused_without_stall(outcome, "a 100 KB query", problem=False)

@@ -57,9 +57,13 @@ def test_a_slow_key_refetch_does_not_stall_other_requests(
         )
 
 
-def test_a_token_whose_alg_does_not_fit_its_key_is_a_401_problem(database: Database, signing_key: SigningKey) -> None:
+def test_a_token_whose_alg_does_not_fit_its_key_is_a_401_problem(
+    database: Database, signing_key: SigningKey
+) -> None:
     ed_key = SigningKey("ed", "EdDSA")
-    verifier = TokenVerifier(StaticKeys({signing_key.kid: signing_key.public, "ed": ed_key.public}), issuer=ISSUER)
+    verifier = TokenVerifier(
+        StaticKeys({signing_key.kid: signing_key.public, "ed": ed_key.public}), issuer=ISSUER
+    )
     mismatched = {
         "RS256 on the Ed25519 kid": signing_key.mint(headers={"kid": "ed"}),
         "EdDSA on the RSA kid": ed_key.mint(headers={"kid": signing_key.kid}),
@@ -69,5 +73,7 @@ def test_a_token_whose_alg_does_not_fit_its_key_is_a_401_problem(database: Datab
             response = httpx.get(f"{api.url}/analytics/summary", headers={"Authorization": f"Bearer {bad}"})
             assert response.status_code == 401, (what, response.text)
             assert response.headers["content-type"] == "application/problem+json", what
-        good = httpx.get(f"{api.url}/analytics/summary", headers={"Authorization": f"Bearer {signing_key.mint()}"})
+        good = httpx.get(
+            f"{api.url}/analytics/summary", headers={"Authorization": f"Bearer {signing_key.mint()}"}
+        )
         assert good.status_code == 200

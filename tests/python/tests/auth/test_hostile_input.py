@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 import pytest
 
 from tests.auth.conftest import DEMO, AuthServer, bearer, token_for
-from tests.common.hostile import BODY_LIMIT_VALUE, HOSTILE_VALUES, QUERY_VALUES, Outcome, assert_refused_without_stall, get_with_query, header_safe, send_while_probing
-
-Hostile = Callable[[httpx.Client], httpx.Response]
+from tests.common.hostile import (
+    BODY_LIMIT_VALUE,
+    HOSTILE_VALUES,
+    QUERY_VALUES,
+    Hostile,
+    Outcome,
+    assert_refused_without_stall,
+    get,
+    header_safe,
+    post,
+    query,
+    send_while_probing,
+)
 
 
 @pytest.fixture
@@ -20,9 +28,7 @@ def base(auth_server: AuthServer) -> str:
 
 def test_the_reported_login_payload_does_not_freeze_auth(base: str) -> None:
     email = "a@" + "a." * 32000 + " "
-    outcome = send_while_probing(
-        base, lambda client: client.post("/login", json={"email": email, "password": "password123"})
-    )
+    outcome = send_while_probing(base, post("/login", {"email": email, "password": "password123"}))
     assert_refused_without_stall(outcome, "login with the reported email")
     assert outcome.response is not None
     assert outcome.response.status_code == 400
@@ -30,30 +36,25 @@ def test_the_reported_login_payload_does_not_freeze_auth(base: str) -> None:
 
 
 def cases(admin: str) -> dict[str, Hostile]:
-    found: dict[str, Hostile] = {"login 1 MB email": lambda c: c.post("/login", json={**DEMO, "email": BODY_LIMIT_VALUE})}
+    as_admin = bearer(admin)
+    found: dict[str, Hostile] = {"login 1 MB email": post("/login", {**DEMO, "email": BODY_LIMIT_VALUE})}
     for shape, value in HOSTILE_VALUES.items():
         for field in ("email", "password"):
-            login = {**DEMO, field: value}
-            found[f"login {field} {shape}"] = lambda c, body=login: c.post("/login", json=body)
+            found[f"login {field} {shape}"] = post("/login", {**DEMO, field: value})
         for field in ("email", "password", "role"):
             new_user = {"email": "new.user@test.com", "password": "password123", "role": "USER", field: value}
-            found[f"create user {field} {shape}"] = lambda c, body=new_user: c.post(
-                "/users", json=body, headers=bearer(admin)
-            )
+            found[f"create user {field} {shape}"] = post("/users", new_user, as_admin)
+        found[f"validate token {shape}"] = get("/validate", bearer(header_safe(value)))
     for shape, value in QUERY_VALUES.items():
         for param in ("limit", "offset"):
-            found[f"list users {param} {shape}"] = lambda c, p=param, v=value: get_with_query(
-                c, "/users", {p: v}, bearer(admin)
-            )
-    for shape, value in HOSTILE_VALUES.items():
-        found[f"validate token {shape}"] = lambda c, v=value: c.get("/validate", headers=bearer(header_safe(v)))
+            found[f"list users {param} {shape}"] = query("/users", {param: value}, as_admin)
     return found
 
 
 def test_a_hostile_value_in_any_field_is_refused_quickly_while_auth_answers(
-    base: str, capsys: pytest.CaptureFixture[str]
+    base: str, http: httpx.Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    admin = token_for(httpx.Client(timeout=10), base)
+    admin = token_for(http, base)
     outcomes: dict[str, Outcome] = {}
     for what, hostile in cases(admin).items():
         outcomes[what] = send_while_probing(base, hostile)

@@ -38,6 +38,31 @@ BODY_LIMIT_VALUE = hostile_values(1_000_000)["email-run"]
 """A value that nearly fills the 1 MiB body limit the services and the gateway accept."""
 QUERY_VALUES = hostile_values(QUERY_SIZE)
 
+
+Hostile = Callable[[httpx.Client], httpx.Response]
+"""One hostile request, sent with the given client."""
+
+
+def post(path: str, body: Any, headers: Mapping[str, str] | None = None) -> Hostile:
+    return lambda client: client.post(path, json=body, headers=headers)
+
+
+def put(path: str, body: Any, headers: Mapping[str, str]) -> Hostile:
+    return lambda client: client.put(path, json=body, headers=headers)
+
+
+def get(path: str, headers: Mapping[str, str]) -> Hostile:
+    return lambda client: client.get(path, headers=headers)
+
+
+def delete(path: str, headers: Mapping[str, str]) -> Hostile:
+    return lambda client: client.delete(path, headers=headers)
+
+
+def query(path: str, params: Mapping[str, str], headers: Mapping[str, str]) -> Hostile:
+    return lambda client: get_with_query(client, path, params, headers)
+
+
 def header_safe(value: str) -> str:
     """`value` as an HTTP header can carry it (no NUL, no surrounding blanks)."""
     return value.replace("\x00", "a").strip()
@@ -73,7 +98,7 @@ class Outcome:
 
 def send_while_probing(
     base_url: str,
-    hostile: Callable[[httpx.Client], httpx.Response],
+    hostile: Hostile,
     probe_path: str = "/health",
     probe_headers: Mapping[str, str] | None = None,
 ) -> Outcome:
@@ -124,12 +149,16 @@ def assert_refused_without_stall(outcome: Outcome, what: str, *, problem: bool =
     assert response is not None, f"{what}: no answer within {HOSTILE_LIMIT * 3:.0f} s"
     assert 400 <= response.status_code < 500, f"{what}: {response.status_code} {response.text[:300]}"
     if problem:
-        assert response.headers.get("content-type") == "application/problem+json", f"{what}: {response.headers}"
+        assert (
+            response.headers.get("content-type") == "application/problem+json"
+        ), f"{what}: {response.headers}"
         assert response.json()["status"] == response.status_code, what
     # The answer names the problem; it does not echo the hostile value back.
     assert len(response.content) < 4096, f"{what}: a {len(response.content)}-byte answer"
     assert outcome.hostile_seconds < HOSTILE_LIMIT, f"{what}: answered after {outcome.hostile_seconds:.2f} s"
-    assert outcome.slowest_probe < PROBE_LIMIT, f"{what}: a concurrent request took {outcome.slowest_probe:.2f} s"
+    assert (
+        outcome.slowest_probe < PROBE_LIMIT
+    ), f"{what}: a concurrent request took {outcome.slowest_probe:.2f} s"
 
 
 class SlowJwks:
@@ -146,5 +175,11 @@ class SlowJwks:
         self.fetches += 1
         await asyncio.sleep(self.delay)
         body = json.dumps(self.document).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -12,54 +12,46 @@ from tests.common.hostile import (
     BODY_LIMIT_VALUE,
     HOSTILE_VALUES,
     QUERY_VALUES,
+    Hostile,
     Outcome,
     assert_refused_without_stall,
-    get_with_query,
+    delete,
+    get,
     header_safe,
+    post,
+    put,
+    query,
     send_while_probing,
 )
 from tests.patient.conftest import Running, new_patient
 
-Hostile = Callable[[httpx.Client], httpx.Response]
 BODY_FIELDS = ("name", "email", "address", "dateOfBirth", "registeredDate")
 
 
 def cases(token: str, patient_id: str) -> dict[str, Hostile]:
     auth = {"Authorization": f"Bearer {token}"}
+    one = f"/patients/{patient_id}"
     found: dict[str, Hostile] = {}
     for shape, value in HOSTILE_VALUES.items():
         for field in BODY_FIELDS:
-            body = new_patient(**{field: value})
-            found[f"create {field} {shape}"] = lambda c, b=body: c.post("/patients", json=b, headers=auth)
-            found[f"update {field} {shape}"] = lambda c, b=body: c.put(
-                f"/patients/{patient_id}", json=b, headers=auth
-            )
+            found[f"create {field} {shape}"] = post("/patients", new_patient(**{field: value}), auth)
+            found[f"update {field} {shape}"] = put(one, new_patient(**{field: value}), auth)
+        safe = header_safe(value)
+        found[f"update If-Match {shape}"] = put(one, new_patient(), {**auth, "If-Match": safe})
+        found[f"delete If-Match {shape}"] = delete(one, {**auth, "If-Match": safe})
+        found[f"list token {shape}"] = get("/patients", {"Authorization": f"Bearer {safe}"})
     for field in ("name", "email"):
-        body = new_patient(**{field: BODY_LIMIT_VALUE})
-        found[f"create 1 MB {field}"] = lambda c, b=body: c.post("/patients", json=b, headers=auth)
+        found[f"create 1 MB {field}"] = post("/patients", new_patient(**{field: BODY_LIMIT_VALUE}), auth)
     for shape, value in QUERY_VALUES.items():
         for param in ("search", "sort", "page", "size"):
-            found[f"list {param} {shape}"] = lambda c, p=param, v=value: get_with_query(
-                c, "/patients", {p: v}, auth
-            )
-        found[f"get id {shape}"] = lambda c, v=value: c.get(f"/patients/{quote(v)}", headers=auth)
-    for shape, value in HOSTILE_VALUES.items():
-        safe = header_safe(value)
-        found[f"update If-Match {shape}"] = lambda c, v=safe: c.put(
-            f"/patients/{patient_id}", json=new_patient(), headers={**auth, "If-Match": v}
-        )
-        found[f"delete If-Match {shape}"] = lambda c, v=safe: c.delete(
-            f"/patients/{patient_id}", headers={**auth, "If-Match": v}
-        )
-        found[f"list token {shape}"] = lambda c, v=safe: c.get("/patients", headers={"Authorization": f"Bearer {v}"})
+            found[f"list {param} {shape}"] = query("/patients", {param: value}, auth)
+        found[f"get id {shape}"] = get(f"/patients/{quote(value)}", auth)
     return found
 
 
 def test_the_reported_email_does_not_freeze_patient(service: Running, mint: Callable[..., str]) -> None:
     body = new_patient(email="a@" + "a." * 32000 + " ")
-    outcome = send_while_probing(
-        service.url, lambda c: c.post("/patients", json=body, headers={"Authorization": f"Bearer {mint()}"})
-    )
+    outcome = send_while_probing(service.url, post("/patients", body, {"Authorization": f"Bearer {mint()}"}))
     assert_refused_without_stall(outcome, "create with the reported email")
     assert outcome.response is not None
     assert outcome.response.json()["errors"] == {"email": "Email cannot exceed 254 characters"}

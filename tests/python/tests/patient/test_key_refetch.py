@@ -39,7 +39,9 @@ def jwks_service(
     topic: str,
 ) -> Iterator[Running]:
     # No refetch throttle: every unknown kid makes the service ask the JWKS endpoint again.
-    verifier = TokenVerifier(JwksKeys(jwks[1], timeout=JWKS_DELAY * 2, min_refresh_interval=0.0), issuer=ISSUER)
+    verifier = TokenVerifier(
+        JwksKeys(jwks[1], timeout=JWKS_DELAY * 2, min_refresh_interval=0.0), issuer=ISSUER
+    )
     yield from start_service(patient_db, verifier, billing_server.target, kafka_bootstrap, topic)
 
 
@@ -57,7 +59,9 @@ def test_a_slow_key_refetch_does_not_stall_other_requests(
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = int(time.time())
     claims = {"sub": "x@example.com", "role": "ADMIN", "iat": now, "exp": now + 600, "iss": ISSUER}
-    unknown_kid = jwt.encode({**claims, "jti": uuid.uuid4().hex}, stranger, algorithm="RS256", headers={"kid": "new"})
+    unknown_kid = jwt.encode(
+        {**claims, "jti": uuid.uuid4().hex}, stranger, algorithm="RS256", headers={"kid": "new"}
+    )
     for probe in ("/health", "/patients"):
         outcome = send_while_probing(
             jwks_service.url,
@@ -89,7 +93,14 @@ def test_an_rs256_token_naming_an_ed25519_key_is_a_401_problem(
     keys = StaticKeys({KID: signing_key.public_key(), "ed": ed_key.public_key()})
     verifier = TokenVerifier(keys, issuer=ISSUER)
     now = int(time.time())
-    claims = {"sub": "x@example.com", "role": "ADMIN", "iat": now, "exp": now + 600, "iss": ISSUER, "jti": "j"}
+    claims = {
+        "sub": "x@example.com",
+        "role": "ADMIN",
+        "iat": now,
+        "exp": now + 600,
+        "iss": ISSUER,
+        "jti": "j",
+    }
     mismatched = {
         "RS256 on the Ed25519 kid": jwt.encode(claims, signing_key, algorithm="RS256", headers={"kid": "ed"}),
         "EdDSA on the RSA kid": jwt.encode(claims, ed_key, algorithm="EdDSA", headers={"kid": KID}),

@@ -32,6 +32,7 @@ class Settings:
     throttle_max_seconds: float
     seed_demo_user: bool
     validate_responses: bool = False
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -61,6 +62,8 @@ class Settings:
         return cls(
             environment=environment,
             host=env.text("PM_HOST", "127.0.0.1"),
+            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
+            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
             port=env.port("PM_AUTH_PORT", 4005),
             log_level=env.log_level(),
             data_dir=env.data_dir(),

@@ -203,3 +203,15 @@ def test_unlock_is_for_admins_and_known_users_only(http: httpx.Client, auth_serv
         missing = http.post(f"{base}/users/{unknown}/unlock", headers=bearer(admin))
         assert missing.status_code == 404
         assert missing.headers["content-type"] == "application/problem+json"
+
+
+def test_a_forged_x_forwarded_for_from_an_untrusted_peer_is_not_believed(
+    http: httpx.Client, auth_server: AuthServer
+) -> None:
+    """Issue 12, finding 3: uvicorn believed X-Forwarded-For from loopback, so rotating it escaped the
+    per-client throttle. With PM_TRUSTED_PROXIES unset, the peer is the client."""
+    base = auth_server(**{**LIMITS, "PM_TRUSTED_PROXIES": ""})
+    for n in range(6):
+        _fail(http, base, f"victim{n}@test.com", 1, client=f"203.0.113.{n}")
+    refused = login(http, base, DEMO["email"], DEMO["password"], **_as("198.51.100.99"))
+    assert refused.status_code == 429

@@ -76,6 +76,7 @@ def test_the_owner_logs_in_while_an_attacker_hammers_the_admin_account(
     finally:
         stop.set()
         thread.join(30)
+    print(f"FIGURES owner {owner}; attacker 401={attacker_statuses.count(401)} 429={attacker_statuses.count(429)}")
     assert owner == [200] * 5
     # Five free failures with the default settings, then at most one per (doubling) delay.
     assert 5 <= attacker_statuses.count(401) <= 7, attacker_statuses

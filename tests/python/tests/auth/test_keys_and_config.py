@@ -43,7 +43,10 @@ def test_defaults_follow_the_pinned_interface(tmp_path: Path) -> None:
         ({"PM_AUTH_MAX_FAILURES_PER_EMAIL": "0"}, "PM_AUTH_MAX_FAILURES_PER_EMAIL"),
         ({"PM_AUTH_DATABASE_URL": "mysql://x"}, "PM_AUTH_DATABASE_URL"),
         ({"PM_AUTH_THROTTLE_BASE_SECONDS": "0"}, "PM_AUTH_THROTTLE_BASE_SECONDS"),
-        ({"PM_AUTH_THROTTLE_BASE_SECONDS": "10", "PM_AUTH_THROTTLE_MAX_SECONDS": "5"}, "PM_AUTH_THROTTLE_MAX"),
+        (
+            {"PM_AUTH_THROTTLE_BASE_SECONDS": "10", "PM_AUTH_THROTTLE_MAX_SECONDS": "5"},
+            "PM_AUTH_THROTTLE_MAX",
+        ),
         ({"PM_JWT_PRIVATE_KEY_FILE": "/a.pem", "PM_JWT_PRIVATE_KEY": "pem"}, "PM_JWT_PRIVATE_KEY"),
     ],
 )

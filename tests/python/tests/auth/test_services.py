@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pm.auth.bootstrap import throttle_policy
 from pm.auth.domain.model import (
     DuplicateEmail,
     InvalidCredentials,
@@ -24,7 +25,6 @@ from pm.auth.domain.model import (
 )
 from pm.auth.domain.throttle import ACCOUNT, Key, ThrottlePolicy, account_key, account_prefix, client_key
 from pm.auth.service_layer.ports import FailureLog, IssuedToken, UnitOfWork, UserRepository
-from pm.auth.bootstrap import throttle_policy
 from pm.auth.service_layer.services import AuthService, seed_demo_user
 from tests.auth.conftest import make_settings
 
@@ -78,7 +78,9 @@ class FakeFailures(FailureLog):
         kept = [(i, r) for i, r in zip(self.ids, self.rows, strict=True) if i not in ids]
         self.ids, self.rows = [i for i, _ in kept], [r for _, r in kept]
 
-    def tally(self, key: Key, since: datetime, *, include_pending: bool = True) -> tuple[int, datetime | None]:
+    def tally(
+        self, key: Key, since: datetime, *, include_pending: bool = True
+    ) -> tuple[int, datetime | None]:
         times = [
             t
             for i, (s, k, t) in zip(self.ids, self.rows, strict=True)
@@ -87,12 +89,18 @@ class FakeFailures(FailureLog):
         return len(times), max(times, default=None)
 
     def clear(self, key: Key) -> None:
-        self.delete([i for i, r in zip(self.ids, self.rows, strict=True) if (r[0], r[1]) == (key.scope, key.subject)])
+        self.delete(
+            [i for i, r in zip(self.ids, self.rows, strict=True) if (r[0], r[1]) == (key.scope, key.subject)]
+        )
 
     def clear_account(self, email: str) -> None:
         prefix = account_prefix(email)
         self.delete(
-            [i for i, r in zip(self.ids, self.rows, strict=True) if r[0] == ACCOUNT and r[1].startswith(prefix)]
+            [
+                i
+                for i, r in zip(self.ids, self.rows, strict=True)
+                if r[0] == ACCOUNT and r[1].startswith(prefix)
+            ]
         )
 
     def prune(self, before: datetime) -> None:
@@ -195,7 +203,10 @@ def test_failures_are_recorded_for_the_account_client_pair_and_the_client(world:
     with pytest.raises(InvalidCredentials):
         world["service"].login("alice@example.com", "wrong", "10.0.0.1")
     pair = account_key("alice@example.com", "10.0.0.1")
-    assert {(s, k) for s, k, _ in world["failures"].rows} == {(pair.scope, pair.subject), ("client", "10.0.0.1")}
+    assert {(s, k) for s, k, _ in world["failures"].rows} == {
+        (pair.scope, pair.subject),
+        ("client", "10.0.0.1"),
+    }
     assert all("alice" not in k for _, k, _ in world["failures"].rows)
 
 
@@ -340,7 +351,11 @@ def test_failed_attempts_an_attacker_gets_per_hour_with_the_default_settings(
         policy=throttle_policy(make_settings(Path("unused"), "sqlite:///unused.db")),
         clock=clock,
     )
-    emails = (f"victim{n}@example.com" for n in itertools.count()) if spray else itertools.repeat("alice@example.com")
+    emails = (
+        (f"victim{n}@example.com" for n in itertools.count())
+        if spray
+        else itertools.repeat("alice@example.com")
+    )
     failed = _attacker_failures(service, clock, emails, hours=26)
     assert sum(1 for hour in failed if hour < 1) == first_hour
     # A day later the window holds a day of failures: one attempt per longest delay (900 s).

@@ -35,7 +35,9 @@ def _fail(http: httpx.Client, base: str, email: str, times: int, client: str = A
         assert response.status_code == 401, response.text
 
 
-def test_a_failing_client_waits_longer_after_each_failure(http: httpx.Client, auth_server: AuthServer) -> None:
+def test_a_failing_client_waits_longer_after_each_failure(
+    http: httpx.Client, auth_server: AuthServer
+) -> None:
     base = auth_server(**LIMITS)
     _fail(http, base, DEMO["email"], 3)
     waits = []
@@ -48,7 +50,9 @@ def test_a_failing_client_waits_longer_after_each_failure(http: httpx.Client, au
         time.sleep(waits[-1] + 0.1)
         _fail(http, base, DEMO["email"], 1)
     assert waits == [1, 2]
-    assert int(login(http, base, DEMO["email"], "wrong-password", **_as(ATTACKER)).headers["retry-after"]) == 4
+    assert (
+        int(login(http, base, DEMO["email"], "wrong-password", **_as(ATTACKER)).headers["retry-after"]) == 4
+    )
 
 
 def test_the_owner_logs_in_while_an_attacker_hammers_the_admin_account(
@@ -72,11 +76,15 @@ def test_the_owner_logs_in_while_an_attacker_hammers_the_admin_account(
         while attacker_statuses.count(429) < 20:
             assert time.monotonic() < deadline, attacker_statuses
             time.sleep(0.05)
-        owner = [login(http, base, DEMO["email"], DEMO["password"], **_as(OWNER)).status_code for _ in range(5)]
+        owner = [
+            login(http, base, DEMO["email"], DEMO["password"], **_as(OWNER)).status_code for _ in range(5)
+        ]
     finally:
         stop.set()
         thread.join(30)
-    print(f"FIGURES owner {owner}; attacker 401={attacker_statuses.count(401)} 429={attacker_statuses.count(429)}")
+    print(
+        f"FIGURES owner {owner}; attacker 401={attacker_statuses.count(401)} 429={attacker_statuses.count(429)}"
+    )
     assert owner == [200] * 5
     # Five free failures with the default settings, then at most one per (doubling) delay.
     assert 5 <= attacker_statuses.count(401) <= 7, attacker_statuses
@@ -114,7 +122,9 @@ def test_one_client_trying_many_emails_is_slowed_but_others_are_not(
     assert login(http, base, DEMO["email"], DEMO["password"], **_as("203.0.113.51")).status_code == 200
 
 
-def test_failures_count_across_workers_sharing_the_database(http: httpx.Client, auth_server: AuthServer) -> None:
+def test_failures_count_across_workers_sharing_the_database(
+    http: httpx.Client, auth_server: AuthServer
+) -> None:
     first, second = auth_server(**LIMITS), auth_server(**LIMITS)
     _fail(http, first, DEMO["email"], 2)
     _fail(http, second, DEMO["email"], 1)
@@ -175,7 +185,9 @@ def _user_id(http: httpx.Client, base: str, admin: str, email: str) -> str:
     return str(next(user["id"] for user in users if user["email"] == email))
 
 
-def test_admin_unlock_lets_every_client_try_the_account_again(http: httpx.Client, auth_server: AuthServer) -> None:
+def test_admin_unlock_lets_every_client_try_the_account_again(
+    http: httpx.Client, auth_server: AuthServer
+) -> None:
     base = auth_server(**{**LIMITS, "PM_AUTH_THROTTLE_BASE_SECONDS": "600"})
     admin = token_for(http, base)
     nurse = {"email": "nurse@clinic.org", "password": "nurse-password"}
@@ -183,7 +195,9 @@ def test_admin_unlock_lets_every_client_try_the_account_again(http: httpx.Client
     _fail(http, base, nurse["email"], 3, client="203.0.113.7")
     assert login(http, base, nurse["email"], nurse["password"], **_as("203.0.113.7")).status_code == 429
 
-    unlocked = http.post(f"{base}/users/{_user_id(http, base, admin, nurse['email'])}/unlock", headers=bearer(admin))
+    unlocked = http.post(
+        f"{base}/users/{_user_id(http, base, admin, nurse['email'])}/unlock", headers=bearer(admin)
+    )
     assert unlocked.status_code == 204
     assert login(http, base, nurse["email"], nurse["password"], **_as("203.0.113.7")).status_code == 200
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.clients import ClientAddresses
+from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.headers import client_response_headers, upstream_request_headers
 from pm.gateway.domain.ratelimit import RateLimiter, retry_after_seconds
 from pm.gateway.domain.routes import public_routes

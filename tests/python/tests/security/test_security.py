@@ -216,7 +216,9 @@ def test_behind_a_balancer_the_attacker_is_throttled_and_the_owner_logs_in(syste
                 statuses.append(response.status_code)
                 if n % 5 == 4:
                     ok = client.post(
-                        f"{base}/auth/login", json=DEMO_LOGIN, headers={"X-Forwarded-For": f"10.9.9.9, {owner}"}
+                        f"{base}/auth/login",
+                        json=DEMO_LOGIN,
+                        headers={"X-Forwarded-For": f"10.9.9.9, {owner}"},
                     )
                     owner_statuses.append(ok.status_code)
     finally:

@@ -88,7 +88,9 @@ class SqlFailureLog(FailureLog):
 
     def record(self, key: Key, at: datetime, *, pending: bool = False) -> int:
         inserted = self.session.execute(
-            login_failures.insert().values(scope=key.scope, subject=key.subject, failed_at=at, pending=pending)
+            login_failures.insert().values(
+                scope=key.scope, subject=key.subject, failed_at=at, pending=pending
+            )
         )
         # An INSERT yields a CursorResult; its key works on SQLite (lastrowid) and PostgreSQL alike.
         primary_key = cast(CursorResult[Any], inserted).inserted_primary_key
@@ -103,7 +105,9 @@ class SqlFailureLog(FailureLog):
     def delete(self, ids: list[int]) -> None:
         self.session.execute(login_failures.delete().where(login_failures.c.id.in_(ids)))
 
-    def tally(self, key: Key, since: datetime, *, include_pending: bool = True) -> tuple[int, datetime | None]:
+    def tally(
+        self, key: Key, since: datetime, *, include_pending: bool = True
+    ) -> tuple[int, datetime | None]:
         query = sa.select(sa.func.count(), sa.func.max(login_failures.c.failed_at)).where(
             login_failures.c.scope == key.scope,
             login_failures.c.subject == key.subject,

@@ -107,7 +107,7 @@ def list_users(token_info: dict[str, Any], limit: int = 100, offset: int = 0) ->
     return _json([_user_view(user) for user in users], headers={"X-Total-Count": str(total)})
 
 
-def unlock_user(id: str, token_info: dict[str, Any]) -> Response:  # noqa: A002 - the spec's name
+def unlock_user(id: str, token_info: dict[str, Any]) -> Response:  # `id`: the name in the spec
     require_role(token_info, "ADMIN")
     try:
         # Not a UUID names no user: the same 404 as an unknown one.

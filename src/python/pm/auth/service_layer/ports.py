@@ -54,7 +54,9 @@ class FailureLog(abc.ABC):
     def delete(self, ids: list[int]) -> None: ...
 
     @abc.abstractmethod
-    def tally(self, key: Key, since: datetime, *, include_pending: bool = True) -> tuple[int, datetime | None]:
+    def tally(
+        self, key: Key, since: datetime, *, include_pending: bool = True
+    ) -> tuple[int, datetime | None]:
         """How many failures `key` has after `since`, and the time of the latest (None if there is none)."""
 
     @abc.abstractmethod

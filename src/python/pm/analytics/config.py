@@ -23,6 +23,7 @@ class Settings:
     log_level: str
     migrate_on_start: bool
     validate_responses: bool = False
+    trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
 
     @classmethod
@@ -31,6 +32,8 @@ class Settings:
         auth_url = env.url("PM_AUTH_URL", "http://127.0.0.1:4005")
         return cls(
             host=env.text("PM_HOST", "127.0.0.1"),
+            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
+            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
             port=env.port("PM_ANALYTICS_PORT", 4002),
             database_url=env.database_url("PM_ANALYTICS_DATABASE_URL", sqlite_default(env, "analytics")),
             kafka_bootstrap_servers=bootstrap_servers(env),

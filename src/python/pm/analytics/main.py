@@ -43,6 +43,7 @@ def run(settings: Settings) -> None:
         ),
         host=settings.host,
         port=settings.port,
+        trusted_proxies=settings.trusted_proxies,
         service="analytics",
         # Reads are short; with the consumer's stop budget this keeps a SIGTERM stop within 10 s.
         graceful_seconds=3,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -102,6 +103,23 @@ class Env:
         if not sep or not host or not port.isdigit():
             raise ConfigError(f"{name} must be host:port, got {value!r}")
         return value
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        """Comma-separated addresses or CIDRs (e.g. `10.0.0.0/16, 127.0.0.1`), empty by default."""
+        value = self.raw(name)
+        if value is None:
+            return ()
+        networks = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(part, strict=False)))
+            except ValueError:
+                raise ConfigError(
+                    f"{name} must list IP addresses or CIDRs separated by commas, got {part!r}"
+                ) from None
+        return tuple(networks)
 
     def log_level(self) -> str:
         level = self.text("PM_LOG_LEVEL", "INFO").upper()

@@ -25,6 +25,7 @@ class Settings:
     outbox_max_backoff_seconds: float
     validate_responses: bool = False
     bench_floor: bool = False
+    trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
 
     @classmethod
@@ -33,6 +34,8 @@ class Settings:
         auth_url = env.url("PM_AUTH_URL", "http://127.0.0.1:4005")
         return cls(
             host=env.text("PM_HOST", "127.0.0.1"),
+            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
+            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
             port=env.port("PM_PATIENT_PORT", 4000),
             log_level=env.log_level(),
             health_interval=env.health_interval(),

@@ -22,6 +22,8 @@ class Settings:
     jwt_issuer: str
     log_level: str
     migrate_on_start: bool
+    event_retention_seconds: float = 7 * 86400.0
+    outbox_retention_seconds: float = 7 * 86400.0
     validate_responses: bool = False
     trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
@@ -45,6 +47,9 @@ class Settings:
             log_level=env.log_level(),
             health_interval=env.health_interval(),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
+            event_retention_seconds=env.duration("PM_ANALYTICS_EVENT_RETENTION", "7d", minimum=1.0),
+            # Event ids are kept as long as the patient outbox may publish the event again.
+            outbox_retention_seconds=env.duration("PM_OUTBOX_RETENTION", "7d", minimum=1.0),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
         )
 

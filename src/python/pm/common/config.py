@@ -64,6 +64,22 @@ class Env:
             raise ConfigError(f"{name} must be at least {minimum}, got {number}")
         return number
 
+    def duration(self, name: str, default: str, *, minimum: float = 0.0) -> float:
+        """Seconds, from `90` (seconds) or a number with one unit: `30s`, `15m`, `12h`, `7d`."""
+        value = self.raw(name) or default
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        scale = units.get(value[-1].lower(), 1) if value else 1
+        digits = value[:-1] if value and value[-1].lower() in units else value
+        try:
+            seconds = float(digits) * scale
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be seconds or a number with a unit (s, m, h, d), e.g. 7d; got {value!r}"
+            ) from None
+        if not seconds >= minimum or seconds == float("inf"):
+            raise ConfigError(f"{name} must be at least {minimum:g} seconds, got {value!r}")
+        return seconds
+
     def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:

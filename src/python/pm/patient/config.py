@@ -23,6 +23,7 @@ class Settings:
     jwt_issuer: str
     outbox_batch_size: int
     outbox_max_backoff_seconds: float
+    outbox_retention_seconds: float
     validate_responses: bool = False
     bench_floor: bool = False
     trusted_proxies: tuple[str, ...] = ()
@@ -50,6 +51,7 @@ class Settings:
             jwt_issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
             outbox_batch_size=env.integer("PM_OUTBOX_BATCH_SIZE", 100, minimum=1, maximum=10_000),
             outbox_max_backoff_seconds=env.number("PM_OUTBOX_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),
+            outbox_retention_seconds=env.duration("PM_OUTBOX_RETENTION", "7d", minimum=1.0),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
             # Diagnostic only (the benchmark's framework floor): never set it in production.
             bench_floor=env.flag("PM_PATIENT_BENCH_FLOOR", False),

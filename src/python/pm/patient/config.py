@@ -24,6 +24,7 @@ class Settings:
     outbox_batch_size: int
     outbox_max_backoff_seconds: float
     validate_responses: bool = False
+    exact_count_limit: int = 10_000
     bench_floor: bool = False
 
     @classmethod
@@ -46,6 +47,8 @@ class Settings:
             outbox_batch_size=env.integer("PM_OUTBOX_BATCH_SIZE", 100, minimum=1, maximum=10_000),
             outbox_max_backoff_seconds=env.number("PM_OUTBOX_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
+            # X-Total-Count is exact up to this many matches, an estimate (flagged) above.
+            exact_count_limit=env.integer("PM_PATIENT_EXACT_COUNT_LIMIT", 10_000, minimum=1, maximum=10_000_000),
             # Diagnostic only (the benchmark's framework floor): never set it in production.
             bench_floor=env.flag("PM_PATIENT_BENCH_FLOOR", False),
         )

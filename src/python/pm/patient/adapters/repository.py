@@ -130,13 +130,16 @@ class SqlPatientRepository:
         keys.append((_t.c.id, query.sort[-1].descending))
         cursor = query.cursor
         backwards = cursor is not None and cursor.direction is not Direction.AFTER
+        order = [column.desc() if descending != backwards else column.asc() for column, descending in keys]
         statement = sa.select(_t, *(column.label(f"k{i}") for i, (column, _) in enumerate(keys[:-1])))
-        statement = statement.where(condition).order_by(
-            *(column.desc() if descending != backwards else column.asc() for column, descending in keys)
-        )
-        if cursor is None:
-            statement = statement.offset(query.offset)
-        elif cursor.direction is not Direction.LAST:
+        statement = statement.where(condition).order_by(*order)
+        if cursor is None and query.offset:
+            # Only the ids are read for the skipped rows (an index-only scan of the sort index), and only
+            # the page's own rows from the table: `page=N` still grows with N, but by index entries.
+            page = sa.select(_t.c.id).where(condition).order_by(*order).offset(query.offset)
+            ids = page.limit(query.size + 1).subquery()
+            statement = statement.join(ids, ids.c.id == _t.c.id)
+        elif cursor is not None and cursor.direction is not Direction.LAST:
             statement = statement.where(_beyond(keys, (*cursor.values, cursor.id), backwards))
         rows = self.session.execute(statement.limit(query.size + 1)).all()
         more = len(rows) > query.size

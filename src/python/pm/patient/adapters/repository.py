@@ -131,22 +131,25 @@ class SqlPatientRepository:
         cursor = query.cursor
         backwards = cursor is not None and cursor.direction is not Direction.AFTER
         order = [column.desc() if descending != backwards else column.asc() for column, descending in keys]
+        # The page's ids first, then their rows: the ids come from the sort index alone (an index-only
+        # scan, the search filter included for the name order), so the rows skipped by `page=N` or
+        # filtered out by a search are never read from the table.
+        ids = sa.select(_t.c.id).where(condition).order_by(*order)
+        if cursor is None:
+            ids = ids.offset(query.offset)
+        elif cursor.direction is not Direction.LAST:
+            ids = ids.where(_beyond(keys, (*cursor.values, cursor.id), backwards))
+        page = ids.limit(query.size + 1).subquery()
         statement = sa.select(_t, *(column.label(f"k{i}") for i, (column, _) in enumerate(keys[:-1])))
-        statement = statement.where(condition).order_by(*order)
-        if cursor is None and query.offset:
-            # Only the ids are read for the skipped rows (an index-only scan of the sort index), and only
-            # the page's own rows from the table: `page=N` still grows with N, but by index entries.
-            page = sa.select(_t.c.id).where(condition).order_by(*order).offset(query.offset)
-            ids = page.limit(query.size + 1).subquery()
-            statement = statement.join(ids, ids.c.id == _t.c.id)
-        elif cursor is not None and cursor.direction is not Direction.LAST:
-            statement = statement.where(_beyond(keys, (*cursor.values, cursor.id), backwards))
-        rows = self.session.execute(statement.limit(query.size + 1)).all()
+        rows = self.session.execute(statement.join(page, page.c.id == _t.c.id).order_by(*order)).all()
         more = len(rows) > query.size
         rows = rows[: query.size]
         if backwards:
             rows.reverse()
-        total, estimated = self._total(condition)
+        if cursor is None and not more and (rows or query.page == 0):
+            total, estimated = query.offset + len(rows), False  # this page holds the end of the list
+        else:
+            total, estimated = self._total(condition)
 
         def position(row: Any, direction: Direction) -> Cursor:
             return Cursor(direction, tuple(getattr(row, f"k{i}") for i in range(len(keys) - 1)), row.id)
@@ -162,16 +165,22 @@ class SqlPatientRepository:
         return PatientPage([_patient(r) for r in rows], total, query, estimated, next_, prev)
 
     def _total(self, condition: sa.ColumnElement[bool]) -> tuple[int, bool]:
-        """(count, estimated): exact up to the limit (a LIMIT subquery stops there), then the planner's
-        estimate on PostgreSQL; SQLite has no estimate and counts."""
+        """(count, estimated). On PostgreSQL the planner's row estimate comes first (table statistics for
+        the whole list, trigram statistics for a search): well above the limit, it is the answer. Else
+        the rows are counted, at most limit + 1 of them. SQLite has no estimate and counts."""
         limit = self.exact_count_limit
+        estimate = self._estimate(condition) if self.session.get_bind().dialect.name == "postgresql" else None
+        if estimate is not None and estimate > 2 * limit:
+            return estimate, True
         capped = sa.select(sa.literal(1)).select_from(_t).where(condition).limit(limit + 1).subquery()
         count = self.session.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one()
         if count <= limit:
             return count, False
-        if self.session.get_bind().dialect.name != "postgresql":
+        if estimate is None:
             return self.session.execute(sa.select(sa.func.count()).select_from(_t).where(condition)).scalar_one(), False
-        # The planner's row estimate: table statistics for the whole list, trigram statistics for a search.
+        return max(estimate, limit + 1), True
+
+    def _estimate(self, condition: sa.ColumnElement[bool]) -> int:
         compiled = sa.select(sa.literal(1)).select_from(_t).where(condition).compile(
             dialect=self.session.get_bind().dialect
         )
@@ -180,8 +189,7 @@ class SqlPatientRepository:
             .exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params)
             .scalar_one()
         )
-        estimate = int(plan[0]["Plan"]["Plan Rows"])
-        return max(estimate, limit + 1), True
+        return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def _beyond(keys: list[tuple[Any, bool]], values: tuple[Any, ...], backwards: bool) -> sa.ColumnElement[bool]:

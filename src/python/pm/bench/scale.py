@@ -46,8 +46,7 @@ CITIES = "Springfield Riverside Franklin Greenville Bristol Clinton Fairview Sal
 
 # Rows from generate_series: a multiplicative hash of the row number picks each part, so that the names,
 # dates and addresses are spread like real ones and not sorted like the ids.
-LOAD = sa.text(
-    """
+LOAD = sa.text("""
     INSERT INTO patients (id, name, email, email_key, address, date_of_birth, registered_date,
                           billing_account_id, version, created_at, updated_at)
     SELECT gen_random_uuid(), p.first || ' ' || p.last, e.email, lower(e.email),
@@ -60,8 +59,7 @@ LOAD = sa.text(
          LATERAL (SELECT (:first)[1 + h % cardinality(:first)] AS first,
                          (:last)[1 + (h / 101) % cardinality(:last)] AS last) AS p,
          LATERAL (SELECT lower(p.first) || '.' || lower(p.last) || '.' || i || '@example.org' AS email) AS e
-    """
-)
+    """)
 
 
 def reads(gateway: str, walk_hops: int) -> dict[str, Callable[[httpx.Client], list[float]]]:
@@ -82,7 +80,7 @@ def reads(gateway: str, walk_hops: int) -> dict[str, Callable[[httpx.Client], li
         def run(client: httpx.Client) -> list[float]:
             links = client.get(f"{gateway}{start}").links
             url = links.get("last" if rel == "prev" else rel, {}).get("url")
-            timings = []
+            timings: list[float] = []
             while url is not None and len(timings) < walk_hops:
                 started = time.perf_counter()
                 response = client.get(f"{gateway}{url}")
@@ -132,7 +130,9 @@ class Scale:
         self.stack.start()
         self.stack.wait_healthy()
         gateway = f"http://127.0.0.1:{self.ports['PM_GATEWAY_PORT']}"
-        login = httpx.post(f"{gateway}/auth/login", json=dict(zip(("email", "password"), DEMO_LOGIN)))
+        login = httpx.post(
+            f"{gateway}/auth/login", json=dict(zip(("email", "password"), DEMO_LOGIN, strict=True))
+        )
         login.raise_for_status()
         return str(login.json()["token"])
 
@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     ports = {n: (args.port_base + i if args.port_base else free_port()) for i, n in enumerate(names)}
     figures: dict[str, dict[int, tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="pm-scale-") as workdir:
-        scale = Scale(args.prefix, ports, os.environ.get("PM_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL), Path(workdir))
+        scale = Scale(
+            args.prefix, ports, os.environ.get("PM_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL), Path(workdir)
+        )
         try:
             token = scale.start()
             gateway = f"http://127.0.0.1:{ports['PM_GATEWAY_PORT']}"
@@ -192,7 +194,10 @@ def main(argv: list[str] | None = None) -> None:
                 with httpx.Client(headers=headers, timeout=60.0) as client:
                     for name, run in reads(gateway, args.hops).items():
                         timings = sorted(run(client))
-                        figures.setdefault(name, {})[size] = (percentile(timings, 50), percentile(timings, 99))
+                        figures.setdefault(name, {})[size] = (
+                            percentile(timings, 50),
+                            percentile(timings, 99),
+                        )
                         print(f"  {name:<42} p50 {1000 * figures[name][size][0]:8.1f} ms", flush=True)
         finally:
             scale.stop()
@@ -201,7 +206,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def render(figures: dict[str, dict[int, tuple[float, float]]], sizes: list[int]) -> str:
     head = " | ".join(f"{s:,} p50 / p99" for s in sizes)
-    lines = [f"| read | {head} | growth (p50, {sizes[-1]:,} vs {sizes[0]:,}) |", "|---" * (len(sizes) + 2) + "|"]
+    lines = [
+        f"| read | {head} | growth (p50, {sizes[-1]:,} vs {sizes[0]:,}) |",
+        "|---" * (len(sizes) + 2) + "|",
+    ]
     for name, by_size in figures.items():
         cells = " | ".join(f"{1000 * by_size[s][0]:.1f} / {1000 * by_size[s][1]:.1f} ms" for s in sizes)
         growth = by_size[sizes[-1]][0] / by_size[sizes[0]][0]

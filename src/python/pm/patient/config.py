@@ -48,7 +48,9 @@ class Settings:
             outbox_max_backoff_seconds=env.number("PM_OUTBOX_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
             # X-Total-Count is exact up to this many matches, an estimate (flagged) above.
-            exact_count_limit=env.integer("PM_PATIENT_EXACT_COUNT_LIMIT", 10_000, minimum=1, maximum=10_000_000),
+            exact_count_limit=env.integer(
+                "PM_PATIENT_EXACT_COUNT_LIMIT", 10_000, minimum=1, maximum=10_000_000
+            ),
             # Diagnostic only (the benchmark's framework floor): never set it in production.
             bench_floor=env.flag("PM_PATIENT_BENCH_FLOOR", False),
         )

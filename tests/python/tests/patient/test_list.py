@@ -9,8 +9,8 @@ import base64
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from datetime import date, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -46,12 +46,13 @@ NAMES = ["Ann Lee", "ann lee", "Bob Stone", "Émile Zola", "bob stone", "Cy Smit
 def insert_patients(database: Database, count: int, *, name: Callable[[int], str] | None = None) -> None:
     """Rows written straight to the table (the API path opens billing accounts: too slow for thousands)."""
     now = sa.func.now()
+    emails = [f"p{i}.{uuid.uuid4().hex[:6]}@example.org" for i in range(count)]
     rows = [
         {
             "id": uuid.uuid4(),
             "name": name(i) if name else NAMES[i % len(NAMES)],
-            "email": f"p{i}.{uuid.uuid4().hex[:6]}@example.org",
-            "email_key": "",
+            "email": emails[i],
+            "email_key": emails[i].lower(),
             "address": f"{i % 3} Main Street",
             "date_of_birth": date(1980, 1, 1) + timedelta(days=i % 4),
             "registered_date": date(2024, 1, 1) + timedelta(days=i % 2),
@@ -59,8 +60,6 @@ def insert_patients(database: Database, count: int, *, name: Callable[[int], str
         }
         for i in range(count)
     ]
-    for row in rows:
-        row["email_key"] = row["email"].lower()
     with database.engine.begin() as conn:
         conn.execute(sa.insert(tables.patients).values(created_at=now, updated_at=now), rows)
 
@@ -151,7 +150,9 @@ def test_page_numbers_still_work_and_link_to_cursors(client: httpx.Client, patie
 def test_links_keep_the_gateway_prefix_and_the_search(client: httpx.Client, patient_db: Database) -> None:
     insert_patients(patient_db, 9)
     response = client.get(
-        "/patients", params={"size": 2, "search": " bob ", "sort": "-name"}, headers={"X-Forwarded-Prefix": "/api"}
+        "/patients",
+        params={"size": 2, "search": " bob ", "sort": "-name"},
+        headers={"X-Forwarded-Prefix": "/api"},
     )
     found = links(response)
     assert set(found) == {"first", "next", "last"}
@@ -273,7 +274,7 @@ def test_sqlite_pages_by_cursor_and_searches_with_like(sqlite_db: Database, sort
     with sqlite_db.transaction() as session:
         repository = SqlPatientRepository(session)
         expected = [p.id for p in repository.find(PatientQuery(0, 100, None, keys)).items]
-        seen = []
+        seen: list[uuid.UUID] = []
         page = repository.find(PatientQuery(0, 4, None, keys))
         while True:
             seen.extend(p.id for p in page.items)

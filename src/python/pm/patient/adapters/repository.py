@@ -141,7 +141,7 @@ class SqlPatientRepository:
             ids = ids.where(_beyond(keys, (*cursor.values, cursor.id), backwards))
         page = ids.limit(query.size + 1).subquery()
         statement = sa.select(_t, *(column.label(f"k{i}") for i, (column, _) in enumerate(keys[:-1])))
-        rows = self.session.execute(statement.join(page, page.c.id == _t.c.id).order_by(*order)).all()
+        rows = list(self.session.execute(statement.join(page, page.c.id == _t.c.id).order_by(*order)))
         more = len(rows) > query.size
         rows = rows[: query.size]
         if backwards:
@@ -159,7 +159,9 @@ class SqlPatientRepository:
         if cursor is None:
             prev, next_ = (before if query.page > 0 else None), (after if more else None)
         elif backwards:
-            prev, next_ = (before if more else None), (after if cursor.direction is Direction.BEFORE else None)
+            prev, next_ = (before if more else None), (
+                after if cursor.direction is Direction.BEFORE else None
+            )
         else:
             prev, next_ = before, (after if more else None)
         return PatientPage([_patient(r) for r in rows], total, query, estimated, next_, prev)
@@ -177,12 +179,20 @@ class SqlPatientRepository:
         if count <= limit:
             return count, False
         if estimate is None:
-            return self.session.execute(sa.select(sa.func.count()).select_from(_t).where(condition)).scalar_one(), False
+            return (
+                self.session.execute(
+                    sa.select(sa.func.count()).select_from(_t).where(condition)
+                ).scalar_one(),
+                False,
+            )
         return max(estimate, limit + 1), True
 
     def _estimate(self, condition: sa.ColumnElement[bool]) -> int:
-        compiled = sa.select(sa.literal(1)).select_from(_t).where(condition).compile(
-            dialect=self.session.get_bind().dialect
+        compiled = (
+            sa.select(sa.literal(1))
+            .select_from(_t)
+            .where(condition)
+            .compile(dialect=self.session.get_bind().dialect)
         )
         plan = (
             self.session.connection()
@@ -198,7 +208,9 @@ def _beyond(keys: list[tuple[Any, bool]], values: tuple[Any, ...], backwards: bo
     first key's bound in front so that its index still narrows the scan."""
     later = [descending == backwards for _, descending in keys]  # True: later rows have greater values
     columns = [column for column, _ in keys]
-    bound = [sa.bindparam(None, value, type_=column.type) for column, value in zip(columns, values, strict=True)]
+    bound = [
+        sa.bindparam(None, value, type_=column.type) for column, value in zip(columns, values, strict=True)
+    ]
     if all(later) or not any(later):
         left, right = sa.tuple_(*columns), sa.tuple_(*bound)
         return left > right if later[0] else left < right

@@ -17,7 +17,6 @@ from connexion import request
 
 from pm.common.problems import Problem
 from pm.common.tokens import require_role
-from pm.patient.entrypoints import cursors
 from pm.patient.domain.model import (
     BillingRejected,
     BillingUnavailable,
@@ -35,6 +34,7 @@ from pm.patient.domain.model import (
     parse_sort,
     sort_text,
 )
+from pm.patient.entrypoints import cursors
 from pm.patient.service_layer.services import PatientService
 
 F = TypeVar("F", bound=Callable[..., Any])

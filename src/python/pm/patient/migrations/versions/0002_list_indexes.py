@@ -7,7 +7,7 @@ from alembic import op
 revision = "0002"
 down_revision = "0001"
 
-SORT_INDEXES = {
+SORT_INDEXES: dict[str, list[str | sa.TextClause]] = {
     "ix_patients_name": [sa.text("lower(name)"), "id"],
     "ix_patients_email": ["email_key", "id"],
     "ix_patients_address": [sa.text("lower(address)"), "id"],

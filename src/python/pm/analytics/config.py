@@ -23,6 +23,7 @@ class Settings:
     log_level: str
     migrate_on_start: bool
     validate_responses: bool = False
+    health_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -39,6 +40,7 @@ class Settings:
             jwks_url=env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json"),
             jwt_issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
             log_level=env.log_level(),
+            health_interval=env.health_interval(),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
         )

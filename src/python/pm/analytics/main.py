@@ -39,6 +39,7 @@ def run(settings: Settings) -> None:
             jwks_verifier(settings),
             consumer_check=consumer.check,
             validate_responses=settings.validate_responses,
+            health_interval=settings.health_interval,
         ),
         host=settings.host,
         port=settings.port,

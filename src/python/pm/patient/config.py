@@ -25,6 +25,7 @@ class Settings:
     outbox_max_backoff_seconds: float
     outbox_retention_seconds: float
     validate_responses: bool = False
+    exact_count_limit: int = 10_000
     bench_floor: bool = False
     trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
@@ -53,6 +54,10 @@ class Settings:
             outbox_max_backoff_seconds=env.number("PM_OUTBOX_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),
             outbox_retention_seconds=env.duration("PM_OUTBOX_RETENTION", "7d", minimum=1.0),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
+            # X-Total-Count is exact up to this many matches, an estimate (flagged) above.
+            exact_count_limit=env.integer(
+                "PM_PATIENT_EXACT_COUNT_LIMIT", 10_000, minimum=1, maximum=10_000_000
+            ),
             # Diagnostic only (the benchmark's framework floor): never set it in production.
             bench_floor=env.flag("PM_PATIENT_BENCH_FLOOR", False),
         )

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             port=settings.port,
             service=SERVICE,
             tls=settings.http_tls,
+            trusted_proxies=settings.trusted_proxies,
         )
     finally:
         database.dispose()

@@ -26,6 +26,7 @@ class Settings:
     grpc_tls: ServerTls | None = None
     reflection: bool = True
     http_tls: ServerTls | None = None
+    trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
 
     @classmethod
@@ -48,6 +49,8 @@ class Settings:
             raise ConfigError("PM_BILLING_GRPC_REFLECTION must be off when PM_ENV=production")
         return cls(
             host=env.text("PM_HOST", "127.0.0.1"),
+            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
+            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
             http_port=env.port("PM_BILLING_PORT", 4001),
             grpc_port=env.port("PM_BILLING_GRPC_PORT", 9001),
             database_url=env.database_url("PM_BILLING_DATABASE_URL", sqlite_default(env, "billing")),

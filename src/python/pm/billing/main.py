@@ -66,6 +66,7 @@ def run(settings: Settings) -> None:
         tls=settings.http_tls,
         on_start=[grpc_server.start],
         on_stop=[lambda: grpc_server.stop(settings.grace_seconds), database.dispose],
+        trusted_proxies=settings.trusted_proxies,
     )
 
 

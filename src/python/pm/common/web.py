@@ -12,7 +12,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -300,6 +300,12 @@ def _uvicorn_tls(tls: ServerTls | None) -> dict[str, Any]:
     return options
 
 
+def proxy_settings(trusted_proxies: Sequence[str]) -> dict[str, Any]:
+    """uvicorn's forwarded-header options: off unless proxies are named (its own default trusts loopback,
+    so anything on the host could claim to be any client)."""
+    return {"proxy_headers": bool(trusted_proxies), "forwarded_allow_ips": list(trusted_proxies)}
+
+
 def serve(
     app: ASGIApp,
     *,
@@ -309,11 +315,14 @@ def serve(
     graceful_seconds: int = 8,
     on_start: Iterable[Callable[[], None]] = (),
     on_stop: Iterable[Callable[[], None]] = (),
+    trusted_proxies: Sequence[str] = (),
     tls: ServerTls | None = None,
 ) -> None:
     """Run an ASGI app until SIGTERM/SIGINT, then drain in-flight requests and run the stop hooks.
 
-    With `tls` it serves HTTPS only (and requires a client certificate when `tls` names a client CA).
+    `trusted_proxies` (addresses or CIDRs) are the peers whose `X-Forwarded-For` names the client;
+    from anyone else, and from everyone when it is empty, the client is the TCP peer. With `tls` it
+    serves HTTPS only (and requires a client certificate when `tls` names a client CA).
 
     Background workers (outbox relay, consumers) start after the socket is bound so that a port clash
     stops the service before they do anything.
@@ -328,6 +337,7 @@ def serve(
         timeout_graceful_shutdown=graceful_seconds,
         timeout_keep_alive=30,
         server_header=False,
+        **proxy_settings(trusted_proxies),
         **_uvicorn_tls(tls),
     )
     server = uvicorn.Server(config)

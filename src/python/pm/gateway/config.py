@@ -27,6 +27,7 @@ class Settings:
     rate_limit_burst: int
     cors_origins: tuple[str, ...]
     docs_cache_seconds: float
+    trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
     environment: str = "dev"
     http_tls: ServerTls | None = None
@@ -67,6 +68,8 @@ class Settings:
             environment=environment,
             http_tls=server_tls(env, "PM_HTTP_TLS"),
             http_client_tls=client_tls(env, "PM_HTTP_TLS"),
+            # Load balancers in front of the gateway; nobody by default (the gateway is the edge).
+            trusted_proxies=env.networks("PM_GATEWAY_TRUSTED_PROXIES"),
         )
 
 

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
             host=settings.host,
             port=settings.port,
             service=SERVICE,
+            trusted_proxies=settings.trusted_proxies,
         )
     finally:
         database.dispose()

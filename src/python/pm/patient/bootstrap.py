@@ -83,6 +83,7 @@ def build(
             topic=settings.patient_topic,
             batch_size=settings.outbox_batch_size,
             max_backoff_seconds=settings.outbox_max_backoff_seconds,
+            retention_seconds=settings.outbox_retention_seconds,
         ),
     )
     service = PatientService(

@@ -13,6 +13,7 @@ from pm.common.db import Database
 from pm.common.health import DEFAULT_INTERVAL_SECONDS
 from pm.common.specapp import spec_app
 from pm.common.tokens import JwksKeys, TokenVerifier
+from pm.common.validation import VALIDATOR_MAP
 from pm.common.web import HealthCheck, ServiceMiddleware
 
 SERVICE = "analytics"
@@ -28,6 +29,7 @@ def create_consumer(settings: Settings, database: Database) -> PatientEventConsu
         dead_letter_topic=settings.dead_letter_topic,
         group_id=settings.consumer_group,
         unit_of_work=lambda: SqlUnitOfWork(database),
+        tls=settings.kafka_tls,
     )
 
 
@@ -46,6 +48,7 @@ def create_app(
         API / "openapi.yaml",
         resolver=RelativeResolver("pm.analytics.entrypoints"),
         validate_responses=validate_responses,
+        validator_map=VALIDATOR_MAP,
     )
     return ServiceMiddleware(
         app,
@@ -58,4 +61,6 @@ def create_app(
 
 
 def jwks_verifier(settings: Settings) -> TokenVerifier:
-    return TokenVerifier(JwksKeys(settings.jwks_url), issuer=settings.jwt_issuer)
+    return TokenVerifier(
+        JwksKeys(settings.jwks_url, tls=settings.http_client_tls), issuer=settings.jwt_issuer
+    )

@@ -57,7 +57,7 @@ def rebuild(settings: Settings) -> None:
     finally:
         database.dispose()
     try:
-        recreate_topic(settings.kafka_bootstrap_servers, settings.patient_topic)
+        recreate_topic(settings.kafka_bootstrap_servers, settings.patient_topic, tls=settings.kafka_tls)
     except Exception as exc:  # noqa: BLE001 - said plainly; the tables are empty until it succeeds
         sys.exit(
             f"analytics: emptied, but the topic {settings.patient_topic} could not be recreated at "
@@ -88,11 +88,13 @@ def run(settings: Settings) -> None:
         ),
         host=settings.host,
         port=settings.port,
+        trusted_proxies=settings.trusted_proxies,
         service="analytics",
         # Reads are short; with the consumer's stop budget this keeps a SIGTERM stop within 10 s.
         graceful_seconds=3,
         on_start=[consumer.start, purger.start],
         on_stop=[consumer.stop, purger.stop, database.dispose],
+        tls=settings.http_tls,
     )
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pm.common.config import ConfigError, Env, sqlite_default
-
-ENVIRONMENTS = ("dev", "production")
+from pm.common.config import PRODUCTION, ConfigError, Env, sqlite_default
+from pm.common.tls import ServerTls, server_tls
 
 
 @dataclass(frozen=True)
@@ -28,32 +27,50 @@ class Settings:
     max_failures_per_email: int
     max_failures_per_client: int
     failure_window_seconds: int
+    throttle_base_seconds: float
+    throttle_max_seconds: float
     seed_demo_user: bool
     validate_responses: bool = False
+    http_tls: ServerTls | None = None
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
-        return self.environment == "production"
+        return self.environment == PRODUCTION
 
     health_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Env) -> Settings:
-        environment = env.text("PM_ENV", "dev").lower()
-        if environment not in ENVIRONMENTS:
-            raise ConfigError(f"PM_ENV must be dev or production, got {environment!r}")
+        environment = env.environment()
         private_key_file = env.optional("PM_JWT_PRIVATE_KEY_FILE")
         private_key_pem = env.optional("PM_JWT_PRIVATE_KEY")
         if private_key_file and private_key_pem:
             raise ConfigError("PM_JWT_PRIVATE_KEY_FILE and PM_JWT_PRIVATE_KEY are both set; set only one")
-        if environment == "production" and not (private_key_file or private_key_pem):
+        if environment == PRODUCTION and not (private_key_file or private_key_pem):
             raise ConfigError(
                 "PM_JWT_PRIVATE_KEY_FILE (or PM_JWT_PRIVATE_KEY) is required when PM_ENV=production"
             )
+        # The demo user is a published ADMIN password: production never creates it, and saying it should
+        # is a mistake worth stopping for rather than a setting to ignore.
+        seed_demo_user = env.flag("PM_AUTH_SEED_DEMO_USER", environment != PRODUCTION)
+        if seed_demo_user and environment == PRODUCTION:
+            raise ConfigError(
+                "PM_AUTH_SEED_DEMO_USER must be off when PM_ENV=production (it creates a known ADMIN)"
+            )
         previous = env.optional("PM_JWT_PREVIOUS_PUBLIC_KEY_FILES") or ""
+        base_delay = env.number("PM_AUTH_THROTTLE_BASE_SECONDS", 1.0, minimum=0.001)
+        max_delay = env.number("PM_AUTH_THROTTLE_MAX_SECONDS", 900.0, minimum=0.001)
+        if max_delay < base_delay:
+            raise ConfigError(
+                f"PM_AUTH_THROTTLE_MAX_SECONDS ({max_delay:g}) must be at least "
+                f"PM_AUTH_THROTTLE_BASE_SECONDS ({base_delay:g})"
+            )
         return cls(
             environment=environment,
             host=env.text("PM_HOST", "127.0.0.1"),
+            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
+            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
             port=env.port("PM_AUTH_PORT", 4005),
             log_level=env.log_level(),
             health_interval=env.health_interval(),
@@ -69,9 +86,13 @@ class Settings:
             bcrypt_rounds=env.integer("PM_AUTH_BCRYPT_ROUNDS", 12, minimum=4, maximum=31),
             max_failures_per_email=env.integer("PM_AUTH_MAX_FAILURES_PER_EMAIL", 5, minimum=1),
             max_failures_per_client=env.integer("PM_AUTH_MAX_FAILURES_PER_CLIENT", 20, minimum=1),
+            # A day: a window shorter than the longest delay would forget an attacker while it waits.
             failure_window_seconds=env.integer(
-                "PM_AUTH_FAILURE_WINDOW_SECONDS", 300, minimum=1, maximum=86400
+                "PM_AUTH_FAILURE_WINDOW_SECONDS", 86400, minimum=1, maximum=7 * 86400
             ),
-            seed_demo_user=env.flag("PM_AUTH_SEED_DEMO_USER", True),
+            throttle_base_seconds=base_delay,
+            throttle_max_seconds=max_delay,
+            seed_demo_user=seed_demo_user,
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
+            http_tls=server_tls(env, "PM_HTTP_TLS"),
         )

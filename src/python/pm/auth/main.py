@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
             host=settings.host,
             port=settings.port,
             service=SERVICE,
+            tls=settings.http_tls,
+            trusted_proxies=settings.trusted_proxies,
         )
     finally:
         database.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -12,6 +13,9 @@ from urllib.parse import urlsplit
 from pm.common.logs import mask_url, scrub
 
 T = TypeVar("T")
+
+ENVIRONMENTS = ("dev", "production")
+PRODUCTION = "production"
 
 
 class ConfigError(Exception):
@@ -119,11 +123,35 @@ class Env:
             raise ConfigError(f"{name} must be host:port, got {value!r}")
         return value
 
+    def networks(self, name: str) -> tuple[str, ...]:
+        """Comma-separated addresses or CIDRs (e.g. `10.0.0.0/16, 127.0.0.1`), empty by default."""
+        value = self.raw(name)
+        if value is None:
+            return ()
+        networks = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(part, strict=False)))
+            except ValueError:
+                raise ConfigError(
+                    f"{name} must list IP addresses or CIDRs separated by commas, got {part!r}"
+                ) from None
+        return tuple(networks)
+
     def log_level(self) -> str:
         level = self.text("PM_LOG_LEVEL", "INFO").upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"PM_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
         return level
+
+    def environment(self) -> str:
+        """`PM_ENV`: `dev` (the default) or `production`, which turns the development conveniences off."""
+        value = self.text("PM_ENV", "dev").lower()
+        if value not in ENVIRONMENTS:
+            raise ConfigError(f"PM_ENV must be dev or production, got {value!r}")
+        return value
 
     def health_interval(self) -> float:
         """PM_HEALTH_INTERVAL_SECONDS: how often the dependency checks behind /health run."""

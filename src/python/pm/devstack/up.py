@@ -14,6 +14,7 @@ finds its ports taken by a previous one says which process to stop.
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import json
 import os
 import signal
@@ -81,6 +82,18 @@ class Settings:
             kafka_port=env.port("PM_KAFKA_PORT", 9092),
             ready_timeout=env.number("PM_DEVSTACK_READY_TIMEOUT", 90.0, minimum=1.0),
         )
+
+
+def gateway_addresses(host: str) -> str:
+    """Where the gateway's requests to the services come from: loopback, or the address they share."""
+    addresses = ["127.0.0.1", "::1"]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return ",".join(addresses)
+    if not (address.is_loopback or address.is_unspecified):
+        addresses.append(str(address))
+    return ",".join(addresses)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -173,6 +186,8 @@ class Stack:
                 "PM_ANALYTICS_URL": f"{base}:{ports['PM_ANALYTICS_PORT']}",
                 "PM_BILLING_URL": f"{base}:{ports['PM_BILLING_PORT']}",
                 "PM_JWKS_URL": f"{base}:{ports['PM_AUTH_PORT']}/.well-known/jwks.json",
+                # The services believe X-Forwarded-For only from the gateway, which reaches them here.
+                "PM_TRUSTED_PROXIES": gateway_addresses(self.settings.host),
                 # Children find the same modules this process runs from (a pex, a venv or a test sandbox).
                 "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
                 "PYTHONUNBUFFERED": "1",

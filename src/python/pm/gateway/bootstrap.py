@@ -11,12 +11,13 @@ from pm.gateway.adapters.health import downstream_check
 from pm.gateway.adapters.openapi import ApiDocs, DocsSource
 from pm.gateway.adapters.upstream import ConnectionPools, Proxy, Timeouts
 from pm.gateway.config import Settings
+from pm.gateway.domain.clients import ClientAddresses
 from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.ratelimit import RateLimiter
 from pm.gateway.domain.routes import public_routes
 from pm.gateway.entrypoints.app import GatewayApp
 from pm.gateway.entrypoints.authn import BearerAuthenticator
-from pm.gateway.entrypoints.pages import StaticFolder, swagger_ui_folder
+from pm.gateway.entrypoints.pages import StaticFolder, swagger_ui_folder, without_demo_hint
 
 SERVICE = "gateway"
 DASHBOARD_FOLDER = Path(__file__).parent / "dashboard"
@@ -34,15 +35,28 @@ class Gateway:
             self.keys.refresh()
 
 
+def dashboard_folder(*, production: bool) -> StaticFolder:
+    overrides = {}
+    if production:
+        page = without_demo_hint((DASHBOARD_FOLDER / "index.html").read_bytes())
+        overrides = {"index.html": (page, "text/html; charset=utf-8")}
+    return StaticFolder(DASHBOARD_FOLDER, cache_control="no-cache", overrides=overrides)
+
+
 def bootstrap(settings: Settings, *, keys: KeySource | None = None) -> Gateway:
     upstreams = {
         "auth": settings.auth_url,
         "patient": settings.patient_url,
         "analytics": settings.analytics_url,
     }
-    keys = keys if keys is not None else JwksKeys(settings.jwks_url, timeout=settings.connect_timeout + 1)
+    tls = settings.http_client_tls
+    keys = (
+        keys
+        if keys is not None
+        else JwksKeys(settings.jwks_url, timeout=settings.connect_timeout + 1, tls=tls)
+    )
     timeouts = Timeouts(connect=settings.connect_timeout, read=settings.read_timeout)
-    pools = ConnectionPools(timeouts, settings.max_connections)
+    pools = ConnectionPools(timeouts, settings.max_connections, tls=tls)
     metrics = Metrics(SERVICE)
     proxy = Proxy(pools, upstreams, timeouts, metrics.registry)
     docs = ApiDocs(
@@ -60,14 +74,17 @@ def bootstrap(settings: Settings, *, keys: KeySource | None = None) -> Gateway:
         proxy=proxy,
         authenticator=BearerAuthenticator(TokenVerifier(keys, issuer=settings.jwt_issuer)),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        clients=ClientAddresses(settings.trusted_proxies),
         cors=CorsPolicy(settings.cors_origins),
         docs=docs,
         # The Swagger UI bundle is versioned with the package: browsers may keep it for a day.
         swagger_ui=StaticFolder(swagger_ui_folder(), cache_control="public, max-age=86400"),
-        dashboard=StaticFolder(DASHBOARD_FOLDER, cache_control="no-cache"),
+        dashboard=dashboard_folder(production=settings.is_production),
         registry=metrics.registry,
     )
-    checks = {name: downstream_check(name, url, settings.health_timeout) for name, url in upstreams.items()}
+    checks = {
+        name: downstream_check(name, url, settings.health_timeout, tls=tls) for name, url in upstreams.items()
+    }
     app = ServiceMiddleware(
         gateway,
         service=SERVICE,

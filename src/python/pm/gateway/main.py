@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         service=SERVICE,
         on_start=[gateway.load_keys],
+        tls=settings.http_tls,
     )
 
 

@@ -73,8 +73,12 @@ def build(
         settings.billing_target,
         deadline_seconds=settings.billing_deadline_seconds,
         attempts=settings.billing_attempts,
+        tls=settings.billing_tls,
+        service_token=settings.billing_service_token,
     )
-    verifier = verifier or TokenVerifier(JwksKeys(settings.jwks_url), issuer=settings.jwt_issuer)
+    verifier = verifier or TokenVerifier(
+        JwksKeys(settings.jwks_url, tls=settings.http_client_tls), issuer=settings.jwt_issuer
+    )
     relay = OutboxRelay(
         database,
         relay_settings
@@ -84,9 +88,14 @@ def build(
             batch_size=settings.outbox_batch_size,
             max_backoff_seconds=settings.outbox_max_backoff_seconds,
             retention_seconds=settings.outbox_retention_seconds,
+            tls=settings.kafka_tls,
         ),
     )
-    service = PatientService(unit_of_work_factory(database), billing, on_event=relay.wake)
+    service = PatientService(
+        unit_of_work_factory(database, exact_count_limit=settings.exact_count_limit),
+        billing,
+        on_event=relay.wake,
+    )
 
     app = spec_app(
         __name__,
@@ -143,4 +152,4 @@ def register_outbox_metrics(metrics: Metrics, relay: OutboxRelay, database: Data
 def topics_ready(settings: Settings) -> None:
     """Create the topic at start when the broker is reachable (the relay retries it otherwise)."""
     kafka.probe_broker(settings.kafka_bootstrap_servers)
-    kafka.ensure_topics(settings.kafka_bootstrap_servers, [settings.patient_topic])
+    kafka.ensure_topics(settings.kafka_bootstrap_servers, [settings.patient_topic], tls=settings.kafka_tls)

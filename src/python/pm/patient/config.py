@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from pm.common.config import Env, sqlite_default
+from pm.common.config import PRODUCTION, ConfigError, Env, sqlite_default
+from pm.common.tls import ClientTls, ServerTls, client_tls, server_tls
 
 
 @dataclass(frozen=True)
@@ -25,15 +26,32 @@ class Settings:
     outbox_max_backoff_seconds: float
     outbox_retention_seconds: float
     validate_responses: bool = False
+    exact_count_limit: int = 1_000
     bench_floor: bool = False
+    billing_tls: ClientTls | None = None
+    billing_service_token: str | None = field(default=None, repr=False)
+    kafka_tls: ClientTls | None = None
+    http_tls: ServerTls | None = None
+    http_client_tls: ClientTls | None = None
+    trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
         env = env or Env()
         auth_url = env.url("PM_AUTH_URL", "http://127.0.0.1:4005")
+        billing_tls = client_tls(env, "PM_BILLING_GRPC_TLS")
+        billing_token = env.optional("PM_BILLING_SERVICE_TOKEN")
+        # Production billing answers only callers with its credential: without one, every create fails.
+        if env.environment() == PRODUCTION and not (billing_token or (billing_tls and billing_tls.cert_file)):
+            raise ConfigError(
+                "PM_BILLING_SERVICE_TOKEN (or PM_BILLING_GRPC_TLS_CLIENT_CERT_FILE) is required "
+                "when PM_ENV=production"
+            )
         return cls(
             host=env.text("PM_HOST", "127.0.0.1"),
+            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
+            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
             port=env.port("PM_PATIENT_PORT", 4000),
             log_level=env.log_level(),
             health_interval=env.health_interval(),
@@ -50,6 +68,15 @@ class Settings:
             outbox_max_backoff_seconds=env.number("PM_OUTBOX_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),
             outbox_retention_seconds=env.duration("PM_OUTBOX_RETENTION", "7d", minimum=1.0),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
+            # X-Total-Count is exact up to this many matches, an estimate (flagged) above.
+            exact_count_limit=env.integer(
+                "PM_PATIENT_EXACT_COUNT_LIMIT", 1_000, minimum=1, maximum=10_000_000
+            ),
             # Diagnostic only (the benchmark's framework floor): never set it in production.
             bench_floor=env.flag("PM_PATIENT_BENCH_FLOOR", False),
+            billing_tls=billing_tls,
+            billing_service_token=billing_token,
+            kafka_tls=client_tls(env, "PM_KAFKA_TLS"),
+            http_tls=server_tls(env, "PM_HTTP_TLS"),
+            http_client_tls=client_tls(env, "PM_HTTP_TLS"),
         )

@@ -27,7 +27,15 @@ def test_defaults_follow_the_pinned_interface(tmp_path: Path) -> None:
     assert (s.host, s.port, s.issuer, s.token_ttl_seconds) == ("127.0.0.1", 4005, "pm-auth", 36000)
     assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'auth.db'}"
     assert (s.bcrypt_rounds, s.max_failures_per_email, s.max_failures_per_client) == (12, 5, 20)
-    assert s.failure_window_seconds == 300 and s.migrate_on_start and s.seed_demo_user
+    # Issue 12: delays instead of a five-minute lock; a day's window keeps the longest delay meaningful.
+    assert (s.failure_window_seconds, s.throttle_base_seconds, s.throttle_max_seconds) == (86400, 1.0, 900.0)
+    assert s.migrate_on_start and s.seed_demo_user
+
+
+def test_production_seeds_no_demo_user_unless_told_and_dev_does(tmp_path: Path) -> None:
+    assert not settings(tmp_path, PM_ENV="production", PM_JWT_PRIVATE_KEY="pem").seed_demo_user
+    assert settings(tmp_path, PM_ENV="dev").seed_demo_user
+    assert not settings(tmp_path, PM_AUTH_SEED_DEMO_USER="off").seed_demo_user
 
 
 @pytest.mark.parametrize(
@@ -35,11 +43,20 @@ def test_defaults_follow_the_pinned_interface(tmp_path: Path) -> None:
     [
         ({"PM_ENV": "production"}, "PM_JWT_PRIVATE_KEY_FILE"),
         ({"PM_ENV": "staging"}, "PM_ENV"),
+        (
+            {"PM_ENV": "production", "PM_JWT_PRIVATE_KEY": "pem", "PM_AUTH_SEED_DEMO_USER": "on"},
+            "PM_AUTH_SEED_DEMO_USER must be off when PM_ENV=production",
+        ),
         ({"PM_AUTH_BCRYPT_ROUNDS": "3"}, "PM_AUTH_BCRYPT_ROUNDS"),
         ({"PM_AUTH_PORT": "http"}, "PM_AUTH_PORT"),
         ({"PM_JWT_TTL_SECONDS": "10"}, "PM_JWT_TTL_SECONDS"),
         ({"PM_AUTH_MAX_FAILURES_PER_EMAIL": "0"}, "PM_AUTH_MAX_FAILURES_PER_EMAIL"),
         ({"PM_AUTH_DATABASE_URL": "mysql://x"}, "PM_AUTH_DATABASE_URL"),
+        ({"PM_AUTH_THROTTLE_BASE_SECONDS": "0"}, "PM_AUTH_THROTTLE_BASE_SECONDS"),
+        (
+            {"PM_AUTH_THROTTLE_BASE_SECONDS": "10", "PM_AUTH_THROTTLE_MAX_SECONDS": "5"},
+            "PM_AUTH_THROTTLE_MAX",
+        ),
         ({"PM_JWT_PRIVATE_KEY_FILE": "/a.pem", "PM_JWT_PRIVATE_KEY": "pem"}, "PM_JWT_PRIVATE_KEY"),
     ],
 )

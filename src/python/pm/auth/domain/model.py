@@ -52,6 +52,10 @@ class TooManyAttempts(AuthError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class UnknownUser(AuthError):
+    """No user has this id."""
+
+
 class DuplicateEmail(AuthError):
     def __init__(self, email: str) -> None:
         super().__init__(f"a user with email {email} already exists")

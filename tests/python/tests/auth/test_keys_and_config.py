@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import logging
 import stat
+from datetime import timedelta
 from pathlib import Path
 
 import jwt
@@ -24,7 +27,7 @@ def settings(tmp_path: Path, **environ: str) -> Settings:
 
 def test_defaults_follow_the_pinned_interface(tmp_path: Path) -> None:
     s = settings(tmp_path)
-    assert (s.host, s.port, s.issuer, s.token_ttl_seconds) == ("127.0.0.1", 4005, "pm-auth", 36000)
+    assert (s.host, s.port, s.issuer, s.token_ttl_seconds) == ("127.0.0.1", 4005, "pm-auth", 900)
     assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'auth.db'}"
     assert (s.bcrypt_rounds, s.max_failures_per_email, s.max_failures_per_client) == (12, 5, 20)
     assert s.failure_window_seconds == 300 and s.migrate_on_start and s.seed_demo_user
@@ -101,7 +104,7 @@ def test_missing_previous_key_file_is_a_config_error(tmp_path: Path, key_dir: Pa
 def test_inline_pem_key_signs_tokens_the_shared_verifier_accepts(tmp_path: Path, key_dir: Path) -> None:
     keys = load_key_set(settings(tmp_path, PM_JWT_PRIVATE_KEY=(key_dir / "old.pem").read_text()))
     issued = JwtIssuer(keys.signing, issuer="pm-auth", ttl_seconds=60, clock=utc_now).issue(
-        "a@b.com", Role.USER
+        "a@b.com", Role.USER, uuid.uuid4(), utc_now() + timedelta(hours=1)
     )
     claims = TokenVerifier(StaticKeys(keys.public_keys()), issuer="pm-auth").verify(issued.token)
     assert claims["sub"] == "a@b.com" and claims["role"] == "USER"

@@ -14,12 +14,20 @@ from pm.auth.domain.model import (
     DuplicateEmail,
     InvalidCredentials,
     Role,
+    Session,
     TooManyAttempts,
     User,
     WeakPassword,
 )
 from pm.auth.domain.throttle import ThrottlePolicy
-from pm.auth.service_layer.ports import FailureLog, IssuedToken, UnitOfWork, UserRepository
+from pm.auth.service_layer.ports import (
+    FailureLog,
+    IssuedToken,
+    Revocation,
+    SessionStore,
+    UnitOfWork,
+    UserRepository,
+)
 from pm.auth.service_layer.services import AuthService, seed_demo_user
 
 
@@ -44,6 +52,63 @@ class FakeUsers(UserRepository):
 
     def count(self) -> int:
         return len(self.rows)
+
+    def get_by_id(self, user_id: uuid.UUID) -> User | None:
+        return next((u for u in self.rows.values() if u.id == user_id), None)
+
+    def lock(self, user_id: uuid.UUID) -> User | None:
+        return self.get_by_id(user_id)
+
+    def update(self, user_id: uuid.UUID, *, disabled: bool | None = None, role: Role | None = None) -> None:
+        user = self.get_by_id(user_id)
+        assert user is not None
+        self.rows[user.email] = dataclasses.replace(
+            user,
+            disabled=user.disabled if disabled is None else disabled,
+            role=user.role if role is None else role,
+        )
+
+
+class FakeSessions(SessionStore):
+    def __init__(self) -> None:
+        self.rows: dict[uuid.UUID, Session] = {}
+        self.spent_hashes: dict[str, uuid.UUID] = {}
+        self.feed: list[Revocation] = []
+
+    def add(self, session: Session) -> None:
+        self.rows[session.id] = session
+
+    def by_refresh_hash(self, token_hash: str) -> Session | None:
+        return next((s for s in self.rows.values() if s.refresh_token_hash == token_hash), None)
+
+    def spent(self, token_hash: str) -> uuid.UUID | None:
+        return self.spent_hashes.get(token_hash)
+
+    def rotate(self, session: Session, new_hash: str, access_expires_at: datetime) -> None:
+        self.spent_hashes[session.refresh_token_hash] = session.id
+        self.rows[session.id] = dataclasses.replace(
+            session, refresh_token_hash=new_hash, access_expires_at=access_expires_at
+        )
+
+    def revoke(self, session_id: uuid.UUID, at: datetime, reason: str) -> bool:
+        session = self.rows[session_id]
+        if session.revoked_at is not None:
+            return False
+        self.rows[session_id] = dataclasses.replace(session, revoked_at=at)
+        self.feed.append(Revocation(len(self.feed) + 1, session_id, session.access_expires_at))
+        return True
+
+    def revoke_user(self, user_id: uuid.UUID, at: datetime, reason: str, *, keep: uuid.UUID | None = None) -> int:
+        mine = [s.id for s in self.rows.values() if s.user_id == user_id and s.id != keep]
+        return sum(self.revoke(session_id, at, reason) for session_id in mine)
+
+    def revocations(self, after: int, now: datetime, limit: int) -> tuple[list[Revocation], int, bool]:
+        later = [r for r in self.feed if r.cursor > after]
+        found = later[:limit]
+        return [r for r in found if r.until > now], found[-1].cursor if found else after, len(later) > limit
+
+    def prune(self, now: datetime) -> None:
+        pass
 
 
 class FakeFailures(FailureLog):
@@ -92,18 +157,21 @@ class FakeFailures(FailureLog):
 class FakeUnitOfWork(UnitOfWork):
     """Shared state; writes become visible only on commit, like a real transaction."""
 
-    def __init__(self, users: FakeUsers, failures: FakeFailures) -> None:
-        self._users, self._failures = users, failures
+    def __init__(self, users: FakeUsers, failures: FakeFailures, sessions: FakeSessions) -> None:
+        self._users, self._failures, self._sessions = users, failures, sessions
         self.commits = 0
 
     def __enter__(self) -> UnitOfWork:
         self.users = copy.deepcopy(self._users)
         self.failures = copy.deepcopy(self._failures)
+        self.sessions = copy.deepcopy(self._sessions)
         return self
 
     def commit(self) -> None:
         assert isinstance(self.users, FakeUsers) and isinstance(self.failures, FakeFailures)
+        assert isinstance(self.sessions, FakeSessions)
         self._users.rows = self.users.rows
+        self._sessions.__dict__.update(copy.deepcopy(self.sessions.__dict__))
         self._failures.rows, self._failures.ids = self.failures.rows, self.failures.ids
         self._failures.pending = self.failures.pending
         self.commits += 1
@@ -132,8 +200,8 @@ class FakeHasher:
 
 
 class FakeIssuer:
-    def issue(self, subject: str, role: Role) -> IssuedToken:
-        return IssuedToken(token=f"token-for:{subject}:{role.value}", expires_in=60)
+    def issue(self, subject: str, role: Role, session_id: uuid.UUID, not_after: datetime) -> IssuedToken:
+        return IssuedToken(token=f"token-for:{subject}:{role.value}", expires_in=60, expires_at=not_after)
 
 
 class Clock:
@@ -150,8 +218,9 @@ class Clock:
 @pytest.fixture
 def world() -> dict[str, Any]:
     users, failures, hasher, clock = FakeUsers(), FakeFailures(), FakeHasher(), Clock()
+    sessions = FakeSessions()
     service = AuthService(
-        uow=lambda: FakeUnitOfWork(users, failures),
+        uow=lambda: FakeUnitOfWork(users, failures, sessions),
         hasher=hasher,
         issuer=FakeIssuer(),
         policy=ThrottlePolicy(
@@ -165,7 +234,7 @@ def world() -> dict[str, Any]:
 
 def test_login_issues_a_token_for_the_stored_role(world: dict[str, Any]) -> None:
     issued = world["service"].login("ALICE@example.com", "alice-password", "10.0.0.1")
-    assert issued.token == "token-for:alice@example.com:ADMIN"
+    assert issued.access.token == "token-for:alice@example.com:ADMIN"
 
 
 def test_unknown_email_is_checked_against_the_dummy_hash(world: dict[str, Any]) -> None:
@@ -195,7 +264,7 @@ def test_email_lock_refuses_the_right_password_until_the_window_passes(world: di
     assert locked.value.retry_after_seconds == 270
     hashes_checked = len(world["hasher"].checked)
     clock.advance(270)
-    assert service.login("alice@example.com", "alice-password", "10.0.0.2").token
+    assert service.login("alice@example.com", "alice-password", "10.0.0.2").access.token
     assert len(world["hasher"].checked) == hashes_checked + 1
 
 
@@ -209,7 +278,7 @@ def test_locked_attempts_do_not_extend_the_lock(world: dict[str, Any]) -> None:
         with pytest.raises(TooManyAttempts):
             service.login("alice@example.com", "wrong", "10.0.0.1")
     clock.advance(150)
-    assert service.login("alice@example.com", "alice-password", "10.0.0.1").token
+    assert service.login("alice@example.com", "alice-password", "10.0.0.1").access.token
 
 
 def test_attempts_in_flight_count_but_ask_for_a_short_wait(world: dict[str, Any]) -> None:
@@ -220,7 +289,7 @@ def test_attempts_in_flight_count_but_ask_for_a_short_wait(world: dict[str, Any]
         world["service"].login("alice@example.com", "alice-password", "10.0.0.1")
     assert locked.value.retry_after_seconds == 1
     failures.delete(list(failures.ids))
-    assert world["service"].login("alice@example.com", "alice-password", "10.0.0.1").token
+    assert world["service"].login("alice@example.com", "alice-password", "10.0.0.1").access.token
 
 
 def test_failed_attempts_are_no_longer_pending(world: dict[str, Any]) -> None:
@@ -236,7 +305,7 @@ def test_client_lock_covers_every_email(world: dict[str, Any]) -> None:
             service.login(f"guess{n}@example.com", "wrong", "10.0.0.9")
     with pytest.raises(TooManyAttempts):
         service.login("alice@example.com", "alice-password", "10.0.0.9")
-    assert service.login("alice@example.com", "alice-password", "10.0.0.10").token
+    assert service.login("alice@example.com", "alice-password", "10.0.0.10").access.token
 
 
 def test_success_resets_the_email_counter_but_not_the_client_counter(world: dict[str, Any]) -> None:
@@ -263,7 +332,7 @@ def test_login_moves_an_old_hash_to_the_current_cost(world: dict[str, Any]) -> N
     users.rows["alice@example.com"] = dataclasses.replace(
         users.rows["alice@example.com"], password_hash="old:alice-password"
     )
-    assert world["service"].login("alice@example.com", "alice-password", "10.0.0.1").token
+    assert world["service"].login("alice@example.com", "alice-password", "10.0.0.1").access.token
     assert users.rows["alice@example.com"].password_hash == "hashed:alice-password"
 
 
@@ -298,7 +367,7 @@ def test_list_users_pages_in_creation_order(world: dict[str, Any]) -> None:
 def test_seed_demo_user_is_idempotent(world: dict[str, Any]) -> None:
     def seed() -> bool:
         return seed_demo_user(
-            uow=lambda: FakeUnitOfWork(world["users"], world["failures"]),
+            uow=lambda: FakeUnitOfWork(world["users"], world["failures"], FakeSessions()),
             hasher=world["hasher"],
             clock=world["clock"],
         )

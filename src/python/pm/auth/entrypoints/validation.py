@@ -25,6 +25,7 @@ _RULES = {
     "type": "must be of type {}",
     "minimum": "must be at least {}",
     "maximum": "must be at most {}",
+    "minProperties": "must have at least {} field(s)",
 }
 
 

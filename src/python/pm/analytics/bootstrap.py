@@ -11,7 +11,7 @@ from pm.analytics.config import Settings
 from pm.analytics.entrypoints.consumer import PatientEventConsumer
 from pm.common.db import Database
 from pm.common.specapp import spec_app
-from pm.common.tokens import JwksKeys, TokenVerifier
+from pm.common.tokens import JwksKeys, RevocationList, TokenVerifier, http_revocation_feed
 from pm.common.web import HealthCheck, ServiceMiddleware
 
 SERVICE = "analytics"
@@ -56,4 +56,9 @@ def create_app(
 
 
 def jwks_verifier(settings: Settings) -> TokenVerifier:
-    return TokenVerifier(JwksKeys(settings.jwks_url), issuer=settings.jwt_issuer)
+    """Tokens checked locally with auth's published keys; ended sessions polled from auth's feed."""
+    return TokenVerifier(
+        JwksKeys(settings.jwks_url),
+        issuer=settings.jwt_issuer,
+        revocations=RevocationList(http_revocation_feed(settings.revocations_url), name="analytics"),
+    )

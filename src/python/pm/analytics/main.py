@@ -33,10 +33,13 @@ def apply_migrations(settings: Settings) -> None:
 def run(settings: Settings) -> None:
     database = Database(settings.database_url)
     consumer = create_consumer(settings, database)
+    verifier = jwks_verifier(settings)
+    revocations = verifier.revocations
+    assert revocations is not None
     serve(
         create_app(
             database,
-            jwks_verifier(settings),
+            verifier,
             consumer_check=consumer.check,
             validate_responses=settings.validate_responses,
         ),
@@ -45,8 +48,8 @@ def run(settings: Settings) -> None:
         service="analytics",
         # Reads are short; with the consumer's stop budget this keeps a SIGTERM stop within 10 s.
         graceful_seconds=3,
-        on_start=[consumer.start],
-        on_stop=[consumer.stop, database.dispose],
+        on_start=[consumer.start, revocations.start],
+        on_stop=[revocations.stop, consumer.stop, database.dispose],
     )
 
 

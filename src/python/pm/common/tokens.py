@@ -224,13 +224,6 @@ def http_revocation_feed(url: str, *, timeout: float = 2.0) -> RevocationFeed:
     return fetch
 
 
-def revocations_url(jwks_url: str) -> str:
-    """The feed next to the JWKS on the auth service (both are served by auth)."""
-    suffix = "/.well-known/jwks.json"
-    base = jwks_url[: -len(suffix)] if jwks_url.endswith(suffix) else jwks_url.rsplit("/", 1)[0]
-    return f"{base}/revocations"
-
-
 class TokenVerifier:
     """Checks signature, algorithm, `kid`, expiry and issuer; with a RevocationList also that the
     token's session (`sid`) has not ended, and then a token without a session is refused."""

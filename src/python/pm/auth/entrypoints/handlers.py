@@ -121,6 +121,7 @@ def refresh(body: dict[str, Any]) -> Response:
     try:
         issued = _auth().refresh(body["refreshToken"])
     except AuthError as error:
+        _revocations_now()  # a reused token may just have ended its session
         raise to_problem(error) from None
     return _json(_session_view(issued))
 

@@ -98,4 +98,3 @@ def database_feed(auth: services.AuthService) -> RevocationFeed:
         return revocation_page(*auth.revocations(after, REVOCATION_PAGE))
 
     return fetch
-

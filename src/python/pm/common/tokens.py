@@ -181,7 +181,9 @@ class RevocationList:
                         break
             except Exception as exc:  # noqa: BLE001 - keep what is known, say why once
                 if not self._failing:
-                    log.warning("revocation feed unreachable", extra={"feed": self.name, "error": str(exc)[:200]})
+                    log.warning(
+                        "revocation feed unreachable", extra={"feed": self.name, "error": str(exc)[:200]}
+                    )
                 self._failing = True
                 return False
             if self._failing:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
 import logging
 import stat
+import uuid
 from datetime import timedelta
 from pathlib import Path
 

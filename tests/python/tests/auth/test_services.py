@@ -98,7 +98,9 @@ class FakeSessions(SessionStore):
         self.feed.append(Revocation(len(self.feed) + 1, session_id, session.access_expires_at))
         return True
 
-    def revoke_user(self, user_id: uuid.UUID, at: datetime, reason: str, *, keep: uuid.UUID | None = None) -> int:
+    def revoke_user(
+        self, user_id: uuid.UUID, at: datetime, reason: str, *, keep: uuid.UUID | None = None
+    ) -> int:
         mine = [s.id for s in self.rows.values() if s.user_id == user_id and s.id != keep]
         return sum(self.revoke(session_id, at, reason) for session_id in mine)
 

@@ -84,7 +84,7 @@ def test_only_a_hash_of_the_refresh_token_is_stored(
             stored = " ".join(
                 str(value)
                 for table in ("sessions", "spent_refresh_tokens")
-                for row in connection.execute(sa.text(f"SELECT * FROM {table}"))  # noqa: S608
+                for row in connection.execute(sa.text(f"SELECT * FROM {table}"))
                 for value in row
             )
     finally:
@@ -136,7 +136,10 @@ def test_disabled_user_is_refused_like_a_wrong_password_until_enabled(
     listed = http.get(f"{auth_url}/users", headers=bearer(admin)).json()
     assert next(u for u in listed if u["id"] == user_id)["disabled"] is True
 
-    assert http.patch(f"{auth_url}/users/{user_id}", json={"disabled": False}, headers=bearer(admin)).status_code == 200
+    assert (
+        http.patch(f"{auth_url}/users/{user_id}", json={"disabled": False}, headers=bearer(admin)).status_code
+        == 200
+    )
     assert _valid(http, auth_url, _session(http, auth_url, NURSE)["token"])
 
 
@@ -159,7 +162,9 @@ def test_user_administration_rules(http: httpx.Client, auth_url: str) -> None:
     user_id = _create_nurse(http, auth_url, admin)
     nurse = _session(http, auth_url, NURSE)["token"]
     me = next(
-        u["id"] for u in http.get(f"{auth_url}/users", headers=bearer(admin)).json() if u["email"] == DEMO["email"]
+        u["id"]
+        for u in http.get(f"{auth_url}/users", headers=bearer(admin)).json()
+        if u["email"] == DEMO["email"]
     )
     url = f"{auth_url}/users/{user_id}"
     assert http.patch(url, json={"disabled": True}, headers=bearer(nurse)).status_code == 403
@@ -169,7 +174,10 @@ def test_user_administration_rules(http: httpx.Client, auth_url: str) -> None:
     assert http.patch(url, json={"role": "ROOT"}, headers=bearer(admin)).status_code == 400
     missing = f"{auth_url}/users/00000000-0000-4000-8000-000000000000"
     assert http.patch(missing, json={"disabled": True}, headers=bearer(admin)).status_code == 404
-    assert http.patch(f"{auth_url}/users/not-a-uuid", json={"disabled": True}, headers=bearer(admin)).status_code == 400
+    assert (
+        http.patch(f"{auth_url}/users/not-a-uuid", json={"disabled": True}, headers=bearer(admin)).status_code
+        == 400
+    )
     own = http.patch(f"{auth_url}/users/{me}", json={"disabled": True}, headers=bearer(admin))
     assert own.status_code == 409
     assert _valid(http, auth_url, admin)
@@ -181,14 +189,24 @@ def test_password_change_ends_the_other_sessions_only(http: httpx.Client, auth_u
     here, elsewhere = _session(http, auth_url, NURSE), _session(http, auth_url, NURSE)
     url = f"{auth_url}/users/me/password"
 
-    wrong = http.post(url, json={"currentPassword": "not-it-at-all", "newPassword": "brand-new-pass"}, headers=bearer(here["token"]))
+    wrong = http.post(
+        url,
+        json={"currentPassword": "not-it-at-all", "newPassword": "brand-new-pass"},
+        headers=bearer(here["token"]),
+    )
     assert wrong.status_code == 400 and "currentPassword" in wrong.json()["errors"]
-    weak = http.post(url, json={"currentPassword": NURSE["password"], "newPassword": "short"}, headers=bearer(here["token"]))
+    weak = http.post(
+        url,
+        json={"currentPassword": NURSE["password"], "newPassword": "short"},
+        headers=bearer(here["token"]),
+    )
     assert weak.status_code == 400
     assert _valid(http, auth_url, elsewhere["token"])
 
     changed = http.post(
-        url, json={"currentPassword": NURSE["password"], "newPassword": "brand-new-pass"}, headers=bearer(here["token"])
+        url,
+        json={"currentPassword": NURSE["password"], "newPassword": "brand-new-pass"},
+        headers=bearer(here["token"]),
     )
     assert changed.status_code == 204, changed.text
     assert not _valid(http, auth_url, elsewhere["token"])

@@ -19,7 +19,9 @@ from tests.reliability.harness import DEMO_LOGIN, System, wait_until
 LIMIT_SECONDS = 5.0
 
 
-def _session(base: str, email: str = DEMO_LOGIN["email"], password: str = DEMO_LOGIN["password"]) -> dict[str, str]:
+def _session(
+    base: str, email: str = DEMO_LOGIN["email"], password: str = DEMO_LOGIN["password"]
+) -> dict[str, str]:
     response = httpx.post(f"{base}/login", json={"email": email, "password": password}, timeout=15.0)
     assert response.status_code == 200, response.text
     body: dict[str, str] = response.json()
@@ -38,13 +40,18 @@ def _doors(system: System) -> dict[str, str]:
 
 def _statuses(system: System, token: str) -> dict[str, int]:
     headers = {"Authorization": f"Bearer {token}"}
-    return {name: httpx.get(url, headers=headers, timeout=10.0).status_code for name, url in _doors(system).items()}
+    return {
+        name: httpx.get(url, headers=headers, timeout=10.0).status_code
+        for name, url in _doors(system).items()
+    }
 
 
 def _refused_everywhere_within(system: System, token: str, limit: float) -> float:
     """Seconds until every door answers 401 to `token` (fails past `limit`)."""
     started = time.monotonic()
-    wait_until(lambda: set(_statuses(system, token).values()) == {401}, limit, "token refused everywhere", 0.1)
+    wait_until(
+        lambda: set(_statuses(system, token).values()) == {401}, limit, "token refused everywhere", 0.1
+    )
     return time.monotonic() - started
 
 
@@ -58,12 +65,16 @@ def test_logout_through_the_gateway_ends_the_session_everywhere_within_5s(system
     ending, staying = _session(auth), _session(auth)
     assert set(_statuses(system, ending["token"]).values()) == {200}  # the gateway now caches it as valid
 
-    logout = httpx.post(f"{auth}/logout", headers={"Authorization": f"Bearer {ending['token']}"}, timeout=10.0)
+    logout = httpx.post(
+        f"{auth}/logout", headers={"Authorization": f"Bearer {ending['token']}"}, timeout=10.0
+    )
     assert logout.status_code == 204
     seconds = _refused_everywhere_within(system, ending["token"], LIMIT_SECONDS)
     print(f"logout -> refused at the gateway, patient and analytics after {seconds:.2f} s")
 
-    refreshed = httpx.post(f"{auth}/token/refresh", json={"refreshToken": ending["refreshToken"]}, timeout=10.0)
+    refreshed = httpx.post(
+        f"{auth}/token/refresh", json={"refreshToken": ending["refreshToken"]}, timeout=10.0
+    )
     assert refreshed.status_code == 401
     assert set(_statuses(system, staying["token"]).values()) == {200}
 
@@ -86,7 +97,9 @@ def test_a_disabled_user_is_refused_within_5s_and_their_login_looks_like_a_wrong
     auth = system.gateway + "/auth"
     admin = {"Authorization": f"Bearer {_session(auth)['token']}"}
     email, password = f"nurse.{uuid.uuid4().hex[:8]}@clinic.org", "nurse-password-1"
-    created = httpx.post(f"{auth}/users", json={"email": email, "password": password}, headers=admin, timeout=10.0)
+    created = httpx.post(
+        f"{auth}/users", json={"email": email, "password": password}, headers=admin, timeout=10.0
+    )
     assert created.status_code == 201, created.text
     user = _session(auth, email, password)
     assert set(_statuses(system, user["token"]).values()) == {200}
@@ -108,7 +121,9 @@ def test_password_change_ends_the_other_sessions_everywhere(system: System) -> N
     auth = system.gateway + "/auth"
     admin = {"Authorization": f"Bearer {_session(auth)['token']}"}
     email, password = f"clerk.{uuid.uuid4().hex[:8]}@clinic.org", "clerk-password-1"
-    created = httpx.post(f"{auth}/users", json={"email": email, "password": password}, headers=admin, timeout=10.0)
+    created = httpx.post(
+        f"{auth}/users", json={"email": email, "password": password}, headers=admin, timeout=10.0
+    )
     assert created.status_code == 201, created.text
     here, elsewhere = _session(auth, email, password), _session(auth, email, password)
     changed = httpx.post(

@@ -165,7 +165,9 @@ class SqlSessionStore(SessionStore):
     def revoke(self, session_id: uuid.UUID, at: datetime, reason: str) -> bool:
         return self._revoke(sessions.c.id == session_id, at, reason) > 0
 
-    def revoke_user(self, user_id: uuid.UUID, at: datetime, reason: str, *, keep: uuid.UUID | None = None) -> int:
+    def revoke_user(
+        self, user_id: uuid.UUID, at: datetime, reason: str, *, keep: uuid.UUID | None = None
+    ) -> int:
         condition = sessions.c.user_id == user_id
         if keep is not None:
             condition = sa.and_(condition, sessions.c.id != keep)

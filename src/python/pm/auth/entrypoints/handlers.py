@@ -135,7 +135,11 @@ def logout(token_info: dict[str, Any]) -> tuple[Any, int]:
 def change_password(body: dict[str, Any], token_info: dict[str, Any]) -> tuple[Any, int]:
     try:
         _auth().change_password(
-            token_info["sub"], _session_id(token_info), body["currentPassword"], body["newPassword"], _client()
+            token_info["sub"],
+            _session_id(token_info),
+            body["currentPassword"],
+            body["newPassword"],
+            _client(),
         )
     except AuthError as error:
         raise to_problem(error) from None

@@ -39,7 +39,9 @@ class UserRepository(abc.ABC):
         user, so a session cannot start while the user is being disabled."""
 
     @abc.abstractmethod
-    def update(self, user_id: uuid.UUID, *, disabled: bool | None = None, role: Role | None = None) -> None: ...
+    def update(
+        self, user_id: uuid.UUID, *, disabled: bool | None = None, role: Role | None = None
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ class SessionStore(abc.ABC):
         """End a session (publishing it on the revocation feed); False if it had already ended."""
 
     @abc.abstractmethod
-    def revoke_user(self, user_id: uuid.UUID, at: datetime, reason: str, *, keep: uuid.UUID | None = None) -> int:
+    def revoke_user(
+        self, user_id: uuid.UUID, at: datetime, reason: str, *, keep: uuid.UUID | None = None
+    ) -> int:
         """End every active session of a user but `keep`; the number ended."""
 
     @abc.abstractmethod

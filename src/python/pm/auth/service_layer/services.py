@@ -147,7 +147,10 @@ class AuthService:
                 reused = uow.sessions.spent(presented)
                 if reused is not None and uow.sessions.revoke(reused, now, "refresh-token-reuse"):
                     uow.commit()
-                    log.warning("spent refresh token presented again: session ended", extra={"session_id": str(reused)})
+                    log.warning(
+                        "spent refresh token presented again: session ended",
+                        extra={"session_id": str(reused)},
+                    )
                 raise InvalidRefreshToken()
             user = uow.users.get_by_id(session.user_id)
             if not session.active(now) or user is None or user.disabled:
@@ -181,19 +184,24 @@ class AuthService:
             uow.users.update(user_id, disabled=disabled, role=role)
             ended = 0
             if turned_off or new_role:
-                ended = uow.sessions.revoke_user(user_id, self.clock(), "disabled" if turned_off else "role-changed")
+                ended = uow.sessions.revoke_user(
+                    user_id, self.clock(), "disabled" if turned_off else "role-changed"
+                )
             uow.commit()
             updated = uow.users.get_by_id(user_id)
         assert updated is not None
         log.info(
             "user updated",
-            extra={"user_id": str(user_id), "disabled": updated.disabled, "role": updated.role.value, "sessions_ended": ended},
+            extra={
+                "user_id": str(user_id),
+                "disabled": updated.disabled,
+                "role": updated.role.value,
+                "sessions_ended": ended,
+            },
         )
         return updated
 
-    def change_password(
-        self, email: str, session_id: uuid.UUID, current: str, new: str, client: str
-    ) -> None:
+    def change_password(self, email: str, session_id: uuid.UUID, current: str, new: str, client: str) -> None:
         """Set a new password after checking the current one; every other session of the user ends.
 
         Wrong current passwords count as failed logins for the email and client, so a stolen access

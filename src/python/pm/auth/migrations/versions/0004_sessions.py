@@ -28,9 +28,7 @@ def upgrade() -> None:
     op.create_table(
         "spent_refresh_tokens",
         sa.Column("token_hash", sa.String(64), primary_key=True),
-        sa.Column(
-            "session_id", sa.Uuid, sa.ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("session_id", sa.Uuid, sa.ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_spent_refresh_tokens_session_id", "spent_refresh_tokens", ["session_id"])

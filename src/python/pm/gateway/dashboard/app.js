@@ -6,7 +6,7 @@
 (() => {
   const TOKEN_KEY = "pm.dashboard.token";
   const REFRESH_KEY = "pm.dashboard.refresh";
-  // Renew this long before the access token expires (or at 80% of a shorter lifetime).
+  // Renew this long before the access token expires, but not before 80% of its lifetime has passed.
   const REFRESH_AHEAD_MS = 60000;
   // Longer than the gateway's own upstream timeout (15 s), so that its 504 problem arrives before we give up.
   const REQUEST_TIMEOUT_MS = 20000;
@@ -130,7 +130,7 @@
     clearTimeout(session.expiryTimer);
     const left = claims.exp * 1000 - Date.now();
     session.expiryTimer = session.refreshToken
-      ? setTimeout(renewSession, Math.max(1000, Math.min(left - REFRESH_AHEAD_MS, left * 0.8)))
+      ? setTimeout(renewSession, Math.max(1000, left - REFRESH_AHEAD_MS, left * 0.8))
       : setTimeout(() => signOut("Your session has expired. Please sign in again."), Math.min(left, 2 ** 31 - 1));
     $("whoami").textContent = `${claims.sub} (${claims.role})`;
     return true;

@@ -10,6 +10,7 @@ from pm.analytics.adapters.store import SqlAnalyticsReader, SqlUnitOfWork
 from pm.analytics.config import Settings
 from pm.analytics.entrypoints.consumer import PatientEventConsumer
 from pm.common.db import Database
+from pm.common.health import DEFAULT_INTERVAL_SECONDS
 from pm.common.specapp import spec_app
 from pm.common.tokens import JwksKeys, RevocationList, TokenVerifier, http_revocation_feed
 from pm.common.web import HealthCheck, ServiceMiddleware
@@ -36,21 +37,22 @@ def create_app(
     *,
     consumer_check: HealthCheck | None = None,
     validate_responses: bool = False,
+    health_interval: float = DEFAULT_INTERVAL_SECONDS,
 ) -> ServiceMiddleware:
-    """The HTTP API; /health covers the database and, when given, the consumer."""
+    """The HTTP API; /health: the database is essential; the consumer (Kafka), when given, is not: a
+    broker outage only delays events, so it makes analytics DEGRADED, never DOWN."""
     app = spec_app(
         __name__,
         API / "openapi.yaml",
         resolver=RelativeResolver("pm.analytics.entrypoints"),
         validate_responses=validate_responses,
     )
-    checks: dict[str, HealthCheck] = {"database": database.ping}
-    if consumer_check is not None:
-        checks["consumer"] = consumer_check
     return ServiceMiddleware(
         app,
         service=SERVICE,
-        health_checks=checks,
+        health_checks={"database": database.ping},
+        informational_checks={"kafka": consumer_check} if consumer_check is not None else None,
+        health_interval=health_interval,
         state={"token_verifier": verifier, "analytics": SqlAnalyticsReader(database)},
     )
 

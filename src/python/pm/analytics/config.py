@@ -24,6 +24,7 @@ class Settings:
     log_level: str
     migrate_on_start: bool
     validate_responses: bool = False
+    health_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -42,6 +43,7 @@ class Settings:
             revocations_url=env.url("PM_REVOCATIONS_URL", revocations_url(jwks_url)),
             jwt_issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
             log_level=env.log_level(),
+            health_interval=env.health_interval(),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
         )

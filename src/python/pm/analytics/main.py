@@ -42,6 +42,7 @@ def run(settings: Settings) -> None:
             verifier,
             consumer_check=consumer.check,
             validate_responses=settings.validate_responses,
+            health_interval=settings.health_interval,
         ),
         host=settings.host,
         port=settings.port,

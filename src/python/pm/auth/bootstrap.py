@@ -87,6 +87,7 @@ def create_app(
         app,
         service=SERVICE,
         health_checks={"database": database.ping},
+        health_interval=settings.health_interval,
         state={"token_verifier": verifier, "auth": auth, "keys": keys, "revocations": revocations},
     )
 

@@ -36,6 +36,8 @@ class Settings:
     def is_production(self) -> bool:
         return self.environment == "production"
 
+    health_interval: float = 3.0
+
     @classmethod
     def from_env(cls, env: Env) -> Settings:
         environment = env.text("PM_ENV", "dev").lower()
@@ -55,6 +57,7 @@ class Settings:
             host=env.text("PM_HOST", "127.0.0.1"),
             port=env.port("PM_AUTH_PORT", 4005),
             log_level=env.log_level(),
+            health_interval=env.health_interval(),
             data_dir=env.data_dir(),
             database_url=env.database_url("PM_AUTH_DATABASE_URL", sqlite_default(env, "auth")),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),

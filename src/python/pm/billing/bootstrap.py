@@ -17,6 +17,7 @@ from pm.billing.entrypoints.grpc_metrics import MetricsInterceptor
 from pm.billing.entrypoints.grpc_service import SERVICE_NAME, BillingServicer, DatabaseHealth
 from pm.billing.entrypoints.http_app import not_found_app
 from pm.common.db import Database
+from pm.common.health import DEFAULT_INTERVAL_SECONDS
 from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
 from pm.proto.billing.v1 import billing_pb2_grpc
 
@@ -101,8 +102,14 @@ def create_grpc_server(
     return built.server, built.port
 
 
-def create_http_app(database: Database, metrics: Metrics) -> ASGIApp:
-    """/health (database) and /metrics over HTTP; every other path is a 404 problem."""
+def create_http_app(
+    database: Database, metrics: Metrics, *, health_interval: float = DEFAULT_INTERVAL_SECONDS
+) -> ASGIApp:
+    """/health (database), /health/live and /metrics over HTTP; every other path is a 404 problem."""
     return ServiceMiddleware(
-        not_found_app, service="billing", metrics=metrics, health_checks={"database": database.ping}
+        not_found_app,
+        service="billing",
+        metrics=metrics,
+        health_checks={"database": database.ping},
+        health_interval=health_interval,
     )

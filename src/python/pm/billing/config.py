@@ -18,6 +18,7 @@ class Settings:
     grpc_max_workers: int
     grpc_max_message_bytes: int
     grace_seconds: int
+    health_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -28,6 +29,7 @@ class Settings:
             grpc_port=env.port("PM_BILLING_GRPC_PORT", 9001),
             database_url=env.database_url("PM_BILLING_DATABASE_URL", sqlite_default(env, "billing")),
             log_level=env.log_level(),
+            health_interval=env.health_interval(),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
             grpc_max_workers=env.integer("PM_BILLING_GRPC_WORKERS", 8, minimum=1, maximum=256),
             grpc_max_message_bytes=env.integer(

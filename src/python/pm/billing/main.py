@@ -53,7 +53,7 @@ def run(settings: Settings) -> None:
         sys.stderr.write(f"billing: cannot listen for gRPC on {address} (set PM_BILLING_GRPC_PORT)\n")
         sys.exit(1)
     serve(
-        create_http_app(database, metrics),
+        create_http_app(database, metrics, health_interval=settings.health_interval),
         host=settings.host,
         port=settings.http_port,
         service="billing",

@@ -7,6 +7,9 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+from pm.common.logs import mask_url, scrub
 
 T = TypeVar("T")
 
@@ -84,8 +87,13 @@ class Env:
         value = self.text(name, default)
         if not value.startswith(("postgresql", "sqlite")):
             raise ConfigError(
-                f"{name} must be a SQLAlchemy URL (postgresql+psycopg2://... or sqlite:///...), got {value!r}"
+                f"{name} must be a SQLAlchemy URL (postgresql+psycopg2://... or sqlite:///...), "
+                f"got {mask_url(value)!r}"
             )
+        try:
+            urlsplit(value).port  # noqa: B018 - reading the port is what validates it
+        except ValueError:
+            raise ConfigError(f"{name} has an invalid host or port: {mask_url(value)!r}") from None
         return value
 
     def host_port(self, name: str, default: str) -> str:
@@ -100,6 +108,13 @@ class Env:
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"PM_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
         return level
+
+    def health_interval(self) -> float:
+        """PM_HEALTH_INTERVAL_SECONDS: how often the dependency checks behind /health run."""
+        value = self.number("PM_HEALTH_INTERVAL_SECONDS", 3.0)
+        if value <= 0:
+            raise ConfigError(f"PM_HEALTH_INTERVAL_SECONDS must be greater than 0, got {value}")
+        return value
 
     def data_dir(self) -> Path:
         return Path(self.text("PM_DATA_DIR", ".pm-data")).resolve()
@@ -126,5 +141,5 @@ def load_or_exit(load: Callable[[], T], service: str) -> T:
 
 
 def exit_config_error(service: str, message: str) -> NoReturn:
-    sys.stderr.write(f"{service}: configuration error: {message}\n")
+    sys.stderr.write(f"{service}: configuration error: {scrub(message)}\n")
     sys.exit(2)

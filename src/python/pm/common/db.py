@@ -15,11 +15,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pm.common.logs import scrub
+
 log = logging.getLogger(__name__)
 
 
 def make_engine(url: str, *, pool_size: int = 5, statement_timeout_ms: int = 15000) -> Engine:
-    """An engine with bounded waits: connect, statement and pool checkout all time out."""
+    """An engine with bounded waits: connect, statement and pool checkout all time out.
+
+    `hide_parameters`: SQLAlchemy's error messages would otherwise carry the bound values (names,
+    emails, password hashes) into every log line and traceback that mentions them."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -28,6 +33,7 @@ def make_engine(url: str, *, pool_size: int = 5, statement_timeout_ms: int = 150
             url,
             connect_args={"check_same_thread": False, "timeout": 15},
             pool_pre_ping=True,
+            hide_parameters=True,
         )
 
         @event.listens_for(engine, "connect")
@@ -47,6 +53,7 @@ def make_engine(url: str, *, pool_size: int = 5, statement_timeout_ms: int = 150
         # Connections killed under us (restarts, pg_terminate_backend) are detected and replaced.
         pool_pre_ping=True,
         pool_recycle=1800,
+        hide_parameters=True,
         connect_args={
             "connect_timeout": 5,
             "options": f"-c statement_timeout={statement_timeout_ms}",
@@ -108,7 +115,7 @@ def migrate_or_exit(service: str, variable: str, url: str, migrations_dir: Path)
     try:
         migrate(url, migrations_dir)
     except SQLAlchemyError as exc:
-        reason = str(exc).strip().splitlines()[0][:200]
+        reason = scrub(str(exc).strip().splitlines()[0])[:200]
         sys.stderr.write(f"{service}: cannot migrate {variable}: {reason}\n")
         sys.exit(1)
 

@@ -7,6 +7,7 @@ about half of the session timeout.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -70,18 +71,55 @@ def ensure_topics(
         admin.close()
 
 
-def ping(bootstrap_servers: str, timeout_ms: int = 3000) -> None:
-    """Health check: the broker answers a metadata request."""
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap_list(bootstrap_servers),
-        client_id="pm-health",
-        request_timeout_ms=timeout_ms,
-        bootstrap_timeout_ms=timeout_ms,
-    )
-    try:
-        admin.list_topics()
-    finally:
-        admin.close()
+def probe_broker(bootstrap_servers: str, timeout: float = 1.0) -> None:
+    """Fail fast when no broker accepts connections: the Kafka clients would retry for many seconds."""
+    for server in bootstrap_list(bootstrap_servers):
+        host, _, port = server.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+            return
+        except (OSError, ValueError):
+            continue
+    raise ConnectionError(f"no Kafka broker reachable at {bootstrap_servers}")
+
+
+class BrokerProbe:
+    """Health check: the broker answers a metadata request. One admin client serves every check (dropped
+    and rebuilt after a failure), so a check costs a TCP connect and one request, never a new client."""
+
+    def __init__(self, bootstrap_servers: str, timeout_ms: int = 2000) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.timeout_ms = timeout_ms
+        self._admin: KafkaAdminClient | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            try:
+                probe_broker(self.bootstrap_servers, timeout=self.timeout_ms / 1000)
+                if self._admin is None:
+                    self._admin = KafkaAdminClient(
+                        bootstrap_servers=bootstrap_list(self.bootstrap_servers),
+                        client_id="pm-health",
+                        request_timeout_ms=self.timeout_ms,
+                        bootstrap_timeout_ms=self.timeout_ms,
+                    )
+                self._admin.list_topics()
+            except Exception:
+                self._close()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._admin is not None:
+            try:
+                self._admin.close()
+            except Exception as exc:  # noqa: BLE001 - a broken client may fail to close too
+                log.debug("admin client close failed", extra={"error": str(exc)[:200]})
+            self._admin = None
 
 
 Handler = Callable[[list[Any]], None]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 import warnings
+from typing import Any
 
 # Connexion imports Starlette's test client at import time, which warns on every service start. Services
 # import this module before Connexion, so the filter is in place in time.
@@ -23,6 +25,67 @@ _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 
 
+# The one redaction point: every log line (and every line a service prints before logging is set up) passes
+# through `redact`/`scrub`. Fields with these names never show their values, wherever they are nested.
+SENSITIVE_FIELDS = frozenset(
+    name.lower().replace("_", "").replace("-", "")
+    for name in (
+        "name",
+        "firstName",
+        "lastName",
+        "email",
+        "dateOfBirth",
+        "address",
+        "password",
+        "passwordHash",
+        "newPassword",
+        "token",
+        "accessToken",
+        "refreshToken",
+        "authorization",
+        "cookie",
+        "setCookie",
+        "secret",
+        "privateKey",
+    )
+)
+REDACTED = "[redacted]"
+
+# Values that reach text from libraries: SQLAlchemy's bound parameters (engines hide them; this catches
+# any engine made elsewhere), PostgreSQL's DETAIL lines that quote row values, and URL passwords.
+_TEXT_PATTERNS = [
+    (re.compile(r"\[parameters: [^\n]*"), "[parameters: " + REDACTED + "]"),
+    (re.compile(r"(Key \([^)\n]*\)=)\([^\n]*"), r"\1(" + REDACTED + ")"),
+    (re.compile(r"(Failing row contains )\([^\n]*"), r"\1(" + REDACTED + ")"),
+    (re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@'\"]*:)[^@\s/'\"]+@"), r"\1***@"),
+]
+
+
+def scrub(text: str) -> str:
+    """`text` without bound parameters, quoted row values or URL passwords."""
+    for pattern, replacement in _TEXT_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def mask_url(url: str) -> str:
+    """A URL fit to print: its password replaced by ***."""
+    return scrub(url)
+
+
+def redact(value: Any, key: str | None = None) -> Any:
+    """`value` with sensitive fields (by name, at any depth) replaced and every string scrubbed."""
+    if key is not None and key.lower().replace("_", "").replace("-", "") in SENSITIVE_FIELDS:
+        return REDACTED
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact(v) for v in value]
+    return value
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -35,17 +98,23 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub(record.getMessage()),
         }
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = redact(value if _jsonable(value) else str(value), key)
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = scrub(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(
+        value, str | int | float | bool | list | tuple | dict | set | frozenset
+    )
 
 
 class ClosingSocketRace(logging.Filter):

@@ -9,10 +9,16 @@ from typing import Any
 from connexion import FlaskApp
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = "5"
+
+# Failures of the database itself (down, unreachable, too slow, pool exhausted), as opposed to bugs in
+# our SQL: the request may succeed later, so they are 503, not 500.
+DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
 class Problem(Exception):
@@ -82,6 +88,17 @@ def install_problem_handlers(app: FlaskApp) -> None:
         )
 
     def on_unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        if isinstance(exc, DATABASE_UNAVAILABLE):
+            # The class only: the message quotes the statement, the server's text may quote row values.
+            log.warning("database unavailable", extra={"error": type(exc).__name__})
+            return _render(
+                Problem(
+                    503,
+                    "Service Unavailable",
+                    "The database is unavailable; retry later.",
+                    headers={"Retry-After": RETRY_AFTER_SECONDS},
+                )
+            )
         if isinstance(exc, RecursionError):
             # Parsing a body nested thousands of levels deep exhausts the stack: the client's fault.
             return _render(Problem(400, "Bad Request", "The request body is nested too deeply."))

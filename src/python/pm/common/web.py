@@ -17,6 +17,8 @@ from typing import Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from pm.common.health import DEFAULT_INTERVAL_SECONDS, HealthMonitor
+from pm.common.health import HealthCheck as HealthCheck  # re-exported: services declare checks with it
 from pm.common.logs import request_id_var
 from pm.common.problems import PROBLEM_JSON, problem_bytes
 
@@ -27,9 +29,6 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-HealthCheck = Callable[[], None]
-"""A dependency check: returns when the dependency is usable, raises (with a reason) when it is not."""
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -70,9 +69,12 @@ class ServiceMiddleware:
     """Wraps a service's ASGI app.
 
     - `X-Request-ID`: kept when the client sent a sane one, generated otherwise, set for logs, echoed back;
-    - `GET /health` runs the dependency checks (200 UP / 503 DOWN naming the failing one); the
-      `informational_checks` are reported as components too but never make the service DOWN (a
-      dependency whose outage only degrades the service, e.g. a broker behind an outbox);
+    - `GET /health/live` answers 200 while the process can answer (what a container platform restarts on);
+    - `GET /health` is readiness, answered from the last round of the dependency checks, which run in the
+      background every `health_interval` seconds (pm.common.health): 503 DOWN naming a failing
+      `health_checks` entry; 200 DEGRADED naming `informational_checks` that fail (a dependency whose
+      outage only degrades the service, e.g. a broker behind an outbox); 200 UP otherwise. It is answered
+      here, before the app (and before the gateway's rate limiter): it costs what a 429 would;
     - `GET /metrics` in Prometheus text format;
     - `state` entries are exposed to the app as `request.state.<name>` (no module globals);
     - request bodies over `max_body_bytes` are refused with 413 before the app reads them;
@@ -90,20 +92,28 @@ class ServiceMiddleware:
         health_timeout: float = 3.0,
         state: dict[str, Any] | None = None,
         informational_checks: dict[str, HealthCheck] | None = None,
+        health_interval: float = DEFAULT_INTERVAL_SECONDS,
     ) -> None:
         self.app = app
         self.service = service
-        self.health_checks = health_checks or {}
         self.metrics = metrics or Metrics(service)
         self.max_body_bytes = max_body_bytes
-        self.health_timeout = health_timeout
         self.state = state or {}
-        self.informational_checks = informational_checks or {}
+        self.health = HealthMonitor(
+            service,
+            essential=health_checks or {},
+            optional=informational_checks or {},
+            interval=health_interval,
+            timeout=health_timeout,
+        )
+        self._live = json.dumps({"status": "UP", "service": service}).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # The checks run from the first request on, on the loop that serves this app.
+        self.health.ensure_started()
         # Per-app objects (e.g. the token verifier) reach handlers as `request.state.<name>`.
         scope.setdefault("state", {}).update(self.state)
         headers = dict(scope.get("headers") or [])
@@ -156,7 +166,10 @@ class ServiceMiddleware:
         try:
             method, path = scope["method"], scope["path"]
             if method in ("GET", "HEAD") and path == "/health":
-                await self._health(send_wrapper)
+                readiness = await self.health.readiness()
+                await _respond(send_wrapper, readiness.status_code, readiness.body, "application/json")
+            elif method in ("GET", "HEAD") and path == "/health/live":
+                await _respond(send_wrapper, 200, self._live, "application/json")
             elif method in ("GET", "HEAD") and path == "/metrics":
                 await _respond(send_wrapper, 200, self.metrics.render(), CONTENT_TYPE_LATEST)
             elif self._declared_length(headers) > self.max_body_bytes:
@@ -209,37 +222,6 @@ class ServiceMiddleware:
 
         return wrapped
 
-    async def _health(self, send: Send) -> None:
-        components: dict[str, dict[str, str]] = {}
-        down: list[str] = []
-        checks = [(name, check, True) for name, check in self.health_checks.items()]
-        checks += [(name, check, False) for name, check in self.informational_checks.items()]
-        # Concurrently: /health answers within one health_timeout however many dependencies hang.
-        failures = await asyncio.gather(*(self._failure(check) for _, check, _ in checks))
-        for (name, _, essential), reason in zip(checks, failures, strict=True):
-            if reason is None:
-                components[name] = {"status": "UP"}
-                continue
-            components[name] = {"status": "DOWN", "detail": reason}
-            if essential:
-                down.append(name)
-        body: dict[str, Any] = {
-            "status": "DOWN" if down else "UP",
-            "service": self.service,
-            "components": components,
-        }
-        if down:
-            body["failing"] = down
-        await _respond(send, 503 if down else 200, json.dumps(body).encode(), "application/json")
-
-    async def _failure(self, check: HealthCheck) -> str | None:
-        """Why `check` failed, or None when it passed within the health timeout."""
-        try:
-            await asyncio.wait_for(asyncio.to_thread(check), timeout=self.health_timeout)
-        except Exception as exc:  # noqa: BLE001 - any failure means the dependency is down
-            return "timed out" if isinstance(exc, asyncio.TimeoutError) else _short(exc)
-        return None
-
 
 class BodyTooLarge(Exception):
     pass
@@ -274,11 +256,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replayed
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
 
 
 async def _respond(

@@ -76,14 +76,17 @@ def bootstrap(
         dashboard=StaticFolder(DASHBOARD_FOLDER, cache_control="no-cache"),
         registry=metrics.registry,
     )
+    checks = {name: downstream_check(name, url, settings.health_timeout) for name, url in upstreams.items()}
     app = ServiceMiddleware(
         gateway,
         service=SERVICE,
-        health_checks={
-            name: downstream_check(name, url, settings.health_timeout) for name, url in upstreams.items()
-        },
+        # Without auth or patient the gateway cannot serve its purpose; without analytics only the
+        # dashboard's figures are missing: it is DEGRADED then, and stays in the load balancer.
+        health_checks={name: checks[name] for name in ("auth", "patient")},
+        informational_checks={"analytics": checks["analytics"]},
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         health_timeout=settings.health_timeout + 1.0,
+        health_interval=settings.health_interval,
     )
     return Gateway(app=app, keys=keys, proxy=proxy, revocations=revocations)

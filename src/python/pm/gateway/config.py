@@ -27,6 +27,7 @@ class Settings:
     rate_limit_burst: int
     cors_origins: tuple[str, ...]
     docs_cache_seconds: float
+    health_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Env) -> Settings:
@@ -41,6 +42,7 @@ class Settings:
             host=env.text("PM_HOST", "127.0.0.1"),
             port=env.port("PM_GATEWAY_PORT", 4004),
             log_level=env.log_level(),
+            health_interval=env.health_interval(),
             auth_url=auth_url,
             patient_url=env.url("PM_PATIENT_URL", "http://127.0.0.1:4000"),
             analytics_url=env.url("PM_ANALYTICS_URL", "http://127.0.0.1:4002"),

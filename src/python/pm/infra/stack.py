@@ -540,6 +540,8 @@ class _Builder:
                 Protocol="HTTP",
                 Port=GATEWAY.port,
                 HealthCheckProtocol="HTTP",
+                # Readiness: 503 only when the gateway cannot serve (auth or patient down); 200 DEGRADED
+                # (analytics or Kafka away) keeps it in the balancer.
                 HealthCheckPath="/health",
                 HealthCheckIntervalSeconds=15,
                 HealthyThresholdCount=2,
@@ -618,7 +620,9 @@ class _Builder:
                                 "python3",
                                 "-c",
                                 "import urllib.request; "
-                                f"urllib.request.urlopen('http://127.0.0.1:{spec.port}/health', timeout=4)",
+                                # Liveness: ECS replaces a task whose process stopped answering, never
+                                # one whose dependencies are away (a restart would not bring them back).
+                                f"urllib.request.urlopen('http://127.0.0.1:{spec.port}/health/live', timeout=4)",
                             ],
                             Interval=15,
                             Timeout=5,

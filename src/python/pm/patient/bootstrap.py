@@ -16,7 +16,7 @@ from pm.common.tokens import JwksKeys, RevocationList, TokenVerifier, http_revoc
 from pm.common.validation import VALIDATOR_MAP
 from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
 from pm.patient.adapters.billing import GrpcBilling
-from pm.patient.adapters.relay import OutboxRelay, RelaySettings, pending_count, probe_broker
+from pm.patient.adapters.relay import OutboxRelay, RelaySettings, pending_count
 from pm.patient.adapters.repository import unit_of_work_factory
 from pm.patient.adapters.seed import seed
 from pm.patient.config import Settings
@@ -102,8 +102,8 @@ def build(
     )
 
     # Only the database makes the service DOWN. Billing down only stops creations (503, nothing stored)
-    # and Kafka down only delays events (they wait in the outbox): both are reported, as informational
-    # components, so that an orchestrator does not take reads and updates away with them.
+    # and Kafka down only delays events (they wait in the outbox): either makes it DEGRADED, so that an
+    # orchestrator does not take reads and updates away with them.
     informational = {"relay": relay.check}
     ping = getattr(billing, "ping", None)
     if ping is not None:
@@ -119,6 +119,7 @@ def build(
         metrics=metrics,
         health_checks={"database": database.ping},
         informational_checks=informational,
+        health_interval=settings.health_interval,
         state={"token_verifier": verifier, "patients": service},
     )
     return PatientApp(
@@ -161,5 +162,5 @@ def register_outbox_metrics(metrics: Metrics, relay: OutboxRelay, database: Data
 
 def topics_ready(settings: Settings) -> None:
     """Create the topic at start when the broker is reachable (the relay retries it otherwise)."""
-    probe_broker(settings.kafka_bootstrap_servers)
+    kafka.probe_broker(settings.kafka_bootstrap_servers)
     kafka.ensure_topics(settings.kafka_bootstrap_servers, [settings.patient_topic])

@@ -26,6 +26,7 @@ class Settings:
     outbox_max_backoff_seconds: float
     validate_responses: bool = False
     bench_floor: bool = False
+    health_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -36,6 +37,7 @@ class Settings:
             host=env.text("PM_HOST", "127.0.0.1"),
             port=env.port("PM_PATIENT_PORT", 4000),
             log_level=env.log_level(),
+            health_interval=env.health_interval(),
             database_url=env.database_url("PM_PATIENT_DATABASE_URL", sqlite_default(env, "patient")),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
             kafka_bootstrap_servers=env.text("PM_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),

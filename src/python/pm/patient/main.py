@@ -9,7 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from pm.common.config import load_or_exit
-from pm.common.logs import configure_logging
+from pm.common.logs import configure_logging, scrub
 from pm.common.web import serve
 from pm.patient.bootstrap import SERVICE, build, migrate_and_seed, topics_ready
 from pm.patient.config import Settings
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
             added = migrate_and_seed(settings.database_url)
         except SQLAlchemyError as exc:
             where = make_url(settings.database_url).render_as_string(hide_password=True)
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+            reason = scrub(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0])[:200]
             raise SystemExit(f"{SERVICE}: cannot prepare the database at {where}: {reason}") from None
         log.info("database ready", extra={"seeded": added})
     if args.command == "migrate":

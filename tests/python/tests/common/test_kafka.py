@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
+from pm.common import kafka
 from pm.common.broker import Broker
-from pm.common.kafka import ConsumerLoop, ensure_topics, make_producer, ping
+from pm.common.kafka import BrokerProbe, ConsumerLoop, ensure_topics, make_producer
 from pm.common.testing import free_port
 from pm.proto.events.v1.patient_event_pb2 import PATIENT_CREATED, PatientEvent
 
@@ -289,15 +290,50 @@ def test_a_consumer_started_before_the_broker_connects_once_it_is_up(
         broker.stop()
 
 
-def test_ping_fails_fast_when_nothing_listens() -> None:
+def test_broker_probe_fails_fast_when_nothing_listens() -> None:
     started = time.monotonic()
-    with pytest.raises(Exception):
-        ping(f"127.0.0.1:{free_port()}", timeout_ms=1000)
+    with pytest.raises(ConnectionError):
+        BrokerProbe(f"127.0.0.1:{free_port()}", timeout_ms=1000)()
     assert time.monotonic() - started < 5
 
 
-def test_ping_succeeds_against_the_broker(kafka_bootstrap: str) -> None:
-    ping(kafka_bootstrap, timeout_ms=3000)
+def test_broker_probe_keeps_one_admin_client_and_follows_a_restarted_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[object] = []
+
+    class CountingAdmin(kafka.KafkaAdminClient):  # type: ignore[misc]
+        def __init__(self, **config: Any) -> None:
+            super().__init__(**config)
+            built.append(self)
+
+    monkeypatch.setattr(kafka, "KafkaAdminClient", CountingAdmin)
+    broker = Broker(free_port()).start()
+    probe = BrokerProbe(broker.bootstrap, timeout_ms=2000)
+    try:
+        for _ in range(5):
+            probe()
+        assert len(built) == 1
+        broker.stop()
+        with pytest.raises(Exception):
+            probe()
+        broker.start()
+        wait_until(lambda: _passes(probe), 30, "the probe to pass against the restarted broker")
+        rebuilt = len(built)
+        for _ in range(5):
+            probe()
+        assert len(built) == rebuilt
+    finally:
+        probe.close()
+        broker.stop()
+
+
+def _passes(check: Callable[[], None]) -> bool:
+    try:
+        check()
+    except Exception:  # any failure means "not yet"
+        return False
+    return True
 
 
 def test_ensure_topics_is_idempotent_and_uses_the_requested_partitions(kafka_bootstrap: str) -> None:

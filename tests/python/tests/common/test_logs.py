@@ -114,3 +114,48 @@ def test_kafka_reading_a_socket_closed_under_it_is_not_an_error(
     (line,) = lines()
     assert line["level"] == "ERROR"
     assert "reset by peer" in str(line["exc"])
+
+
+def test_sensitive_fields_are_redacted_at_any_depth(lines: Callable[[], list[dict[str, object]]]) -> None:
+    logging.getLogger("pm.patient").warning(
+        "rejected",
+        extra={
+            "patient": {"firstName": "Ada", "Email": "ada@example.org", "date_of_birth": "1815-12-10"},
+            "attempts": [{"password": "hunter22", "refreshToken": "r-123"}],
+            "authorization": "Bearer abc.def.ghi",
+            "patient_id": "p-1",
+        },
+    )
+    (entry,) = lines()
+    text = json.dumps(entry)
+    for value in ("Ada", "ada@example.org", "1815-12-10", "hunter22", "r-123", "abc.def.ghi"):
+        assert value not in text
+    assert entry["patient"] == {
+        "firstName": "[redacted]",
+        "Email": "[redacted]",
+        "date_of_birth": "[redacted]",
+    }
+    assert entry["patient_id"] == "p-1"
+
+
+def test_values_in_messages_and_tracebacks_are_scrubbed(lines: Callable[[], list[dict[str, object]]]) -> None:
+    statement_error = (
+        "(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint\n"
+        "DETAIL:  Key (email)=(ada@example.org) already exists.\n"
+        "[SQL: INSERT INTO patients (name, email) VALUES (%(name)s, %(email)s)]\n"
+        "[parameters: {'name': 'Ada Lovelace', 'email': 'ada@example.org'}]"
+    )
+    try:
+        raise RuntimeError(statement_error)
+    except RuntimeError:
+        logging.getLogger("pm.patient").exception("insert failed")
+    logging.getLogger("pm.common.db").error(
+        "cannot connect to %s",
+        "postgresql+psycopg2://pm:S3cret-pw@db:5432/patient",
+        extra={"error": statement_error},
+    )
+    text = "\n".join(json.dumps(entry) for entry in lines())
+    for value in ("Ada Lovelace", "ada@example.org", "S3cret-pw"):
+        assert value not in text
+    assert "postgresql+psycopg2://pm:***@db:5432/patient" in text
+    assert "INSERT INTO patients" in text  # the statement itself stays: it names no one

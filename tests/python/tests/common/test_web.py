@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from pm.common.health import Degraded
 from pm.common.testing import LiveServer
 from pm.common.tokens import StaticKeys, TokenVerifier
 from tests.common import webapp
@@ -104,7 +105,7 @@ def test_health_reports_hanging_checks_as_timed_out_within_one_timeout() -> None
     assert elapsed < 2.5
 
 
-def test_an_informational_check_is_reported_but_keeps_the_service_up() -> None:
+def test_an_informational_check_that_fails_makes_the_service_degraded_not_down() -> None:
     def broker() -> None:
         raise ConnectionError("broker unreachable")
 
@@ -113,8 +114,97 @@ def test_an_informational_check_is_reported_but_keeps_the_service_up() -> None:
         response = httpx.get(f"{server.url}/health", timeout=5)
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "UP"
+    assert body["status"] == "DEGRADED"
+    assert body["degraded"] == ["broker"]
+    assert "failing" not in body
     assert body["components"]["broker"] == {"status": "DOWN", "detail": "broker unreachable"}
+
+
+def test_a_check_raising_degraded_reports_the_component_degraded() -> None:
+    def downstream() -> None:
+        raise Degraded("patient reports DEGRADED")
+
+    app = webapp.build(health_checks={"patient": downstream})
+    with LiveServer(app) as server:
+        response = httpx.get(f"{server.url}/health", timeout=5)
+    assert response.status_code == 200
+    assert response.json()["status"] == "DEGRADED"
+    assert response.json()["components"]["patient"] == {
+        "status": "DEGRADED",
+        "detail": "patient reports DEGRADED",
+    }
+
+
+def test_a_service_without_dependencies_is_up() -> None:
+    with LiveServer(webapp.build()) as server:
+        started = time.monotonic()
+        responses = [httpx.get(f"{server.url}/health", timeout=10) for _ in range(3)]
+        elapsed = time.monotonic() - started
+    assert [r.status_code for r in responses] == [200] * 3
+    assert elapsed < 2.0  # no round to wait for
+    assert responses[-1].json() == {"status": "UP", "service": "testapp", "components": {}}
+
+
+def test_liveness_answers_while_an_essential_dependency_is_down() -> None:
+    def database() -> None:
+        raise ConnectionError("database gone")
+
+    app = webapp.build(health_checks={"database": database})
+    with LiveServer(app) as server:
+        live = httpx.get(f"{server.url}/health/live", timeout=5)
+        ready = httpx.get(f"{server.url}/health", timeout=5)
+    assert live.status_code == 200
+    assert live.json() == {"status": "UP", "service": "testapp"}
+    assert ready.status_code == 503
+
+
+def test_health_calls_answer_from_the_last_round_and_rounds_follow_the_interval() -> None:
+    calls: list[float] = []
+    failing = threading.Event()
+
+    def database() -> None:
+        calls.append(time.monotonic())
+        if failing.is_set():
+            raise ConnectionError("database gone")
+
+    app = webapp.build(health_checks={"database": database}, health_interval=0.5)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=5) as client:
+        started = time.monotonic()
+        statuses = [client.get("/health").status_code for _ in range(100)]
+        elapsed = time.monotonic() - started
+        assert statuses == [200] * 100
+        # One check per interval at most (plus the first), however many calls came.
+        assert 1 <= len(calls) <= 2 + elapsed / 0.5
+        failing.set()
+        deadline = time.monotonic() + 5
+        while client.get("/health").status_code != 503:
+            assert time.monotonic() < deadline, "the failure was never reported"
+            time.sleep(0.05)
+
+
+def test_a_hanging_check_is_not_started_again_while_it_hangs() -> None:
+    release = threading.Event()
+    started: list[float] = []
+
+    def hanging() -> None:
+        started.append(time.monotonic())
+        release.wait(30)
+
+    app = webapp.build(health_checks={"broker": hanging}, health_timeout=0.3, health_interval=0.2)
+    try:
+        with LiveServer(app) as server:
+            assert httpx.get(f"{server.url}/health", timeout=5).status_code == 503
+            time.sleep(2.0)  # several rounds
+            body = httpx.get(f"{server.url}/health", timeout=5).json()
+            assert body["components"]["broker"] == {"status": "DOWN", "detail": "timed out"}
+            assert len(started) == 1
+            release.set()
+            deadline = time.monotonic() + 5
+            while httpx.get(f"{server.url}/health", timeout=5).status_code != 200:
+                assert time.monotonic() < deadline, "the check never ran again after it returned"
+                time.sleep(0.05)
+    finally:
+        release.set()
 
 
 def test_metrics_count_requests_by_method_and_status(client: httpx.Client) -> None:

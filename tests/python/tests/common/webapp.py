@@ -59,6 +59,7 @@ def build(
     verifier: TokenVerifier | None = None,
     max_body_bytes: int = 1024,
     health_timeout: float = 3.0,
+    health_interval: float = 3.0,
 ) -> ServiceMiddleware:
     app = FlaskApp(__name__, specification_dir=str(SPEC.parent))
     app.add_api(SPEC.name, strict_validation=True, validate_responses=True)
@@ -70,5 +71,6 @@ def build(
         informational_checks=informational_checks,
         max_body_bytes=max_body_bytes,
         health_timeout=health_timeout,
+        health_interval=health_interval,
         state={"token_verifier": verifier},
     )

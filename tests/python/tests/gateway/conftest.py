@@ -95,7 +95,8 @@ class JwksServer:
 class EchoUpstream:
     """A service behind the gateway that answers with what it received.
 
-    Special paths: `/health` answers `health_status`; `/openapi.json` answers `openapi`; `.../slow`
+    Special paths: `/health` answers `health_status` (body status `health_report`, or UP/DOWN by the
+    status) and counts the calls in `health_calls`; `/openapi.json` answers `openapi`; `.../slow`
     waits `delay` seconds; `.../stream` sends its body in three parts, `part_gap` seconds apart;
     `.../status/<code>` answers that status with a problem body; other paths echo the request (and
     `.../login-cookie` also sets a cookie).
@@ -104,6 +105,8 @@ class EchoUpstream:
     def __init__(self, name: str) -> None:
         self.name = name
         self.health_status = 200
+        self.health_report: str | None = None
+        self.health_calls = 0
         self.openapi: Any = {"openapi": "3.0.3", "info": {"title": name, "version": "1"}, "paths": {}}
         self.openapi_fetches = 0
         self.delay = 0.0
@@ -114,7 +117,9 @@ class EchoUpstream:
             return
         path: str = scope["path"]
         if path == "/health":
-            await _json(send, self.health_status, {"status": "UP" if self.health_status == 200 else "DOWN"})
+            self.health_calls += 1
+            report = self.health_report or ("UP" if self.health_status == 200 else "DOWN")
+            await _json(send, self.health_status, {"status": report})
             return
         if path == "/openapi.json":
             self.openapi_fetches += 1

@@ -70,7 +70,8 @@ def test_ports_urls_and_health_checks_match_the_pinned_defaults(
         assert environment["PM_JWKS_URL"] == f"http://auth:{PORTS['auth']}/.well-known/jwks.json"
     if "PM_KAFKA_BOOTSTRAP_SERVERS" in environment:
         assert environment["PM_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
-    assert f"http://127.0.0.1:{port}/health" in " ".join(services[service]["healthcheck"]["test"])
+    # Readiness (not /health/live): dependants start once the service can serve.
+    assert f"http://127.0.0.1:{port}/health'" in " ".join(services[service]["healthcheck"]["test"])
 
 
 def test_only_the_gateway_is_published_on_4004(services: dict[str, Any]) -> None:

@@ -55,8 +55,13 @@ def test_only_the_gateway_is_behind_the_load_balancer_with_a_health_check_that_e
     }
     assert template["Resources"]["GatewayService"]["DependsOn"] == ["HttpListener"]
     (target_group,) = resources_of(template, "AWS::ElasticLoadBalancingV2::TargetGroup").values()
+    # Readiness behind the balancer; liveness (what ECS replaces a task on) in every container.
     assert target_group["HealthCheckPath"] == "/health"
     assert target_group["TargetType"] == "ip" and target_group["Port"] == 4004
+    for definition in resources_of(template, "AWS::ECS::TaskDefinition").values():
+        for container in definition["ContainerDefinitions"]:
+            command = " ".join(container["HealthCheck"]["Command"])
+            assert "/health/live'" in command, container["Name"]
     (balancer,) = resources_of(template, "AWS::ElasticLoadBalancingV2::LoadBalancer").values()
     assert balancer["Scheme"] == "internet-facing"
     assert balancer["Subnets"] == [{"Ref": "PublicSubnet1"}, {"Ref": "PublicSubnet2"}]

@@ -96,7 +96,11 @@ def test_events_created_while_the_broker_is_down_all_arrive_once_it_is_back(
 
             own_broker.start()
             records = read_events(own_broker.bootstrap, topic, expect=12, timeout=20)
-            assert c.get("/health").json()["components"]["relay"]["status"] == "UP"
+            # Readiness comes from the background health round: the recovery shows within an interval.
+            deadline = time.monotonic() + 10
+            while c.get("/health").json()["components"]["relay"]["status"] != "UP":
+                assert time.monotonic() < deadline, "the relay never reported UP again"
+                time.sleep(0.2)
             deadline = time.monotonic() + 5  # rows are marked just after the broker acknowledged them
             while "pm_outbox_pending_events 0.0" not in c.get("/metrics").text:
                 assert time.monotonic() < deadline, "the backlog gauge never drained"

@@ -11,7 +11,7 @@ from pm.analytics.adapters.codec import decode_patient_event
 from pm.analytics.adapters.dead_letters import DeadLetterPublisher
 from pm.analytics.service_layer import services
 from pm.analytics.service_layer.services import AnalyticsUnitOfWork, RawMessage
-from pm.common.kafka import ConsumerLoop, ensure_topics, ping
+from pm.common.kafka import BrokerProbe, ConsumerLoop, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class PatientEventConsumer:
         self.unit_of_work = unit_of_work
         self.dead_letters = dead_letters or DeadLetterPublisher(bootstrap_servers, dead_letter_topic)
         self.loop = ConsumerLoop(bootstrap_servers, [topic], group_id, self.handle, client_id="analytics")
+        self.broker = BrokerProbe(bootstrap_servers)
         self._thread: threading.Thread | None = None
 
     def handle(self, records: list[Any]) -> None:
@@ -70,6 +71,7 @@ class PatientEventConsumer:
         if self._thread is not None:
             self._thread.join(timeout)
         self.dead_letters.close(timeout=1.0)
+        self.broker.close()
         log.info("consumer stopped")
 
     def check(self) -> None:
@@ -78,7 +80,7 @@ class PatientEventConsumer:
             raise RuntimeError("consumer is not running")
         if not self.loop.connected.is_set():
             raise RuntimeError(self.loop.last_error or "not connected to the broker yet")
-        ping(self.bootstrap_servers, timeout_ms=2000)
+        self.broker()
 
     def _run(self) -> None:
         # Topics made here get our partition count; auto-created ones would get the broker's default.

@@ -752,13 +752,18 @@
           "li",
           { "data-component": name },
           el("span", { class: "component", text: name }),
-          el("span", { class: `badge ${state === "UP" ? "up" : "down"}`, text: state }),
+          el("span", { class: `badge ${state === "UP" ? "up" : state === "DEGRADED" ? "degraded" : "down"}`, text: state }),
           detail ? el("span", { class: "muted small-text", text: detail }) : "",
         );
       }),
     );
-    const down = entries.filter(([, c]) => !(c && c.status === "UP")).map(([name]) => name);
-    overall.textContent = down.length ? `Degraded: ${down.join(", ")} down.` : "All services are up.";
+    const down = entries.filter(([, c]) => !(c && (c.status === "UP" || c.status === "DEGRADED"))).map(([name]) => name);
+    const impaired = entries.filter(([, c]) => c && c.status === "DEGRADED").map(([name]) => name);
+    overall.textContent = down.length
+      ? `Degraded: ${down.join(", ")} down.`
+      : impaired.length
+        ? `Working; impaired: ${impaired.join(", ")}.`
+        : "All services are up.";
     overall.className = down.length ? "status error" : "status ok";
   }
 

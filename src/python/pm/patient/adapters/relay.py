@@ -10,7 +10,6 @@ patient waits until the earlier one is marked. SQLite has no row locks: run one 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import sqlalchemy as sa
 from kafka import KafkaProducer
 
 from pm.common.db import Database
-from pm.common.kafka import bootstrap_list, ensure_topics, make_producer
+from pm.common.kafka import ensure_topics, make_producer, probe_broker
 from pm.patient.adapters.tables import outbox
 
 log = logging.getLogger(__name__)
@@ -95,11 +94,13 @@ class OutboxRelay:
         self._wake.set()
 
     def check(self) -> None:
-        """Health component: raises while the relay cannot publish (last failure, or still connecting)."""
+        """Health component: raises while the relay cannot publish (last failure, still connecting, or
+        the broker gone while the relay had nothing to send)."""
         if self.last_error is not None:
             raise RuntimeError(self.last_error)
         if self._producer is None:
             raise RuntimeError(f"not connected to Kafka at {self.settings.bootstrap_servers}")
+        probe_broker(self.settings.bootstrap_servers)
 
     def run(self) -> None:
         backoff = self.settings.initial_backoff_seconds
@@ -192,19 +193,6 @@ class OutboxRelay:
             except Exception as exc:  # noqa: BLE001 - a broken producer may fail to close too
                 log.debug("producer close failed", extra={"error": str(exc)[:200]})
             self._producer = None
-
-
-def probe_broker(bootstrap_servers: str, timeout: float = 1.0) -> None:
-    """Fail fast when no broker accepts connections: the Kafka clients would retry for many seconds,
-    during which the relay could neither back off nor stop promptly."""
-    for server in bootstrap_list(bootstrap_servers):
-        host, _, port = server.rpartition(":")
-        try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-            return
-        except (OSError, ValueError):
-            continue
-    raise ConnectionError(f"no Kafka broker reachable at {bootstrap_servers}")
 
 
 def pending_count(database: Database) -> int:

@@ -1,0 +1,175 @@
+"""Readiness from dependency checks that run in the background: `/health` answers from their last round.
+
+A flood of `/health` calls therefore costs nothing downstream: each check runs at most once per interval,
+and a check still running from an earlier round (a hanging dependency) is not started again until it
+returns, so hung checks never pile up threads or connections.
+
+Statuses: a component is UP, DEGRADED (its check raised `Degraded`: usable but impaired) or DOWN (its
+check raised anything else, or did not return within the timeout). The service is DOWN (503) when an
+essential component is DOWN; DEGRADED (200) when any other component is not UP; UP (200) otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+HealthCheck = Callable[[], None]
+"""A dependency check: returns when the dependency is usable, raises (with a reason) when it is not."""
+
+Outcome = tuple[str, str | None]
+"""A component's status (UP, DEGRADED, DOWN) and why, when it is not UP."""
+
+DEFAULT_INTERVAL_SECONDS = 3.0
+
+
+class Degraded(Exception):
+    """Raised by a check whose dependency answers but reports itself impaired."""
+
+
+@dataclass(frozen=True)
+class Readiness:
+    status_code: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class _Check:
+    name: str
+    run: HealthCheck
+    essential: bool
+
+
+class HealthMonitor:
+    """Runs the checks every `interval` seconds on the serving event loop (worker threads for the checks).
+
+    Started by the first request the service sees (`ensure_started`), so it lives exactly as long as the
+    event loop that serves the app; the first `/health` waits for the first round, later ones never wait.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        essential: dict[str, HealthCheck],
+        optional: dict[str, HealthCheck],
+        interval: float = DEFAULT_INTERVAL_SECONDS,
+        timeout: float = 3.0,
+    ) -> None:
+        self.service = service
+        self.checks = [_Check(n, c, True) for n, c in essential.items()]
+        self.checks += [_Check(n, c, False) for n, c in optional.items()]
+        self.interval = interval
+        self.timeout = timeout
+        self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._first_round: asyncio.Event | None = None
+        self._current: Readiness | None = None
+
+    def ensure_started(self) -> None:
+        """Start the background rounds on the running loop (once per loop)."""
+        if self._task is not None and not self._task.done():
+            return
+        # Served by a new loop (the old one has ended): nothing of the old rounds is valid there.
+        self._in_flight, self._current, self._first_round = {}, None, asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.service}-health")
+
+    async def readiness(self) -> Readiness:
+        self.ensure_started()
+        if self._current is None:
+            assert self._first_round is not None
+            try:
+                await asyncio.wait_for(self._first_round.wait(), timeout=self.timeout + 1.0)
+            except TimeoutError:
+                pass
+        if self._current is None:
+            return _render(
+                self.service, {c.name: ("DOWN", "not checked yet") for c in self.checks}, self.checks
+            )
+        return self._current
+
+    async def _run(self) -> None:
+        while True:
+            started = time.monotonic()
+            await self.check_now()
+            assert self._first_round is not None
+            self._first_round.set()
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    async def check_now(self) -> Readiness:
+        """One round: every check whose previous run has returned is started; all are awaited together."""
+        for check in self.checks:
+            running = self._in_flight.get(check.name)
+            if running is None or running.done():
+                self._in_flight[check.name] = _start(check)
+        if self.checks:
+            await asyncio.wait([self._in_flight[c.name] for c in self.checks], timeout=self.timeout)
+        results = {c.name: _outcome(self._in_flight[c.name]) for c in self.checks}
+        self._current = _render(self.service, results, self.checks)
+        return self._current
+
+
+def _start(check: _Check) -> asyncio.Future[Outcome]:
+    """Run `check` on a daemon thread of its own: one that hangs can never hold up the process's exit
+    (an executor's threads are joined at shutdown)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Outcome] = loop.create_future()
+
+    def settle(outcome: Outcome) -> None:
+        if not future.done():
+            future.set_result(outcome)
+
+    def run() -> None:
+        try:
+            check.run()
+            outcome: Outcome = ("UP", None)
+        except Degraded as exc:
+            outcome = ("DEGRADED", short_reason(exc))
+        except Exception as exc:  # noqa: BLE001 - any failure means the dependency is down
+            outcome = ("DOWN", short_reason(exc))
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:  # the serving loop has closed meanwhile: nobody is waiting
+            pass
+
+    threading.Thread(target=run, name=f"health-{check.name}", daemon=True).start()
+    return future
+
+
+def _outcome(future: asyncio.Future[Outcome]) -> Outcome:
+    return future.result() if future.done() else ("DOWN", "timed out")
+
+
+def _render(service: str, results: dict[str, Outcome], checks: list[_Check]) -> Readiness:
+    components: dict[str, dict[str, str]] = {}
+    failing: list[str] = []
+    degraded: list[str] = []
+    for check in checks:
+        status, detail = results[check.name]
+        components[check.name] = (
+            {"status": status} if detail is None else {"status": status, "detail": detail}
+        )
+        if status == "DOWN" and check.essential:
+            failing.append(check.name)
+        elif status != "UP":
+            degraded.append(check.name)
+    body: dict[str, Any] = {
+        "status": "DOWN" if failing else "DEGRADED" if degraded else "UP",
+        "service": service,
+        "components": components,
+    }
+    if failing:
+        body["failing"] = failing
+    if degraded:
+        body["degraded"] = degraded
+    return Readiness(503 if failing else 200, json.dumps(body).encode())
+
+
+def short_reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

@@ -273,7 +273,9 @@ def test_an_expired_access_token_is_renewed_silently_with_the_refresh_token(
     ).json()
     header, _payload, signature = login["token"].split(".")
     claims = {"sub": DEMO_EMAIL, "role": "ADMIN", "exp": int(time.time()) - 60}
-    expired = f"{header}.{base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip('=')}.{signature}"
+    expired = (
+        f"{header}.{base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip('=')}.{signature}"
+    )
     page.goto(f"{system.url}/dashboard")
     page.evaluate(
         "([token, refresh]) => { sessionStorage.setItem('pm.dashboard.token', token);"

@@ -13,6 +13,7 @@ from pm.common.db import Database
 from pm.common.health import DEFAULT_INTERVAL_SECONDS
 from pm.common.specapp import spec_app
 from pm.common.tokens import JwksKeys, RevocationList, TokenVerifier, http_revocation_feed
+from pm.common.validation import VALIDATOR_MAP
 from pm.common.web import HealthCheck, ServiceMiddleware
 
 SERVICE = "analytics"
@@ -46,6 +47,7 @@ def create_app(
         API / "openapi.yaml",
         resolver=RelativeResolver("pm.analytics.entrypoints"),
         validate_responses=validate_responses,
+        validator_map=VALIDATOR_MAP,
     )
     return ServiceMiddleware(
         app,

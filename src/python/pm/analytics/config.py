@@ -23,7 +23,10 @@ class Settings:
     jwt_issuer: str
     log_level: str
     migrate_on_start: bool
+    event_retention_seconds: float = 7 * 86400.0
+    outbox_retention_seconds: float = 7 * 86400.0
     validate_responses: bool = False
+    trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
 
     @classmethod
@@ -33,6 +36,8 @@ class Settings:
         jwks_url = env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json")
         return cls(
             host=env.text("PM_HOST", "127.0.0.1"),
+            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
+            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
             port=env.port("PM_ANALYTICS_PORT", 4002),
             database_url=env.database_url("PM_ANALYTICS_DATABASE_URL", sqlite_default(env, "analytics")),
             kafka_bootstrap_servers=bootstrap_servers(env),
@@ -45,6 +50,9 @@ class Settings:
             log_level=env.log_level(),
             health_interval=env.health_interval(),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
+            event_retention_seconds=env.duration("PM_ANALYTICS_EVENT_RETENTION", "7d", minimum=1.0),
+            # Event ids are kept as long as the patient outbox may publish the event again.
+            outbox_retention_seconds=env.duration("PM_OUTBOX_RETENTION", "7d", minimum=1.0),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
         )
 

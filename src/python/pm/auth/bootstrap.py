@@ -50,6 +50,16 @@ def migrate_and_seed(settings: Settings, database: Database, *, hasher: Password
     )
 
 
+def throttle_policy(settings: Settings) -> ThrottlePolicy:
+    return ThrottlePolicy(
+        free_per_account=settings.max_failures_per_email,
+        free_per_client=settings.max_failures_per_client,
+        base_delay=timedelta(seconds=settings.throttle_base_seconds),
+        max_delay=timedelta(seconds=settings.throttle_max_seconds),
+        window=timedelta(seconds=settings.failure_window_seconds),
+    )
+
+
 def create_app(
     settings: Settings,
     keys: KeySet,
@@ -64,11 +74,7 @@ def create_app(
         issuer=JwtIssuer(
             keys.signing, issuer=settings.issuer, ttl_seconds=settings.token_ttl_seconds, clock=clock
         ),
-        policy=ThrottlePolicy(
-            max_failures_per_email=settings.max_failures_per_email,
-            max_failures_per_client=settings.max_failures_per_client,
-            window=timedelta(seconds=settings.failure_window_seconds),
-        ),
+        policy=throttle_policy(settings),
         clock=clock,
         session_ttl=timedelta(seconds=settings.refresh_ttl_seconds),
     )

@@ -29,8 +29,11 @@ class Settings:
     max_failures_per_email: int
     max_failures_per_client: int
     failure_window_seconds: int
+    throttle_base_seconds: float
+    throttle_max_seconds: float
     seed_demo_user: bool
     validate_responses: bool = False
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -52,9 +55,18 @@ class Settings:
                 "PM_JWT_PRIVATE_KEY_FILE (or PM_JWT_PRIVATE_KEY) is required when PM_ENV=production"
             )
         previous = env.optional("PM_JWT_PREVIOUS_PUBLIC_KEY_FILES") or ""
+        base_delay = env.number("PM_AUTH_THROTTLE_BASE_SECONDS", 1.0, minimum=0.001)
+        max_delay = env.number("PM_AUTH_THROTTLE_MAX_SECONDS", 900.0, minimum=0.001)
+        if max_delay < base_delay:
+            raise ConfigError(
+                f"PM_AUTH_THROTTLE_MAX_SECONDS ({max_delay:g}) must be at least "
+                f"PM_AUTH_THROTTLE_BASE_SECONDS ({base_delay:g})"
+            )
         return cls(
             environment=environment,
             host=env.text("PM_HOST", "127.0.0.1"),
+            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
+            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
             port=env.port("PM_AUTH_PORT", 4005),
             log_level=env.log_level(),
             health_interval=env.health_interval(),
@@ -74,9 +86,12 @@ class Settings:
             bcrypt_rounds=env.integer("PM_AUTH_BCRYPT_ROUNDS", 12, minimum=4, maximum=31),
             max_failures_per_email=env.integer("PM_AUTH_MAX_FAILURES_PER_EMAIL", 5, minimum=1),
             max_failures_per_client=env.integer("PM_AUTH_MAX_FAILURES_PER_CLIENT", 20, minimum=1),
+            # A day: a window shorter than the longest delay would forget an attacker while it waits.
             failure_window_seconds=env.integer(
-                "PM_AUTH_FAILURE_WINDOW_SECONDS", 300, minimum=1, maximum=86400
+                "PM_AUTH_FAILURE_WINDOW_SECONDS", 86400, minimum=1, maximum=7 * 86400
             ),
+            throttle_base_seconds=base_delay,
+            throttle_max_seconds=max_delay,
             seed_demo_user=env.flag("PM_AUTH_SEED_DEMO_USER", True),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
         )

@@ -18,6 +18,7 @@ class Settings:
     grpc_max_workers: int
     grpc_max_message_bytes: int
     grace_seconds: int
+    trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
 
     @classmethod
@@ -25,6 +26,8 @@ class Settings:
         env = env or Env()
         return cls(
             host=env.text("PM_HOST", "127.0.0.1"),
+            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
+            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
             http_port=env.port("PM_BILLING_PORT", 4001),
             grpc_port=env.port("PM_BILLING_GRPC_PORT", 9001),
             database_url=env.database_url("PM_BILLING_DATABASE_URL", sqlite_default(env, "billing")),

@@ -60,6 +60,7 @@ def run(settings: Settings) -> None:
         graceful_seconds=settings.grace_seconds,
         on_start=[grpc_server.start],
         on_stop=[lambda: grpc_server.stop(settings.grace_seconds), database.dispose],
+        trusted_proxies=settings.trusted_proxies,
     )
 
 

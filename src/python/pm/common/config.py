@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -63,6 +64,22 @@ class Env:
             raise ConfigError(f"{name} must be at least {minimum}, got {number}")
         return number
 
+    def duration(self, name: str, default: str, *, minimum: float = 0.0) -> float:
+        """Seconds, from `90` (seconds) or a number with one unit: `30s`, `15m`, `12h`, `7d`."""
+        value = self.raw(name) or default
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        scale = units.get(value[-1].lower(), 1) if value else 1
+        digits = value[:-1] if value and value[-1].lower() in units else value
+        try:
+            seconds = float(digits) * scale
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be seconds or a number with a unit (s, m, h, d), e.g. 7d; got {value!r}"
+            ) from None
+        if not seconds >= minimum or seconds == float("inf"):
+            raise ConfigError(f"{name} must be at least {minimum:g} seconds, got {value!r}")
+        return seconds
+
     def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:
@@ -102,6 +119,23 @@ class Env:
         if not sep or not host or not port.isdigit():
             raise ConfigError(f"{name} must be host:port, got {value!r}")
         return value
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        """Comma-separated addresses or CIDRs (e.g. `10.0.0.0/16, 127.0.0.1`), empty by default."""
+        value = self.raw(name)
+        if value is None:
+            return ()
+        networks = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(part, strict=False)))
+            except ValueError:
+                raise ConfigError(
+                    f"{name} must list IP addresses or CIDRs separated by commas, got {part!r}"
+                ) from None
+        return tuple(networks)
 
     def log_level(self) -> str:
         level = self.text("PM_LOG_LEVEL", "INFO").upper()

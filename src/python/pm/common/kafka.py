@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -69,6 +70,27 @@ def ensure_topics(
             log.info("created topics", extra={"topics": missing})
     finally:
         admin.close()
+
+
+def recreate_topic(bootstrap_servers: str, topic: str, *, timeout: float = 15.0) -> None:
+    """Delete `topic` and create it again, empty, with a new id."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_list(bootstrap_servers),
+        client_id="pm-admin",
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
+    )
+    try:
+        if topic in admin.list_topics():
+            admin.delete_topics([topic])
+        deadline = time.monotonic() + timeout
+        while topic in admin.list_topics():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic} still exists {timeout:.0f}s after its deletion")
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    ensure_topics(bootstrap_servers, [topic])
 
 
 def probe_broker(bootstrap_servers: str, timeout: float = 1.0) -> None:
@@ -219,7 +241,7 @@ class ConsumerLoop:
                         log.debug("consumer close failed", extra={"error": str(exc)[:200]})
 
     def _poll_until_stopped(self, consumer: KafkaConsumer) -> None:
-        topic_ids: dict[str, Any] = {}
+        topic_ids: dict[Any, Any] = {}
         while not self._stop.is_set():
             batches = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
             self._assignment = frozenset(consumer.assignment())
@@ -239,23 +261,29 @@ class ConsumerLoop:
                 consumer.commit({TopicPartition(tp.topic, tp.partition): _offset(records[-1].offset + 1)})
             self._reread_replaced_logs(consumer, topic_ids)
 
-    def _reread_replaced_logs(self, consumer: KafkaConsumer, topic_ids: dict[str, Any]) -> None:
+    def _reread_replaced_logs(self, consumer: KafkaConsumer, topic_ids: dict[Any, Any]) -> None:
         """Read a partition again from its beginning when its log was replaced under us: the topic was
         recreated (its id changed) or the broker lost its data (an in-memory broker restarted), so our
         position points into a log that no longer exists. Kafka answers a fetch past the end with
         OFFSET_OUT_OF_RANGE and the client resets to `earliest`; some Kafka-protocol brokers answer with
         nothing, and a position that happens to fit the new log would skip its first records silently.
-        Re-reading is safe because handlers de-duplicate."""
+        Re-reading is safe because handlers de-duplicate.
+
+        `topic_ids` maps a topic to the first id this consumer saw, and a partition to the id of the log
+        its position belongs to. A partition assigned for the first time is taken to be positioned in the
+        topic's first-seen log (its committed offset may well come from there): a topic recreated while
+        the group was rebalancing (the topic briefly gone, nothing assigned) is re-read all the same."""
         assigned = consumer.assignment()
         replaced: set[TopicPartition] = set()
         cluster = consumer._client.cluster  # topic ids (metadata v10+) are kept only there
-        for topic in self.topics:
-            current = cluster.topic_id(topic)
+        for tp in assigned:
+            current = cluster.topic_id(tp.topic)
             if current is None:
                 continue
-            if topic_ids.setdefault(topic, current) != current:
-                topic_ids[topic] = current
-                replaced.update(tp for tp in assigned if tp.topic == topic)
+            first_seen = topic_ids.setdefault(tp.topic, current)
+            if topic_ids.setdefault(tp, first_seen) != current:
+                topic_ids[tp] = current
+                replaced.add(tp)
         for tp in assigned - replaced:
             try:
                 end = consumer.highwater(tp)

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -104,10 +104,15 @@ def kafka_bootstrap(kafka_broker: Broker) -> str:
 
 
 class LiveServer:
-    """An ASGI app served by uvicorn on a real loopback socket, in a background thread."""
+    """An ASGI app served by uvicorn on a real loopback socket, in a background thread.
 
-    def __init__(self, app: Any) -> None:
+    `trusted_proxies` as for `pm.common.web.serve`: by default no peer's X-Forwarded-For is believed.
+    """
+
+    def __init__(self, app: Any, *, trusted_proxies: Sequence[str] = ()) -> None:
         import uvicorn
+
+        from pm.common.web import proxy_settings
 
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -115,7 +120,12 @@ class LiveServer:
         self.port = int(self._sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=5
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            **proxy_settings(trusted_proxies),
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(

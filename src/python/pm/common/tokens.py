@@ -1,19 +1,29 @@
 """JWT verification for every service: asymmetric keys only, keys from a JWKS that is cached.
 
 Only RS256 and EdDSA are accepted; `alg: none`, HMAC algorithms (and with them the classic "HS256 signed
-with the public key" confusion) and tokens without a known `kid` are refused before any key is used.
+with the public key" confusion), tokens without a known `kid` and tokens whose `alg` does not fit the key
+their `kid` names are refused before any key is used.
+
+Services check tokens on the event loop (Connexion's security layer awaits `bearer_info`); a check that
+needs the key set fetched again runs in a worker thread instead, so a slow auth service never stalls them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
 
 log = logging.getLogger(__name__)
@@ -21,15 +31,31 @@ log = logging.getLogger(__name__)
 ALLOWED_ALGORITHMS = ("RS256", "EdDSA")
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
 ROLES = ("ADMIN", "USER")
+# The key types each accepted algorithm verifies with: PyJWT fails with a TypeError, not a token error,
+# when given another.
+KEY_TYPES: dict[str, tuple[type, ...]] = {
+    "RS256": (RSAPublicKey,),
+    "EdDSA": (Ed25519PublicKey, Ed448PublicKey),
+}
+# Checks that wait for a JWKS fetch run here: their own threads, so that a slow auth service cannot take
+# the threads health checks and handlers need.
+KEY_FETCH_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jwks")
 
 
 class InvalidToken(Exception):
     """The token cannot be trusted; the message says why (safe to log, contains no token)."""
 
 
+class FetchNeeded(Exception):
+    """The key cannot be known without fetching the key set again (raised only when fetching is not allowed)."""
+
+
 class KeySource(Protocol):
-    def key_for(self, kid: str) -> Any | None:
-        """The public key for `kid`, or None if unknown."""
+    def key_for(self, kid: str, *, fetch: bool = True) -> Any | None:
+        """The public key for `kid`, or None if unknown.
+
+        With `fetch=False` it never waits on the network: it raises FetchNeeded where it would have.
+        """
 
 
 class StaticKeys:
@@ -38,7 +64,7 @@ class StaticKeys:
     def __init__(self, keys: Mapping[str, Any]) -> None:
         self._keys = dict(keys)
 
-    def key_for(self, kid: str) -> Any | None:
+    def key_for(self, kid: str, *, fetch: bool = True) -> Any | None:
         return self._keys.get(kid)
 
 
@@ -73,11 +99,16 @@ class JwksKeys:
         self._attempted_at = float("-inf")
         self._lock = threading.Lock()
 
-    def key_for(self, kid: str) -> Any | None:
+    def key_for(self, kid: str, *, fetch: bool = True) -> Any | None:
         now = time.monotonic()
         key = self._keys.get(kid)
         if key is not None and now - self._fetched_at < self.ttl:
             return key
+        if not fetch:
+            # A fetch under way (the lock is held) decides too: waiting for it is waiting on the network.
+            if self._lock.locked() or now - self._attempted_at >= self._refresh_interval():
+                raise FetchNeeded(kid)
+            return key  # throttled: the last good key, if any
         self.refresh(force=False)
         if self._fetched_at >= now:
             # A fresh document decides alone: a key removed from it (revoked) is no longer trusted.
@@ -88,10 +119,8 @@ class JwksKeys:
     def refresh(self, *, force: bool = True) -> None:
         with self._lock:
             now = time.monotonic()
-            interval = self.retry_after_failure if self._last_attempt_failed else self.min_refresh_interval
-            if not force and now - self._attempted_at < interval:
+            if not force and now - self._attempted_at < self._refresh_interval():
                 return
-            self._attempted_at = now
             try:
                 document = self._fetch(self.url, self.timeout)
                 self._keys = parse_jwks(document)
@@ -100,6 +129,12 @@ class JwksKeys:
             except Exception as exc:  # noqa: BLE001 - keep the last good keys, say why
                 self._last_attempt_failed = True
                 log.warning("JWKS fetch failed", extra={"url": self.url, "error": str(exc)[:200]})
+            finally:
+                # The pause runs from the end of the attempt: a slow fetch must not use it up.
+                self._attempted_at = time.monotonic()
+
+    def _refresh_interval(self) -> float:
+        return self.retry_after_failure if self._last_attempt_failed else self.min_refresh_interval
 
     def ping(self) -> None:
         """Health check: the JWKS endpoint answers with at least one key."""
@@ -243,8 +278,20 @@ class TokenVerifier:
         self.leeway = leeway
         self.revocations = revocations
 
-    def verify(self, token: str) -> dict[str, Any]:
-        """Return the claims of a valid token or raise InvalidToken."""
+    async def verify_async(self, token: str) -> dict[str, Any]:
+        """`verify` for the event loop: on the loop while the keys are at hand, in a worker thread when
+        the key set must be fetched first."""
+        try:
+            return self.verify(token, fetch=False)
+        except FetchNeeded:
+            run = contextvars.copy_context().run  # the request id reaches the worker's log lines
+            return await asyncio.get_running_loop().run_in_executor(
+                KEY_FETCH_EXECUTOR, run, self.verify, token
+            )
+
+    def verify(self, token: str, *, fetch: bool = True) -> dict[str, Any]:
+        """Return the claims of a valid token or raise InvalidToken (FetchNeeded when `fetch` is False
+        and the key set must be fetched to decide)."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -255,9 +302,11 @@ class TokenVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("token has no key id")
-        key = self.keys.key_for(kid)
+        key = self.keys.key_for(kid, fetch=fetch)
         if key is None:
             raise InvalidToken("unknown key id")
+        if not _fits(key, algorithm):
+            raise InvalidToken(f"algorithm {algorithm} does not match the key")
         try:
             claims = jwt.decode(
                 token,
@@ -290,6 +339,10 @@ class TokenVerifier:
             raise InvalidToken("session has ended")
 
 
+def _fits(key: Any, algorithm: str) -> bool:
+    return isinstance(key, KEY_TYPES[algorithm])
+
+
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header; None for anything else.
 
@@ -304,14 +357,14 @@ def bearer_token(authorization: str | None) -> str | None:
     return parts[1]
 
 
-def bearer_info(token: str, request: Any) -> dict[str, Any] | None:
-    """Connexion `x-bearerInfoFunc`: the claims of a valid token, None otherwise.
+async def bearer_info(token: str, request: Any) -> dict[str, Any] | None:
+    """Connexion `x-bearerInfoFunc`: the claims of a valid token, None otherwise (a 401 problem).
 
     The verifier comes from `request.state.token_verifier`, put there by ServiceMiddleware(state=...).
     """
     verifier: TokenVerifier = request.state.token_verifier
     try:
-        return verifier.verify(token)
+        return await verifier.verify_async(token)
     except InvalidToken as exc:
         log.info("token rejected", extra={"reason": str(exc)})
         return None

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import uvicorn
@@ -287,6 +287,12 @@ def _listen(host: str, port: int, service: str) -> socket.socket:
     return sock
 
 
+def proxy_settings(trusted_proxies: Sequence[str]) -> dict[str, Any]:
+    """uvicorn's forwarded-header options: off unless proxies are named (its own default trusts loopback,
+    so anything on the host could claim to be any client)."""
+    return {"proxy_headers": bool(trusted_proxies), "forwarded_allow_ips": list(trusted_proxies)}
+
+
 def serve(
     app: ASGIApp,
     *,
@@ -296,8 +302,12 @@ def serve(
     graceful_seconds: int = 8,
     on_start: Iterable[Callable[[], None]] = (),
     on_stop: Iterable[Callable[[], None]] = (),
+    trusted_proxies: Sequence[str] = (),
 ) -> None:
     """Run an ASGI app until SIGTERM/SIGINT, then drain in-flight requests and run the stop hooks.
+
+    `trusted_proxies` (addresses or CIDRs) are the peers whose `X-Forwarded-For` names the client;
+    from anyone else, and from everyone when it is empty, the client is the TCP peer.
 
     Background workers (outbox relay, consumers) start after the socket is bound so that a port clash
     stops the service before they do anything.
@@ -312,6 +322,7 @@ def serve(
         timeout_graceful_shutdown=graceful_seconds,
         timeout_keep_alive=30,
         server_header=False,
+        **proxy_settings(trusted_proxies),
     )
     server = uvicorn.Server(config)
     # Bound here, before any hook runs, so that a clash is one line and nothing needs stopping.

@@ -5,12 +5,16 @@
 Starts a Kafka-protocol broker (unless PM_KAFKA_BOOTSTRAP_SERVERS is set), then every service as a child
 process of this one (each migrates and seeds its own database at start: SQLite files under PM_DATA_DIR
 unless PM_<SERVICE>_DATABASE_URL is set), waits for every /health, prints `READY <gateway url>` and the demo
-login, and streams the services' logs with a prefix. Ctrl-C / SIGTERM stops everything within 10 s; a
-service that dies stops the whole stack.
+login, and streams the services' logs with a prefix. Ctrl-C, SIGTERM, SIGHUP or the death of the process
+that started it (`./pants run`, a script, a process manager) stops everything within 10 s; a service that
+dies stops the whole stack. `PM_DATA_DIR/devstack.pid` names the running devstack, so that a start that
+finds its ports taken by a previous one says which process to stop.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ipaddress
 import json
 import os
 import signal
@@ -29,6 +33,11 @@ from pm.common.config import ConfigError, Env, exit_config_error
 
 DEMO_LOGIN = ("testuser@test.com", "password123")
 STOP_SECONDS = 8.0
+PID_FILE = "devstack.pid"
+_PR_SET_PDEATHSIG = 1
+# The kernel sends the parent-death signal when the *thread* that forked us exits, which in a threaded
+# parent (pantsd) may happen while the parent lives on: a signal of its own lets us check before stopping.
+PARENT_DEATH_SIGNAL = signal.SIGUSR2
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,18 @@ class Settings:
         )
 
 
+def gateway_addresses(host: str) -> str:
+    """Where the gateway's requests to the services come from: loopback, or the address they share."""
+    addresses = ["127.0.0.1", "::1"]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return ",".join(addresses)
+    if not (address.is_loopback or address.is_unspecified):
+        addresses.append(str(address))
+    return ",".join(addresses)
+
+
 def port_in_use(host: str, port: int) -> bool:
     import socket
 
@@ -104,13 +125,50 @@ class Stack:
             except (BrokenPipeError, ValueError):
                 pass  # the terminal (or `pants run`) went away first: keep stopping the stack
 
+    @property
+    def pid_file(self) -> Path:
+        return self.settings.data_dir / PID_FILE
+
     def check_ports(self) -> None:
         wanted = dict(self.settings.ports)
         if self.settings.kafka_bootstrap is None:
             wanted["PM_KAFKA_PORT"] = self.settings.kafka_port
         for var, port in wanted.items():
             if port_in_use(self.settings.host, port):
+                previous = self.previous_devstack()
+                if previous is not None:
+                    raise ConfigError(
+                        f"a devstack from pid {previous} still holds port {port} ({var}); "
+                        f"stop it (kill {previous}) or set {var}"
+                    )
                 raise ConfigError(f"port {port} ({var}) is already in use; stop what uses it or set {var}")
+
+    def previous_devstack(self) -> int | None:
+        """The pid in the data folder's pid file, if that process still runs."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if pid == os.getpid():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid  # alive, owned by someone else
+        return pid
+
+    def write_pid_file(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(f"{os.getpid()}\n")
+
+    def remove_pid_file(self) -> None:
+        try:
+            if self.pid_file.read_text().strip() == str(os.getpid()):
+                self.pid_file.unlink()
+        except OSError:
+            pass
 
     def child_env(self, bootstrap: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -128,6 +186,8 @@ class Stack:
                 "PM_ANALYTICS_URL": f"{base}:{ports['PM_ANALYTICS_PORT']}",
                 "PM_BILLING_URL": f"{base}:{ports['PM_BILLING_PORT']}",
                 "PM_JWKS_URL": f"{base}:{ports['PM_AUTH_PORT']}/.well-known/jwks.json",
+                # The services believe X-Forwarded-For only from the gateway, which reaches them here.
+                "PM_TRUSTED_PROXIES": gateway_addresses(self.settings.host),
                 # Children find the same modules this process runs from (a pex, a venv or a test sandbox).
                 "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
                 "PYTHONUNBUFFERED": "1",
@@ -188,10 +248,12 @@ class Stack:
         for raw in iter(process.stdout.readline, b""):
             self.say(f"{name:<{width}} | {_render_log_line(raw.decode('utf-8', 'replace').rstrip())}")
 
-    def wait_healthy(self) -> None:
+    def wait_healthy(self, cancel: threading.Event | None = None) -> None:
         deadline = time.monotonic() + self.settings.ready_timeout
         pending = {spec.name: self.settings.ports[spec.port_var] for spec in SERVICES}
         while pending:
+            if cancel is not None and cancel.is_set():
+                raise RuntimeError("asked to stop while starting")
             self.raise_if_a_child_died()
             for name, port in list(pending.items()):
                 if _healthy(f"http://{self.settings.host}:{port}/health"):
@@ -256,7 +318,33 @@ def _render_log_line(line: str) -> str:
     return text
 
 
+def signal_on_parent_death(sig: int) -> None:
+    """Ask the kernel (Linux) to send `sig` when our parent goes, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+    except OSError:
+        pass  # not Linux: the main loop's parent check still notices, within half a second
+
+
 def main() -> None:
+    parent = os.getppid()
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_requested.set()
+
+    def on_parent_death(signum: int, _frame: object) -> None:
+        if os.getppid() != parent:
+            stop_requested.set()
+
+    # Before anything starts: whoever started us can stop us from the first moment on.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    signal.signal(PARENT_DEATH_SIGNAL, on_parent_death)
+    signal_on_parent_death(PARENT_DEATH_SIGNAL)
+    if os.getppid() != parent:  # it went before the request above took effect
+        stop_requested.set()
+
     try:
         settings = Settings.from_env(Env())
     except ConfigError as err:
@@ -266,25 +354,21 @@ def main() -> None:
         stack.check_ports()
     except ConfigError as err:
         exit_config_error("devstack", str(err))
+    stack.write_pid_file()
 
-    stop_requested = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop_requested.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
     status = 0
     try:
+        if stop_requested.is_set():
+            raise RuntimeError("asked to stop while starting")
         gateway_url = stack.start()
-        stack.wait_healthy()
+        stack.wait_healthy(cancel=stop_requested)
         elapsed = time.monotonic() - started
         stack.say(f"[devstack] all services healthy in {elapsed:.1f}s; data in {settings.data_dir}")
         stack.say(f"[devstack] demo login: {DEMO_LOGIN[0]} / {DEMO_LOGIN[1]} (POST {gateway_url}/auth/login)")
         stack.say(f"[devstack] API docs: {gateway_url}/docs   dashboard: {gateway_url}/dashboard")
         stack.say(f"READY {gateway_url}")
-        while not stop_requested.wait(0.5):
+        while not stop_requested.wait(0.5) and os.getppid() == parent:
             stack.raise_if_a_child_died()
         stack.say("[devstack] stopping")
     except RuntimeError as err:
@@ -293,6 +377,7 @@ def main() -> None:
             status = 1
     finally:
         stack.stop()
+        stack.remove_pid_file()
         stack.say("[devstack] stopped")
     sys.exit(status)
 

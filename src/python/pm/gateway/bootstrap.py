@@ -11,6 +11,7 @@ from pm.gateway.adapters.health import downstream_check
 from pm.gateway.adapters.openapi import ApiDocs, DocsSource
 from pm.gateway.adapters.upstream import ConnectionPools, Proxy, Timeouts
 from pm.gateway.config import Settings
+from pm.gateway.domain.clients import ClientAddresses
 from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.ratelimit import RateLimiter
 from pm.gateway.domain.routes import public_routes
@@ -69,6 +70,7 @@ def bootstrap(
             TokenVerifier(keys, issuer=settings.jwt_issuer, revocations=revocations)
         ),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        clients=ClientAddresses(settings.trusted_proxies),
         cors=CorsPolicy(settings.cors_origins),
         docs=docs,
         # The Swagger UI bundle is versioned with the package: browsers may keep it for a day.

@@ -27,6 +27,7 @@ class Settings:
     rate_limit_burst: int
     cors_origins: tuple[str, ...]
     docs_cache_seconds: float
+    trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
 
     @classmethod
@@ -58,6 +59,8 @@ class Settings:
             rate_limit_burst=burst,
             cors_origins=_origins(env.optional("PM_GATEWAY_CORS_ORIGINS")),
             docs_cache_seconds=env.number("PM_GATEWAY_DOCS_CACHE_SECONDS", 30.0),
+            # Load balancers in front of the gateway; nobody by default (the gateway is the edge).
+            trusted_proxies=env.networks("PM_GATEWAY_TRUSTED_PROXIES"),
         )
 
 

@@ -123,6 +123,18 @@ def peer_settings(spec: ServiceSpec) -> dict[str, str]:
     return settings
 
 
+# The load balancer lives in the public subnets, every task (the gateway included) in the private ones.
+PUBLIC_SUBNET_CIDRS = ("10.0.0.0/24", "10.0.1.0/24")
+PRIVATE_SUBNET_CIDRS = ("10.0.10.0/24", "10.0.11.0/24")
+
+
+def proxy_settings(spec: ServiceSpec) -> dict[str, str]:
+    """Whose X-Forwarded-For a service believes: the gateway the load balancer's, the others the gateway's."""
+    if spec is GATEWAY:
+        return {"PM_GATEWAY_TRUSTED_PROXIES": ",".join(PUBLIC_SUBNET_CIDRS)}
+    return {"PM_TRUSTED_PROXIES": ",".join(PRIVATE_SUBNET_CIDRS)}
+
+
 def container_environment(spec: ServiceSpec) -> dict[str, str]:
     """Plain (non-secret) settings of a service's container."""
     environment = {
@@ -133,6 +145,7 @@ def container_environment(spec: ServiceSpec) -> dict[str, str]:
     }
     environment.update({name: str(port) for name, port in spec.extra_ports.items()})
     environment.update(peer_settings(spec))
+    environment.update(proxy_settings(spec))
     return environment
 
 
@@ -250,7 +263,7 @@ class _Builder:
                 ec2.Subnet(
                     f"PublicSubnet{index + 1}",
                     VpcId=Ref(self.vpc),
-                    CidrBlock=f"10.0.{index}.0/24",
+                    CidrBlock=PUBLIC_SUBNET_CIDRS[index],
                     AvailabilityZone=zone,
                     MapPublicIpOnLaunch=True,
                     Tags=Tags(Name=Sub(f"${{AWS::StackName}}-public-{index + 1}")),
@@ -260,7 +273,7 @@ class _Builder:
                 ec2.Subnet(
                     f"PrivateSubnet{index + 1}",
                     VpcId=Ref(self.vpc),
-                    CidrBlock=f"10.0.{index + 10}.0/24",
+                    CidrBlock=PRIVATE_SUBNET_CIDRS[index],
                     AvailabilityZone=zone,
                     Tags=Tags(Name=Sub(f"${{AWS::StackName}}-private-{index + 1}")),
                 )

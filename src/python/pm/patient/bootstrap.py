@@ -88,9 +88,14 @@ def build(
             topic=settings.patient_topic,
             batch_size=settings.outbox_batch_size,
             max_backoff_seconds=settings.outbox_max_backoff_seconds,
+            retention_seconds=settings.outbox_retention_seconds,
         ),
     )
-    service = PatientService(unit_of_work_factory(database), billing, on_event=relay.wake)
+    service = PatientService(
+        unit_of_work_factory(database, exact_count_limit=settings.exact_count_limit),
+        billing,
+        on_event=relay.wake,
+    )
 
     app = spec_app(
         __name__,

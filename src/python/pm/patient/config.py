@@ -24,8 +24,11 @@ class Settings:
     jwt_issuer: str
     outbox_batch_size: int
     outbox_max_backoff_seconds: float
+    outbox_retention_seconds: float
     validate_responses: bool = False
+    exact_count_limit: int = 10_000
     bench_floor: bool = False
+    trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
 
     @classmethod
@@ -35,6 +38,8 @@ class Settings:
         jwks_url = env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json")
         return cls(
             host=env.text("PM_HOST", "127.0.0.1"),
+            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
+            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
             port=env.port("PM_PATIENT_PORT", 4000),
             log_level=env.log_level(),
             health_interval=env.health_interval(),
@@ -50,7 +55,12 @@ class Settings:
             jwt_issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
             outbox_batch_size=env.integer("PM_OUTBOX_BATCH_SIZE", 100, minimum=1, maximum=10_000),
             outbox_max_backoff_seconds=env.number("PM_OUTBOX_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),
+            outbox_retention_seconds=env.duration("PM_OUTBOX_RETENTION", "7d", minimum=1.0),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
+            # X-Total-Count is exact up to this many matches, an estimate (flagged) above.
+            exact_count_limit=env.integer(
+                "PM_PATIENT_EXACT_COUNT_LIMIT", 10_000, minimum=1, maximum=10_000_000
+            ),
             # Diagnostic only (the benchmark's framework floor): never set it in production.
             bench_floor=env.flag("PM_PATIENT_BENCH_FLOOR", False),
         )

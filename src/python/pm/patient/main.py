@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         service=SERVICE,
         on_start=[app.start],
         on_stop=[app.stop],
+        trusted_proxies=settings.trusted_proxies,
     )
 
 

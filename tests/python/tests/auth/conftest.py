@@ -56,12 +56,13 @@ def auth_server(tmp_path: Path, postgres_url: str, key_dir: Path) -> Iterator[Au
     """Start auth servers on the test's PostgreSQL database; `auth_server(**PM_vars) -> base URL`.
 
     Every server shares the database (like worker processes of one deployment); the default signing key
-    is `old.pem`.
+    is `old.pem`; by default they believe X-Forwarded-For from loopback, as behind a gateway on the host.
     """
     with ExitStack() as stack:
 
         def start(**overrides: str) -> str:
             overrides.setdefault("PM_JWT_PRIVATE_KEY_FILE", str(key_dir / "old.pem"))
+            overrides.setdefault("PM_TRUSTED_PROXIES", "127.0.0.1")
             settings = make_settings(tmp_path, postgres_url, **overrides)
             database = Database(settings.database_url)
             stack.callback(database.dispose)
@@ -70,7 +71,7 @@ def auth_server(tmp_path: Path, postgres_url: str, key_dir: Path) -> Iterator[Au
             revocations = app.state["revocations"]
             revocations.start()
             stack.callback(revocations.stop)
-            return stack.enter_context(LiveServer(app)).url
+            return stack.enter_context(LiveServer(app, trusted_proxies=settings.trusted_proxies)).url
 
         yield start
 

@@ -29,7 +29,9 @@ def test_defaults_follow_the_pinned_interface(tmp_path: Path) -> None:
     assert (s.host, s.port, s.issuer, s.token_ttl_seconds) == ("127.0.0.1", 4005, "pm-auth", 900)
     assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'auth.db'}"
     assert (s.bcrypt_rounds, s.max_failures_per_email, s.max_failures_per_client) == (12, 5, 20)
-    assert s.failure_window_seconds == 300 and s.migrate_on_start and s.seed_demo_user
+    # Issue 12: delays instead of a five-minute lock; a day's window keeps the longest delay meaningful.
+    assert (s.failure_window_seconds, s.throttle_base_seconds, s.throttle_max_seconds) == (86400, 1.0, 900.0)
+    assert s.migrate_on_start and s.seed_demo_user
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,11 @@ def test_defaults_follow_the_pinned_interface(tmp_path: Path) -> None:
         ({"PM_JWT_TTL_SECONDS": "10"}, "PM_JWT_TTL_SECONDS"),
         ({"PM_AUTH_MAX_FAILURES_PER_EMAIL": "0"}, "PM_AUTH_MAX_FAILURES_PER_EMAIL"),
         ({"PM_AUTH_DATABASE_URL": "mysql://x"}, "PM_AUTH_DATABASE_URL"),
+        ({"PM_AUTH_THROTTLE_BASE_SECONDS": "0"}, "PM_AUTH_THROTTLE_BASE_SECONDS"),
+        (
+            {"PM_AUTH_THROTTLE_BASE_SECONDS": "10", "PM_AUTH_THROTTLE_MAX_SECONDS": "5"},
+            "PM_AUTH_THROTTLE_MAX",
+        ),
         ({"PM_JWT_PRIVATE_KEY_FILE": "/a.pem", "PM_JWT_PRIVATE_KEY": "pem"}, "PM_JWT_PRIVATE_KEY"),
     ],
 )

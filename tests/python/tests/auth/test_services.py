@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pm.auth.bootstrap import throttle_policy
 from pm.auth.domain.model import (
     DuplicateEmail,
     InvalidCredentials,
     Role,
     Session,
     TooManyAttempts,
+    UnknownUser,
     User,
     WeakPassword,
 )
-from pm.auth.domain.throttle import ThrottlePolicy
+from pm.auth.domain.throttle import ACCOUNT, Key, ThrottlePolicy, account_key, account_prefix, client_key
 from pm.auth.service_layer.ports import (
     FailureLog,
     IssuedToken,
@@ -29,6 +34,7 @@ from pm.auth.service_layer.ports import (
     UserRepository,
 )
 from pm.auth.service_layer.services import AuthService, seed_demo_user
+from tests.auth.conftest import make_settings
 
 
 class FakeUsers(UserRepository):
@@ -37,6 +43,9 @@ class FakeUsers(UserRepository):
 
     def get_by_email(self, email: str) -> User | None:
         return self.rows.get(email)
+
+    def get(self, user_id: uuid.UUID) -> User | None:
+        return next((u for u in self.rows.values() if u.id == user_id), None)
 
     def add(self, user: User) -> None:
         if user.email in self.rows:
@@ -53,14 +62,11 @@ class FakeUsers(UserRepository):
     def count(self) -> int:
         return len(self.rows)
 
-    def get_by_id(self, user_id: uuid.UUID) -> User | None:
-        return next((u for u in self.rows.values() if u.id == user_id), None)
-
     def lock(self, user_id: uuid.UUID) -> User | None:
-        return self.get_by_id(user_id)
+        return self.get(user_id)
 
     def update(self, user_id: uuid.UUID, *, disabled: bool | None = None, role: Role | None = None) -> None:
-        user = self.get_by_id(user_id)
+        user = self.get(user_id)
         assert user is not None
         self.rows[user.email] = dataclasses.replace(
             user,
@@ -119,11 +125,11 @@ class FakeFailures(FailureLog):
         self.ids: list[int] = []
         self.pending: set[int] = set()
 
-    def lock(self, keys: list[tuple[str, str]]) -> None:
+    def lock(self, keys: list[Key]) -> None:
         pass  # one thread: nothing runs in between
 
-    def record(self, scope: str, subject: str, at: datetime, *, pending: bool = False) -> int:
-        self.rows.append((scope, subject, at))
+    def record(self, key: Key, at: datetime, *, pending: bool = False) -> int:
+        self.rows.append((key.scope, key.subject, at))
         self.ids.append(max(self.ids, default=0) + 1)
         if pending:
             self.pending.add(self.ids[-1])
@@ -136,24 +142,42 @@ class FakeFailures(FailureLog):
         kept = [(i, r) for i, r in zip(self.ids, self.rows, strict=True) if i not in ids]
         self.ids, self.rows = [i for i, _ in kept], [r for _, r in kept]
 
-    def nth_most_recent(
-        self, scope: str, subject: str, n: int, since: datetime, *, include_pending: bool = True
-    ) -> datetime | None:
-        times = sorted(
-            (
-                t
-                for i, (s, k, t) in zip(self.ids, self.rows, strict=True)
-                if s == scope and k == subject and t > since and (include_pending or i not in self.pending)
-            ),
-            reverse=True,
-        )
-        return times[n - 1] if len(times) >= n else None
+    def tally(
+        self, key: Key, since: datetime, *, include_pending: bool = True
+    ) -> tuple[int, datetime | None]:
+        times = [
+            t
+            for i, (s, k, t) in zip(self.ids, self.rows, strict=True)
+            if (s, k) == (key.scope, key.subject) and t > since and (include_pending or i not in self.pending)
+        ]
+        return len(times), max(times, default=None)
 
-    def clear(self, scope: str, subject: str) -> None:
-        self.delete([i for i, r in zip(self.ids, self.rows, strict=True) if (r[0], r[1]) == (scope, subject)])
+    def clear(self, key: Key) -> None:
+        self.delete(
+            [i for i, r in zip(self.ids, self.rows, strict=True) if (r[0], r[1]) == (key.scope, key.subject)]
+        )
+
+    def clear_account(self, email: str) -> None:
+        prefix = account_prefix(email)
+        self.delete(
+            [
+                i
+                for i, r in zip(self.ids, self.rows, strict=True)
+                if r[0] == ACCOUNT and r[1].startswith(prefix)
+            ]
+        )
 
     def prune(self, before: datetime) -> None:
         self.delete([i for i, r in zip(self.ids, self.rows, strict=True) if r[2] <= before])
+
+
+POLICY = ThrottlePolicy(
+    free_per_account=3,
+    free_per_client=5,
+    base_delay=timedelta(seconds=1),
+    max_delay=timedelta(seconds=8),
+    window=timedelta(hours=1),
+)
 
 
 class FakeUnitOfWork(UnitOfWork):
@@ -225,9 +249,7 @@ def world() -> dict[str, Any]:
         uow=lambda: FakeUnitOfWork(users, failures, sessions),
         hasher=hasher,
         issuer=FakeIssuer(),
-        policy=ThrottlePolicy(
-            max_failures_per_email=3, max_failures_per_client=5, window=timedelta(minutes=5)
-        ),
+        policy=POLICY,
         clock=clock,
     )
     service.create_user("Alice@Example.com", "alice-password", Role.ADMIN)
@@ -245,51 +267,68 @@ def test_unknown_email_is_checked_against_the_dummy_hash(world: dict[str, Any]) 
     assert world["hasher"].checked == [FakeHasher.dummy_hash]
 
 
-def test_failures_are_recorded_for_the_email_and_the_client(world: dict[str, Any]) -> None:
+def test_failures_are_recorded_for_the_account_client_pair_and_the_client(world: dict[str, Any]) -> None:
     with pytest.raises(InvalidCredentials):
         world["service"].login("alice@example.com", "wrong", "10.0.0.1")
+    pair = account_key("alice@example.com", "10.0.0.1")
     assert {(s, k) for s, k, _ in world["failures"].rows} == {
-        ("email", "alice@example.com"),
+        (pair.scope, pair.subject),
         ("client", "10.0.0.1"),
     }
+    assert all("alice" not in k for _, k, _ in world["failures"].rows)
 
 
-def test_email_lock_refuses_the_right_password_until_the_window_passes(world: dict[str, Any]) -> None:
-    service, clock = world["service"], world["clock"]
-    for _ in range(3):
+def _fail(service: AuthService, email: str, client: str, times: int) -> None:
+    for _ in range(times):
         with pytest.raises(InvalidCredentials):
-            service.login("alice@example.com", "wrong", "10.0.0.1")
-        clock.advance(10)
-    with pytest.raises(TooManyAttempts) as locked:
-        service.login("alice@example.com", "alice-password", "10.0.0.2")
-    # The first of the three failures leaves the 300 s window 300 - 30 s after it happened.
-    assert locked.value.retry_after_seconds == 270
-    hashes_checked = len(world["hasher"].checked)
-    clock.advance(270)
-    assert service.login("alice@example.com", "alice-password", "10.0.0.2").access.token
-    assert len(world["hasher"].checked) == hashes_checked + 1
+            service.login(email, "wrong", client)
 
 
-def test_locked_attempts_do_not_extend_the_lock(world: dict[str, Any]) -> None:
+def test_a_strangers_failures_never_refuse_the_owner(world: dict[str, Any]) -> None:
     service, clock = world["service"], world["clock"]
-    for _ in range(3):
-        with pytest.raises(InvalidCredentials):
-            service.login("alice@example.com", "wrong", "10.0.0.1")
+    _fail(service, "alice@example.com", "203.0.113.66", 3)
+    with pytest.raises(TooManyAttempts):
+        service.login("alice@example.com", "alice-password", "203.0.113.66")
+    # The owner, from an address that has not been failing, is checked as if nothing had happened.
+    assert service.login("alice@example.com", "alice-password", "10.0.0.1").access.token
+    _fail(service, "alice@example.com", "10.0.0.1", 1)
+    with pytest.raises(TooManyAttempts):
+        service.login("alice@example.com", "alice-password", "203.0.113.66")
+    clock.advance(1)
+    assert service.login("alice@example.com", "alice-password", "10.0.0.1").access.token
+
+
+def test_delays_double_after_the_free_failures_up_to_the_cap(world: dict[str, Any]) -> None:
+    service, clock = world["service"], world["clock"]
+    _fail(service, "alice@example.com", "10.0.0.1", 3)
+    waits = []
+    for _ in range(6):
+        with pytest.raises(TooManyAttempts) as refused:
+            service.login("alice@example.com", "alice-password", "10.0.0.1")
+        waits.append(refused.value.retry_after_seconds)
+        clock.advance(refused.value.retry_after_seconds)
+        _fail(service, "alice@example.com", "10.0.0.1", 1)
+    assert waits == [1, 2, 4, 8, 8, 8]
+
+
+def test_refused_attempts_do_not_extend_the_delay(world: dict[str, Any]) -> None:
+    service, clock = world["service"], world["clock"]
+    _fail(service, "alice@example.com", "10.0.0.1", 3)
+    clock.advance(0.5)
     for _ in range(5):
-        clock.advance(30)
         with pytest.raises(TooManyAttempts):
             service.login("alice@example.com", "wrong", "10.0.0.1")
-    clock.advance(150)
+    clock.advance(0.5)
     assert service.login("alice@example.com", "alice-password", "10.0.0.1").access.token
 
 
 def test_attempts_in_flight_count_but_ask_for_a_short_wait(world: dict[str, Any]) -> None:
     failures, clock = world["failures"], world["clock"]
     for _ in range(3):
-        failures.record("email", "alice@example.com", clock(), pending=True)
-    with pytest.raises(TooManyAttempts) as locked:
+        failures.record(account_key("alice@example.com", "10.0.0.1"), clock(), pending=True)
+    with pytest.raises(TooManyAttempts) as refused:
         world["service"].login("alice@example.com", "alice-password", "10.0.0.1")
-    assert locked.value.retry_after_seconds == 1
+    assert refused.value.retry_after_seconds == 1
     failures.delete(list(failures.ids))
     assert world["service"].login("alice@example.com", "alice-password", "10.0.0.1").access.token
 
@@ -300,33 +339,95 @@ def test_failed_attempts_are_no_longer_pending(world: dict[str, Any]) -> None:
     assert world["failures"].pending == set()
 
 
-def test_client_lock_covers_every_email(world: dict[str, Any]) -> None:
+def test_client_delay_covers_every_email(world: dict[str, Any]) -> None:
     service = world["service"]
     for n in range(5):
-        with pytest.raises(InvalidCredentials):
-            service.login(f"guess{n}@example.com", "wrong", "10.0.0.9")
+        _fail(service, f"guess{n}@example.com", "10.0.0.9", 1)
     with pytest.raises(TooManyAttempts):
         service.login("alice@example.com", "alice-password", "10.0.0.9")
     assert service.login("alice@example.com", "alice-password", "10.0.0.10").access.token
 
 
-def test_success_resets_the_email_counter_but_not_the_client_counter(world: dict[str, Any]) -> None:
+def test_success_resets_the_pair_but_not_the_client_counter(world: dict[str, Any]) -> None:
     service, failures = world["service"], world["failures"]
-    for _ in range(2):
-        with pytest.raises(InvalidCredentials):
-            service.login("alice@example.com", "wrong", "10.0.0.1")
+    _fail(service, "alice@example.com", "10.0.0.1", 2)
     service.login("alice@example.com", "alice-password", "10.0.0.1")
     assert [(s, k) for s, k, _ in failures.rows] == [("client", "10.0.0.1")] * 2
 
 
 def test_old_failures_are_pruned(world: dict[str, Any]) -> None:
     service, clock = world["service"], world["clock"]
-    with pytest.raises(InvalidCredentials):
-        service.login("alice@example.com", "wrong", "10.0.0.1")
-    clock.advance(301)
-    with pytest.raises(InvalidCredentials):
-        service.login("alice@example.com", "wrong", "10.0.0.2")
-    assert [k for _, k, _ in world["failures"].rows] == ["alice@example.com", "10.0.0.2"]
+    _fail(service, "alice@example.com", "10.0.0.1", 1)
+    clock.advance(3601)
+    _fail(service, "alice@example.com", "10.0.0.2", 1)
+    pair = account_key("alice@example.com", "10.0.0.2")
+    assert [(s, k) for s, k, _ in world["failures"].rows] == [(ACCOUNT, pair.subject), ("client", "10.0.0.2")]
+
+
+def test_unlock_frees_every_client_on_that_account_only(world: dict[str, Any]) -> None:
+    service, users = world["service"], world["users"]
+    service.create_user("bob@example.com", "bob-password", Role.USER)
+    for client in ("203.0.113.1", "203.0.113.2"):
+        _fail(service, "alice@example.com", client, 3)
+    _fail(service, "bob@example.com", "203.0.113.3", 3)
+    service.unlock(users.rows["alice@example.com"].id)
+    for client in ("203.0.113.1", "203.0.113.2"):
+        _fail(service, "alice@example.com", client, 1)
+    with pytest.raises(TooManyAttempts):
+        service.login("bob@example.com", "bob-password", "203.0.113.3")
+    # A client's failures on any account still count: unlocking one account frees no sprayer.
+    assert sum(1 for s, k, _ in world["failures"].rows if (s, k) == ("client", "203.0.113.1")) == 4
+
+
+def test_unlock_of_an_unknown_user_says_so(world: dict[str, Any]) -> None:
+    with pytest.raises(UnknownUser):
+        world["service"].unlock(uuid.uuid4())
+
+
+def _attacker_failures(service: AuthService, clock: Clock, emails: Iterator[str], hours: int) -> list[float]:
+    """Hours (since the start) of each failure an attacker gets by retrying as soon as Retry-After says."""
+    start, end = clock(), clock() + timedelta(hours=hours)
+    failed: list[float] = []
+    email = next(emails)
+    while clock() < end:
+        try:
+            service.login(email, "wrong-guess", "198.51.100.1")
+        except TooManyAttempts as refused:
+            clock.advance(refused.retry_after_seconds)
+            continue
+        except InvalidCredentials:
+            failed.append((clock() - start) / timedelta(hours=1))
+            email = next(emails)
+    return failed
+
+
+@pytest.mark.parametrize(
+    ("spray", "first_hour", "per_hour_later"),
+    [(False, 17, 4), (True, 32, 4)],
+    ids=["one-account", "every-account"],
+)
+def test_failed_attempts_an_attacker_gets_per_hour_with_the_default_settings(
+    world: dict[str, Any], spray: bool, first_hour: int, per_hour_later: int
+) -> None:
+    """The figures docs/reliability.md gives: one client against one account (the per-(account, client)
+    schedule), and one client trying a new account each time (the per-client schedule)."""
+    clock = world["clock"]
+    service = AuthService(
+        uow=lambda: FakeUnitOfWork(world["users"], world["failures"], FakeSessions()),
+        hasher=world["hasher"],
+        issuer=FakeIssuer(),
+        policy=throttle_policy(make_settings(Path("unused"), "sqlite:///unused.db")),
+        clock=clock,
+    )
+    emails = (
+        (f"victim{n}@example.com" for n in itertools.count())
+        if spray
+        else itertools.repeat("alice@example.com")
+    )
+    failed = _attacker_failures(service, clock, emails, hours=26)
+    assert sum(1 for hour in failed if hour < 1) == first_hour
+    # A day later the window holds a day of failures: one attempt per longest delay (900 s).
+    assert sum(1 for hour in failed if 25 <= hour < 26) == per_hour_later
 
 
 def test_login_moves_an_old_hash_to_the_current_cost(world: dict[str, Any]) -> None:
@@ -380,9 +481,12 @@ def test_seed_demo_user_is_idempotent(world: dict[str, Any]) -> None:
 
 
 def test_throttle_policy_rounds_up_and_never_says_zero() -> None:
-    policy = ThrottlePolicy(max_failures_per_email=1, max_failures_per_client=1, window=timedelta(seconds=60))
+    key = client_key("10.0.0.1")
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    assert policy.retry_after(None, now) is None
-    assert policy.retry_after(now - timedelta(seconds=60), now) is None
-    assert policy.retry_after(now - timedelta(seconds=59.9), now) == 1
-    assert policy.retry_after(now - timedelta(seconds=0.5), now) == 60
+    assert POLICY.retry_after(key, 9, None, now) is None
+    assert POLICY.retry_after(key, 4, now, now) is None
+    # Five failures (the free ones): the next attempt waits one base delay after the latest.
+    assert POLICY.retry_after(key, 5, now - timedelta(seconds=1), now) is None
+    assert POLICY.retry_after(key, 5, now - timedelta(seconds=0.9), now) == 1
+    assert POLICY.retry_after(key, 7, now - timedelta(seconds=0.5), now) == 4
+    assert POLICY.retry_after(key, 10_000, now, now) == 8

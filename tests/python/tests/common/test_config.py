@@ -140,3 +140,13 @@ def test_good_settings_start_the_service() -> None:
     result = run_service({"PM_PATIENT_PORT": "4100"})
     assert result.returncode == 0, result.stderr
     assert result.stdout == "started\n"
+
+
+def test_networks_are_addresses_or_cidrs_and_none_by_default() -> None:
+    assert Env({}).networks("PM_TRUSTED_PROXIES") == ()
+    parsed = Env({"PM_TRUSTED_PROXIES": " 10.0.10.0/24, 127.0.0.1 ,::1,10.0.0.7/16"}).networks(
+        "PM_TRUSTED_PROXIES"
+    )
+    assert parsed == ("10.0.10.0/24", "127.0.0.1/32", "::1/128", "10.0.0.0/16")
+    with pytest.raises(ConfigError, match="PM_TRUSTED_PROXIES.*'gateway'"):
+        Env({"PM_TRUSTED_PROXIES": "127.0.0.1,gateway"}).networks("PM_TRUSTED_PROXIES")

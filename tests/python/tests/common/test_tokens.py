@@ -108,7 +108,12 @@ def forged_ed_header_on_rsa_kid() -> str:
 REJECTED = {
     "alg-none": (forged_none, "algorithm 'none' is not accepted"),
     "hs256-with-public-pem": (forged_hs256_with_public_pem, "algorithm 'HS256' is not accepted"),
-    "eddsa-header-on-rsa-kid": (forged_ed_header_on_rsa_kid, "invalid token"),
+    "eddsa-header-on-rsa-kid": (forged_ed_header_on_rsa_kid, "algorithm EdDSA does not match the key"),
+    # An RS256 token naming the Ed25519 key: PyJWT would fail with a TypeError (a 500) on it.
+    "rs256-header-on-ed-kid": (
+        lambda: RSA_KEY.mint(headers={"kid": ED_KEY.kid}),
+        "algorithm RS256 does not match the key",
+    ),
     "key-not-in-jwks": (lambda: OUTSIDER.mint(), "invalid token: InvalidSignatureError"),
     "expired": (lambda: RSA_KEY.mint(exp=int(time.time()) - 120), "token has expired"),
     "wrong-issuer": (lambda: RSA_KEY.mint(iss="someone-else"), "wrong issuer"),

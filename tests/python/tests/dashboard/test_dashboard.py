@@ -232,6 +232,9 @@ def test_paging_searching_and_the_session_survive_a_reload(page: Page, system: S
     page.get_by_role("button", name="Next").click()
     expect(info).to_have_text(f"11\u2013{min(20, total)} of {total}")
     assert page.locator("#patients-rows tr").all_inner_texts() != first_page
+    page.get_by_role("button", name="Previous").click()
+    expect(info).to_have_text(re.compile(r"^1\u201310 of \d+$"))
+    assert page.locator("#patients-rows tr").all_inner_texts() == first_page
     page.get_by_label("Rows per page").select_option("50")
     expect(info).to_have_text(f"1\u2013{min(50, total)} of {total}")
 

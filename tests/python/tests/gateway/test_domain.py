@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pm.gateway.domain.clients import ClientAddresses
 from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.headers import client_response_headers, upstream_request_headers
 from pm.gateway.domain.ratelimit import RateLimiter, retry_after_seconds
@@ -86,8 +87,10 @@ def test_upstream_headers_drop_hop_by_hop_and_client_identity() -> None:
             (b"x-authenticated-role", b"ADMIN"),
             (b"authorization", b"Bearer t"),
             (b"accept", b"application/json"),
+            (b"x-forwarded-for", b"10.9.9.9"),
+            (b"forwarded", b"for=10.9.9.9"),
         ],
-        client_host="192.0.2.1",
+        client="192.0.2.1",
         scheme="https",
         identity=("a@b.c", "USER"),
     )
@@ -100,6 +103,31 @@ def test_upstream_headers_drop_hop_by_hop_and_client_identity() -> None:
         (b"x-authenticated-subject", b"a@b.c"),
         (b"x-authenticated-role", b"USER"),
     ]
+
+
+BALANCERS = ClientAddresses(["10.0.0.0/24", "2001:db8::/64"])
+
+
+def _xff(value: str) -> list[tuple[bytes, bytes]]:
+    return [(b"x-forwarded-for", value.encode())]
+
+
+def test_an_untrusted_peer_is_the_client_whatever_it_says() -> None:
+    assert BALANCERS.client("198.51.100.7", _xff("203.0.113.1")) == "198.51.100.7"
+    assert BALANCERS.client("198.51.100.7", [(b"forwarded", b"for=203.0.113.1")]) == "198.51.100.7"
+    assert ClientAddresses([]).client("127.0.0.1", _xff("203.0.113.1")) == "127.0.0.1"
+    assert BALANCERS.client(None, []) == "unknown"
+
+
+def test_a_trusted_peer_names_the_right_most_untrusted_hop() -> None:
+    # The client wrote "1.1.1.1, 2.2.2.2"; the balancer appended the address it saw.
+    assert BALANCERS.client("10.0.0.5", _xff("1.1.1.1, 2.2.2.2, 198.51.100.7")) == "198.51.100.7"
+    # Two balancers in a row are skipped; header lines are read in order.
+    assert BALANCERS.client("10.0.0.5", _xff("1.1.1.1") + _xff("198.51.100.7, 10.0.0.9")) == "198.51.100.7"
+    assert BALANCERS.client("2001:db8::1", _xff("2001:db8:1::7")) == "2001:db8:1::7"
+    # No header: the balancer's own request (e.g. a health check); garbage: stop at the last trusted hop.
+    assert BALANCERS.client("10.0.0.5", []) == "10.0.0.5"
+    assert BALANCERS.client("10.0.0.5", _xff("nonsense, 10.0.0.9")) == "10.0.0.9"
 
 
 def test_client_response_headers_drop_hop_by_hop() -> None:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pm.common.testing import free_port
-from tests.gateway.conftest import Gateway, SigningKey
+from tests.gateway.conftest import Gateway, SigningKey, echoed_headers
 
 
 @pytest.fixture
@@ -120,10 +120,37 @@ def test_a_client_over_its_rate_is_429_with_retry_after(gateway: Gateway, bearer
     limited = client.get("/api/patients", headers=bearer)
     assert_problem(limited, 429)
     assert int(limited.headers["retry-after"]) >= 1
-    # Another client (as told by a trusted local proxy) has its own bucket; health stays answerable.
-    other = client.get("/api/patients", headers={**bearer, "X-Forwarded-For": "198.51.100.7"})
-    assert other.status_code == 200
+    # Health stays answerable.
     assert client.get("/health").status_code == 200
+
+
+def test_a_rotating_x_forwarded_for_does_not_escape_the_rate_limit(
+    gateway: Gateway, bearer: dict[str, str]
+) -> None:
+    """Issue 12, finding 3: the gateway believed any X-Forwarded-For from loopback."""
+    client = gateway(PM_GATEWAY_RATE_LIMIT_PER_SECOND="0.5", PM_GATEWAY_RATE_LIMIT_BURST="3")
+    statuses = [
+        client.get("/api/patients", headers={**bearer, "X-Forwarded-For": f"203.0.113.{n}"}).status_code
+        for n in range(8)
+    ]
+    assert statuses[:3] == [200, 200, 200]
+    assert statuses[3:] == [429] * 5
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
+    gateway: Gateway, bearer: dict[str, str]
+) -> None:
+    client = gateway(
+        PM_GATEWAY_RATE_LIMIT_PER_SECOND="0.5",
+        PM_GATEWAY_RATE_LIMIT_BURST="3",
+        PM_GATEWAY_TRUSTED_PROXIES="127.0.0.0/8",
+    )
+    # The client forged the left part; the proxy (this test, on loopback) appended what it saw.
+    as_first = {**bearer, "X-Forwarded-For": "10.1.1.1, 198.51.100.7"}
+    assert [client.get("/api/patients", headers=as_first).status_code for _ in range(4)] == [200] * 3 + [429]
+    other = client.get("/api/patients", headers={**bearer, "X-Forwarded-For": "10.1.1.1, 198.51.100.8"})
+    assert other.status_code == 200
+    assert echoed_headers(other)["x-forwarded-for"] == ["198.51.100.8"]
 
 
 def test_rate_limit_zero_disables_it(gateway: Gateway) -> None:

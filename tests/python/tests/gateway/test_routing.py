@@ -171,6 +171,7 @@ def test_forwarded_headers_identity_and_hop_by_hop(
             "Trailer": "Expires",
             "Proxy-Authorization": "Basic c2VjcmV0",
             "X-Forwarded-For": "203.0.113.9",
+            "Forwarded": "for=203.0.113.9",
             "Host": "public.example.com",
         },
     )
@@ -184,7 +185,9 @@ def test_forwarded_headers_identity_and_hop_by_hop(
     assert seen["host"] == [upstreams["patient"][1].removeprefix("http://")]
     assert seen["x-forwarded-host"] == ["public.example.com"]
     assert seen["x-forwarded-proto"] == ["http"]
-    assert seen["x-forwarded-for"][0].startswith("203.0.113.9, ")
+    # The client's own forwarding claims are replaced by the address the gateway saw.
+    assert seen["x-forwarded-for"] == ["127.0.0.1"]
+    assert "forwarded" not in seen
     # The service's own hop-by-hop and server headers stay on its side.
     assert response.headers["x-upstream"] == "patient"
     assert "keep-alive" not in response.headers

@@ -99,3 +99,12 @@ def test_dependencies_wait_for_healthy_services_that_exist(services: dict[str, A
             assert "healthcheck" in services[dependency], dependency
     assert set(services["gateway"]["depends_on"]) == {"auth", "patient", "analytics"}
     assert set(services["patient"]["depends_on"]) == {"postgres", "kafka", "auth", "billing"}
+
+
+def test_services_believe_forwarded_headers_from_the_gateway_only(services: dict[str, Any]) -> None:
+    gateway_address = services["gateway"]["networks"]["default"]["ipv4_address"]
+    for name in DATA_OWNERS:
+        assert services[name]["environment"]["PM_TRUSTED_PROXIES"] == gateway_address
+    # Published-port clients reach the gateway through Docker's proxy, which adds no X-Forwarded-For:
+    # trusting the network would let them name any address.
+    assert "PM_GATEWAY_TRUSTED_PROXIES" not in services["gateway"]["environment"]

@@ -114,4 +114,27 @@ def test_service_settings_use_the_pinned_names_and_cloud_map_addresses() -> None
         "PM_LOG_LEVEL": "INFO",
         "PM_BILLING_PORT": "4001",
         "PM_BILLING_GRPC_PORT": "9001",
+        "PM_TRUSTED_PROXIES": "10.0.10.0/24,10.0.11.0/24",
     }
+
+
+def test_the_gateway_believes_the_balancer_and_the_services_believe_the_gateway(
+    template: dict[str, Any],
+) -> None:
+    """Issue 12, finding 3: behind the load balancer every request looked like the balancer's."""
+    subnets = {
+        name: resource["Properties"]["CidrBlock"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::EC2::Subnet"
+    }
+    public = sorted(cidr for name, cidr in subnets.items() if name.startswith("Public"))
+    private = sorted(cidr for name, cidr in subnets.items() if name.startswith("Private"))
+    balancer = next(r for r in template["Resources"].values() if r["Type"].endswith("LoadBalancer"))
+    assert sorted(s["Ref"] for s in balancer["Properties"]["Subnets"]) == ["PublicSubnet1", "PublicSubnet2"]
+    for spec in SERVICES:
+        environment = container_environment(spec)
+        if spec.name == "gateway":
+            assert environment["PM_GATEWAY_TRUSTED_PROXIES"].split(",") == public
+            assert "PM_TRUSTED_PROXIES" not in environment
+        else:
+            assert environment["PM_TRUSTED_PROXIES"].split(",") == private

@@ -98,7 +98,9 @@ def topic() -> str:
     return f"patient-{uuid.uuid4().hex[:10]}"
 
 
-def settings_for(database_url: str, bootstrap: str, topic: str, billing_target: str) -> Settings:
+def settings_for(
+    database_url: str, bootstrap: str, topic: str, billing_target: str, **extra_env: str
+) -> Settings:
     return Settings.from_env(
         Env(
             {
@@ -107,6 +109,7 @@ def settings_for(database_url: str, bootstrap: str, topic: str, billing_target: 
                 "PM_PATIENT_TOPIC": topic,
                 "PM_BILLING_GRPC_TARGET": billing_target,
                 "PM_VALIDATE_RESPONSES": "1",
+                **extra_env,
             }
         )
     )
@@ -138,9 +141,10 @@ def start_service(
     billing_target: str,
     bootstrap: str,
     topic: str,
+    extra_env: dict[str, str] | None = None,
     **relay_overrides: Any,
 ) -> Iterator[Running]:
-    settings = settings_for(database.url, bootstrap, topic, billing_target)
+    settings = settings_for(database.url, bootstrap, topic, billing_target, **(extra_env or {}))
     app = build(
         settings,
         database=database,

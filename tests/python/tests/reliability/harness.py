@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from pm.common.testing import PostgresDatabases, free_port
 from pm.devstack.up import SERVICES, Settings, Stack
 
-READY_TIMEOUT = 120.0
+READY_TIMEOUT = 240.0  # five services importing at once on a loaded 2-core machine
 DEMO_LOGIN = {"email": "testuser@test.com", "password": "password123"}
 HEALTH_PORTS = {spec.name: spec.port_var for spec in SERVICES}
 
@@ -213,3 +213,35 @@ def write_figures(name: str, figures: Mapping[str, Any]) -> None:
     text = json.dumps(figures, indent=2, sort_keys=True, default=str)
     (folder / f"{name}.json").write_text(text + "\n")
     print(f"FIGURES {name}: {text}")
+
+
+def kill_broker(system: System) -> None:
+    """SIGKILL the in-memory broker: everything it held is gone (a fresh one starts empty)."""
+    broker = system.stack.broker
+    assert broker is not None and broker.process is not None
+    broker.process.kill()
+    broker.process.wait(10)
+    system.stack.broker = None
+
+
+def created_event_counts(system: System) -> dict[str, int]:
+    """PATIENT_CREATED events recorded by analytics, per patient id."""
+    rows = system.sql(
+        "analytics",
+        "SELECT patient_id, count(*) FROM patient_event WHERE event_type = 'PATIENT_CREATED' GROUP BY patient_id",
+    )
+    return {str(pid): int(n) for pid, n in rows}
+
+
+def lost_and_doubled(system: System, created: list[str], timeout: float = 90.0) -> dict[str, int]:
+    """Wait until analytics holds an event for every created patient (or `timeout`); count the missing
+    ones and the extra copies."""
+    try:
+        wait_until(lambda: set(created) <= set(created_event_counts(system)), timeout, "every event counted")
+    except AssertionError:
+        pass  # reported by the caller's figures
+    counts = created_event_counts(system)
+    return {
+        "events_lost": sum(1 for pid in created if pid not in counts),
+        "counted_twice": sum(n - 1 for n in counts.values() if n > 1),
+    }

@@ -156,16 +156,11 @@ def test_login_brute_force_is_throttled(system: System) -> None:
     )
 
 
-def test_gateway_limits_request_rate_per_client(system: System) -> None:
+def _extra_gateway(system: System, **settings: str) -> tuple[subprocess.Popen[str], str]:
+    """A second gateway process in front of the same services, with other settings."""
     port = free_port()
     env = dict(system.stack.env)
-    env.update(
-        {
-            "PM_GATEWAY_PORT": str(port),
-            "PM_GATEWAY_RATE_LIMIT_PER_SECOND": "2",
-            "PM_GATEWAY_RATE_LIMIT_BURST": "5",
-        }
-    )
+    env.update({"PM_GATEWAY_PORT": str(port), **settings})
     process = subprocess.Popen(
         [sys.executable, "-m", "pm.gateway.main", "serve"],
         env=env,
@@ -173,23 +168,79 @@ def test_gateway_limits_request_rate_per_client(system: System) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    wait_for_port(port, timeout=60.0)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def test_gateway_limits_request_rate_per_client(system: System) -> None:
+    process, base = _extra_gateway(
+        system, PM_GATEWAY_RATE_LIMIT_PER_SECOND="2", PM_GATEWAY_RATE_LIMIT_BURST="5"
+    )
     try:
-        wait_for_port(port, timeout=60.0)
         statuses = []
         with httpx.Client(timeout=10.0) as client:
-            for _ in range(15):
-                response = client.get(f"http://127.0.0.1:{port}/auth/.well-known/jwks.json")
+            for n in range(15):
+                # A different forged X-Forwarded-For each time: the client is still the TCP peer.
+                response = client.get(
+                    f"{base}/auth/.well-known/jwks.json", headers={"X-Forwarded-For": f"203.0.113.{n}"}
+                )
                 statuses.append(response.status_code)
                 if response.status_code == 429:
                     assert int(response.headers["Retry-After"]) >= 1
             assert statuses[:3] == [200, 200, 200]
             assert statuses.count(429) >= 5, statuses
             time.sleep(1.5)
-            assert client.get(f"http://127.0.0.1:{port}/auth/.well-known/jwks.json").status_code == 200
+            assert client.get(f"{base}/auth/.well-known/jwks.json").status_code == 200
     finally:
         process.terminate()
         process.wait(15)
     write_figures("security_rate_limit", {"requests": len(statuses), "refused_429": statuses.count(429)})
+
+
+def test_behind_a_balancer_the_attacker_is_throttled_and_the_owner_logs_in(system: System) -> None:
+    """Issue 12, findings 2 and 3 end to end: a gateway behind a trusted balancer (this test, on loopback)
+    attributes each request to the address the balancer appended; the attacker rotates the part of
+    X-Forwarded-For it writes itself, sprays and hammers the ADMIN account; the owner, from another
+    address, logs in meanwhile."""
+    process, base = _extra_gateway(system, PM_GATEWAY_TRUSTED_PROXIES="127.0.0.1")
+    attacker, owner = "192.0.2.77", "192.0.2.78"
+    statuses: list[int] = []
+    owner_statuses: list[int] = []
+    try:
+        with httpx.Client(timeout=15.0) as client:
+            for n in range(30):
+                email = DEMO_LOGIN["email"] if n % 2 else f"sprayed.{n}@example.com"
+                response = client.post(
+                    f"{base}/auth/login",
+                    json={"email": email, "password": f"wrong-guess-{n}"},
+                    headers={"X-Forwarded-For": f"10.{n}.{n}.{n}, {attacker}"},
+                )
+                statuses.append(response.status_code)
+                if n % 5 == 4:
+                    ok = client.post(
+                        f"{base}/auth/login",
+                        json=DEMO_LOGIN,
+                        headers={"X-Forwarded-For": f"10.9.9.9, {owner}"},
+                    )
+                    owner_statuses.append(ok.status_code)
+    finally:
+        process.terminate()
+        process.wait(15)
+    # Per (ADMIN account, attacker): 5 free failures; per attacker: 20. Rotating the forged part gained
+    # nothing: the throttle saw one client.
+    assert statuses.count(401) <= 20, statuses
+    assert statuses[-1] == 429, statuses
+    assert owner_statuses == [200] * len(owner_statuses) and len(owner_statuses) == 6
+    write_figures(
+        "security_login_throttle_behind_balancer",
+        {
+            "attacker_attempts": len(statuses),
+            "attacker_401": statuses.count(401),
+            "attacker_429": statuses.count(429),
+            "owner_logins": len(owner_statuses),
+            "owner_logins_ok": owner_statuses.count(200),
+        },
+    )
 
 
 def test_security_headers_and_cors_denied(system: System, token: str) -> None:

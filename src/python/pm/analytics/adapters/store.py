@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +16,7 @@ from pm.analytics.adapters.tables import (
     TOTALS_ROW,
     dead_letter,
     patient_event,
+    processed_event,
     registrations_per_month,
     totals,
 )
@@ -61,6 +62,18 @@ class SqlUnitOfWork:
     ) -> list[PatientEvent]:
         if not events:
             return []
+        # The id table decides what is new: it outlives the raw events, which retention purges.
+        first_seen = set(
+            self.session.execute(
+                self._insert(processed_event)
+                .values([{"event_id": e.event_id, "occurred_at": e.occurred_at} for e in events])
+                .on_conflict_do_nothing(index_elements=["event_id"])
+                .returning(processed_event.c.event_id)
+            ).scalars()
+        )
+        fresh = [(e, m) for e, m in zip(events, messages, strict=True) if e.event_id in first_seen]
+        if not fresh:
+            return []
         rows = [
             {
                 "event_id": event.event_id,
@@ -75,7 +88,7 @@ class SqlUnitOfWork:
                 "partition": message.partition,
                 "offset": message.offset,
             }
-            for event, message in zip(events, messages, strict=True)
+            for event, message in fresh
         ]
         # One statement per batch; RETURNING names exactly the rows inserted (not the conflicts, and one
         # row for an id repeated within the batch).
@@ -87,7 +100,7 @@ class SqlUnitOfWork:
         )
         inserted = set(self.session.execute(statement).scalars())
         new: list[PatientEvent] = []
-        for event in events:
+        for event, _message in fresh:
             if event.event_id in inserted:
                 inserted.discard(event.event_id)
                 new.append(event)
@@ -200,3 +213,46 @@ class SqlAnalyticsReader:
 def _utc(value: datetime) -> datetime:
     # SQLite hands timestamps back without a zone; they were written in UTC.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class SqlRetention:
+    """Deletes raw events past their retention, and event ids past the replay window, in small batches."""
+
+    def __init__(
+        self, database: Database, *, event_seconds: float, id_seconds: float, batch_size: int = 500
+    ) -> None:
+        self.database = database
+        self.event_seconds = event_seconds
+        self.id_seconds = max(id_seconds, event_seconds)
+        self.batch_size = batch_size
+
+    def purge_batch(self) -> int:
+        """One batch of each table, each in its own short transaction; how many rows went."""
+        now = datetime.now(UTC)
+        events = sa.select(patient_event.c.seq).where(
+            patient_event.c.occurred_at < now - timedelta(seconds=self.event_seconds)
+        )
+        ids = sa.select(processed_event.c.event_id).where(
+            processed_event.c.occurred_at < now - timedelta(seconds=self.id_seconds)
+        )
+        purged = 0
+        for table, key, expired in (
+            (patient_event, patient_event.c.seq, events),
+            (processed_event, processed_event.c.event_id, ids),
+        ):
+            subquery = expired.limit(self.batch_size).scalar_subquery()
+            with self.database.transaction() as session:
+                result = session.execute(sa.delete(table).where(key.in_(subquery)))
+                purged += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return purged
+
+    def empty(self) -> None:
+        """Forget every event and aggregate (a rebuild follows); parked dead letters stay."""
+        with self.database.transaction() as session:
+            for table in (patient_event, processed_event, registrations_per_month):
+                session.execute(sa.delete(table))
+            session.execute(
+                sa.update(totals)
+                .where(totals.c.id == TOTALS_ROW)
+                .values(patients_created=0, patients_updated=0, patients_deleted=0, last_event_at=None)
+            )

@@ -27,6 +27,15 @@ patient_event = sa.Table(
     sa.UniqueConstraint("event_id", name="uq_patient_event_event_id"),
 )
 
+# Every recorded event's id, kept after its raw event is purged (PM_ANALYTICS_EVENT_RETENTION) for as long
+# as the patient outbox may publish it again (PM_OUTBOX_RETENTION): the de-duplication key.
+processed_event = sa.Table(
+    "processed_event",
+    metadata,
+    sa.Column("event_id", sa.Uuid, primary_key=True),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 totals = sa.Table(
     "totals",
     metadata,

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from pm.auth.adapters.tables import login_failures, revocations, sessions, spent_refresh_tokens, users
 from pm.auth.domain.model import DuplicateEmail, Role, Session, User
+from pm.auth.domain.throttle import ACCOUNT, Key, account_prefix
 from pm.auth.service_layer.ports import FailureLog, Revocation, SessionStore, UnitOfWork, UserRepository
 from pm.common.db import Database
 
@@ -41,7 +42,7 @@ class SqlUserRepository(UserRepository):
         row = self.session.execute(sa.select(users).where(users.c.email == email)).first()
         return _user(row) if row else None
 
-    def get_by_id(self, user_id: uuid.UUID) -> User | None:
+    def get(self, user_id: uuid.UUID) -> User | None:
         row = self.session.execute(sa.select(users).where(users.c.id == user_id)).first()
         return _user(row) if row else None
 
@@ -195,10 +196,10 @@ class SqlFailureLog(FailureLog):
     def __init__(self, session: OrmSession) -> None:
         self.session = session
 
-    def lock(self, keys: list[tuple[str, str]]) -> None:
+    def lock(self, keys: list[Key]) -> None:
         if self.session.get_bind().dialect.name == "postgresql":
             # Transaction-scoped advisory locks, taken in one order so two attempts never deadlock.
-            for scope, subject in sorted(set(keys)):
+            for scope, subject in sorted({(key.scope, key.subject) for key in keys}):
                 self.session.execute(
                     sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
                     {"key": f"login:{scope}:{subject}"},
@@ -207,14 +208,16 @@ class SqlFailureLog(FailureLog):
             # SQLite allows one writer at a time: a write takes the database lock until commit.
             self.session.execute(login_failures.delete().where(sa.false()))
 
-    def record(self, scope: str, subject: str, at: datetime, *, pending: bool = False) -> int:
+    def record(self, key: Key, at: datetime, *, pending: bool = False) -> int:
         inserted = self.session.execute(
-            login_failures.insert().values(scope=scope, subject=subject, failed_at=at, pending=pending)
+            login_failures.insert().values(
+                scope=key.scope, subject=key.subject, failed_at=at, pending=pending
+            )
         )
         # An INSERT yields a CursorResult; its key works on SQLite (lastrowid) and PostgreSQL alike.
-        key = cast(CursorResult[Any], inserted).inserted_primary_key
-        assert key is not None
-        return int(key[0])
+        primary_key = cast(CursorResult[Any], inserted).inserted_primary_key
+        assert primary_key is not None
+        return int(primary_key[0])
 
     def confirm(self, ids: list[int]) -> None:
         self.session.execute(
@@ -224,29 +227,31 @@ class SqlFailureLog(FailureLog):
     def delete(self, ids: list[int]) -> None:
         self.session.execute(login_failures.delete().where(login_failures.c.id.in_(ids)))
 
-    def nth_most_recent(
-        self, scope: str, subject: str, n: int, since: datetime, *, include_pending: bool = True
-    ) -> datetime | None:
-        query = (
-            sa.select(login_failures.c.failed_at)
-            .where(
-                login_failures.c.scope == scope,
-                login_failures.c.subject == subject,
-                login_failures.c.failed_at > since,
-            )
-            .order_by(login_failures.c.failed_at.desc())
-            .offset(n - 1)
-            .limit(1)
+    def tally(
+        self, key: Key, since: datetime, *, include_pending: bool = True
+    ) -> tuple[int, datetime | None]:
+        query = sa.select(sa.func.count(), sa.func.max(login_failures.c.failed_at)).where(
+            login_failures.c.scope == key.scope,
+            login_failures.c.subject == key.subject,
+            login_failures.c.failed_at > since,
         )
         if not include_pending:
             query = query.where(login_failures.c.pending.is_(False))
-        value = self.session.execute(query).scalar()
-        return _utc(value) if value is not None else None
+        count, latest = self.session.execute(query).one()
+        return int(count), _utc(latest) if latest is not None else None
 
-    def clear(self, scope: str, subject: str) -> None:
+    def clear(self, key: Key) -> None:
         self.session.execute(
             login_failures.delete().where(
-                login_failures.c.scope == scope, login_failures.c.subject == subject
+                login_failures.c.scope == key.scope, login_failures.c.subject == key.subject
+            )
+        )
+
+    def clear_account(self, email: str) -> None:
+        self.session.execute(
+            login_failures.delete().where(
+                login_failures.c.scope == ACCOUNT,
+                login_failures.c.subject.startswith(account_prefix(email), autoescape=True),
             )
         )
 

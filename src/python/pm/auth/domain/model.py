@@ -69,6 +69,10 @@ class TooManyAttempts(AuthError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class UnknownUser(AuthError):
+    """No user has this id."""
+
+
 class DuplicateEmail(AuthError):
     def __init__(self, email: str) -> None:
         super().__init__(f"a user with email {email} already exists")
@@ -81,10 +85,6 @@ class WeakPassword(AuthError):
 
 class InvalidRefreshToken(AuthError):
     """Unknown, spent, expired or revoked refresh token: one answer for all."""
-
-
-class UserNotFound(AuthError):
-    pass
 
 
 class WrongCurrentPassword(AuthError):

@@ -18,8 +18,8 @@ from pm.auth.domain.model import (
     OwnAccount,
     Role,
     TooManyAttempts,
+    UnknownUser,
     User,
-    UserNotFound,
     WeakPassword,
     WrongCurrentPassword,
 )
@@ -45,8 +45,8 @@ def _auth() -> AuthService:
 
 
 def _client() -> str:
-    # The peer address; behind a proxy uvicorn replaces it with X-Forwarded-For when the proxy is
-    # trusted (FORWARDED_ALLOW_IPS, default 127.0.0.1).
+    # The peer address, or the X-Forwarded-For the gateway sets when the peer is one of
+    # PM_TRUSTED_PROXIES (uvicorn applies it; nobody is trusted by default).
     client = request.client
     return client.host if client else "unknown"
 
@@ -62,12 +62,12 @@ def to_problem(error: AuthError) -> Problem:
         )
     if isinstance(error, DuplicateEmail):
         return Problem(409, "Conflict", "A user with this email already exists.")
+    if isinstance(error, UnknownUser):
+        return Problem(404, "Not Found", "No user has this id.")
     if isinstance(error, WeakPassword):
         return Problem(400, "Bad Request", str(error), errors={"password": str(error)})
     if isinstance(error, InvalidRefreshToken):
         return Problem(401, "Unauthorized", "The refresh token is not valid.")
-    if isinstance(error, UserNotFound):
-        return Problem(404, "Not Found", "No user has this id.")
     if isinstance(error, WrongCurrentPassword):
         message = "The current password is not correct."
         return Problem(400, "Bad Request", message, errors={"currentPassword": message})
@@ -191,6 +191,20 @@ def list_users(token_info: dict[str, Any], limit: int = 100, offset: int = 0) ->
     require_role(token_info, "ADMIN")
     users, total = _auth().list_users(limit=limit, offset=offset)
     return _json([_user_view(user) for user in users], headers={"X-Total-Count": str(total)})
+
+
+def unlock_user(id: str, token_info: dict[str, Any]) -> Response:  # `id`: the name in the spec
+    require_role(token_info, "ADMIN")
+    try:
+        # Not a UUID names no user: the same 404 as an unknown one.
+        user_id = uuid.UUID(id)
+    except ValueError:
+        raise to_problem(UnknownUser()) from None
+    try:
+        _auth().unlock(user_id)
+    except AuthError as error:
+        raise to_problem(error) from None
+    return None, 204, {}
 
 
 def revocation_page(entries: list[Revocation], cursor: int, more: bool) -> dict[str, Any]:

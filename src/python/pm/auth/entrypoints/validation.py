@@ -11,22 +11,18 @@ from typing import Any
 
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException
-from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator
+from connexion.validators import VALIDATOR_MAP
 from jsonschema import ValidationError  # pants: no-infer-dep (a dependency of connexion)
 
-log = logging.getLogger(__name__)
+from pm.common.validation import (
+    FORMAT_CHECKER,
+    BoundedParameterValidator,
+    BoundedRequestValidator,
+    OffLoopJSONValidator,
+    rule_broken,
+)
 
-_RULES = {
-    "minLength": "must be at least {} characters",
-    "maxLength": "must be at most {} characters",
-    "pattern": "has an invalid format",
-    "format": "must be a valid {}",
-    "enum": "must be one of {}",
-    "type": "must be of type {}",
-    "minimum": "must be at least {}",
-    "maximum": "must be at most {}",
-    "minProperties": "must have at least {} field(s)",
-}
+log = logging.getLogger(__name__)
 
 
 def describe(error: ValidationError) -> tuple[str, str]:
@@ -40,30 +36,19 @@ def describe(error: ValidationError) -> tuple[str, str]:
     if error.validator in ("required", "additionalProperties"):
         # These messages quote property names only, never values.
         return field, error.message
-    if field == "email" and error.validator in ("pattern", "format"):
+    # An email over its maxLength is not checked against the pattern (pm.common.validation) but is no
+    # valid address either: one message for every way an email can be wrong.
+    if field == "email" and error.validator in ("pattern", "format", "maxLength"):
         return field, "Email should be valid"
-    template = _RULES.get(str(error.validator), "is invalid")
-    value = error.validator_value
-    shown = ", ".join(map(str, value)) if isinstance(value, list) else value
-    return field, f"{field} {template.format(shown)}"
+    return field, f"{field} {rule_broken(error)}"
 
 
-class SafeJSONRequestBodyValidator(JSONRequestBodyValidator):
-    async def _parse(self, stream: Any, scope: Any) -> Any:
-        try:
-            return await super()._parse(stream, scope)
-        except UnicodeDecodeError:
-            # Connexion lets undecodable bytes escape as a 500; they are the client's mistake.
-            raise ProblemException(
-                status=400, title="Bad Request", detail=f"Request body is not valid {self._encoding} text"
-            ) from None
-
-    def _validate(self, body: Any) -> dict | None:
-        if body is None:
-            return super()._validate(body)
-        errors = sorted(self._validator.iter_errors(body), key=lambda e: list(map(str, e.path)))
+class SafeJSONRequestBodyValidator(OffLoopJSONValidator):
+    def check(self, body: Any) -> None:
+        validator = BoundedRequestValidator(self._schema, format_checker=FORMAT_CHECKER)
+        errors = sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.path)))
         if not errors:
-            return body
+            return
         fields: dict[str, str] = {}
         for error in errors:
             field, message = describe(error)
@@ -76,5 +61,6 @@ class SafeJSONRequestBodyValidator(JSONRequestBodyValidator):
 
 VALIDATORS = {
     **VALIDATOR_MAP,
+    "parameter": BoundedParameterValidator,
     "body": MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": SafeJSONRequestBodyValidator}),
 }

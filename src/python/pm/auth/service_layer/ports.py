@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Protocol
 
 from pm.auth.domain.model import Role, Session, User
+from pm.auth.domain.throttle import Key
 
 
 class UserRepository(abc.ABC):
@@ -17,7 +18,7 @@ class UserRepository(abc.ABC):
     def get_by_email(self, email: str) -> User | None: ...
 
     @abc.abstractmethod
-    def get_by_id(self, user_id: uuid.UUID) -> User | None: ...
+    def get(self, user_id: uuid.UUID) -> User | None: ...
 
     @abc.abstractmethod
     def add(self, user: User) -> None:
@@ -90,14 +91,14 @@ class SessionStore(abc.ABC):
 
 
 class FailureLog(abc.ABC):
-    """Failed logins per key (`scope` is "email" or "client"), kept in shared storage."""
+    """Failed logins per throttle key (see pm.auth.domain.throttle), kept in shared storage."""
 
     @abc.abstractmethod
-    def lock(self, keys: list[tuple[str, str]]) -> None:
-        """Serialise attempts on these (scope, subject) keys until the transaction ends."""
+    def lock(self, keys: list[Key]) -> None:
+        """Serialise attempts on these keys until the transaction ends."""
 
     @abc.abstractmethod
-    def record(self, scope: str, subject: str, at: datetime, *, pending: bool = False) -> int:
+    def record(self, key: Key, at: datetime, *, pending: bool = False) -> int:
         """Store a failure (pending: an attempt whose outcome is not known yet); returns its id."""
 
     @abc.abstractmethod
@@ -108,13 +109,17 @@ class FailureLog(abc.ABC):
     def delete(self, ids: list[int]) -> None: ...
 
     @abc.abstractmethod
-    def nth_most_recent(
-        self, scope: str, subject: str, n: int, since: datetime, *, include_pending: bool = True
-    ) -> datetime | None:
-        """The time of the n-th most recent failure after `since`, None if there are fewer than n."""
+    def tally(
+        self, key: Key, since: datetime, *, include_pending: bool = True
+    ) -> tuple[int, datetime | None]:
+        """How many failures `key` has after `since`, and the time of the latest (None if there is none)."""
 
     @abc.abstractmethod
-    def clear(self, scope: str, subject: str) -> None: ...
+    def clear(self, key: Key) -> None: ...
+
+    @abc.abstractmethod
+    def clear_account(self, email: str) -> None:
+        """Forget the failures of every client on this account."""
 
     @abc.abstractmethod
     def prune(self, before: datetime) -> None:

@@ -17,13 +17,13 @@ from pm.auth.domain.model import (
     Role,
     Session,
     TooManyAttempts,
+    UnknownUser,
     User,
-    UserNotFound,
     WrongCurrentPassword,
     check_new_password,
     normalize_email,
 )
-from pm.auth.domain.throttle import ThrottlePolicy
+from pm.auth.domain.throttle import Key, ThrottlePolicy, account_key, client_key
 from pm.auth.service_layer.ports import (
     IssuedSession,
     PasswordHasher,
@@ -71,20 +71,21 @@ class AuthService:
         email = normalize_email(email)
         now = self.clock()
         since = self.policy.window_start(now)
-        # Attempts on one email or client are checked and charged one at a time: each sees every failure and
-        # every attempt still in flight, so a burst of parallel guesses cannot slip past the limit, and the
-        # first `limit` attempts of a burst of correct logins always go through.
+        # Never a key for the account alone: a stranger's failures must not lock the owner out.
+        pair, whole_client = account_key(email, client), client_key(client)
+        # Attempts on one key are checked and charged one at a time: each sees every failure and every
+        # attempt still in flight, so a burst of parallel guesses cannot slip past the schedule.
         with self.uow() as uow:
-            uow.failures.lock([("email", email), ("client", client)])
+            uow.failures.lock([pair, whole_client])
             uow.failures.prune(since)
-            retry_after = self._retry_after(uow, email, client, now)
+            retry_after = self._retry_after(uow, [pair, whole_client], now)
             if retry_after is not None:
-                # Refused attempts are not charged, so a lock ends one window after it began.
+                # Refused attempts are not charged: waiting, not hammering, is what lifts the delay.
                 log.warning("login refused: too many failures", extra={"client": client})
                 raise TooManyAttempts(retry_after)
             charged = [
-                uow.failures.record("email", email, now, pending=True),
-                uow.failures.record("client", client, now, pending=True),
+                uow.failures.record(pair, now, pending=True),
+                uow.failures.record(whole_client, now, pending=True),
             ]
             uow.commit()
         with self.uow() as uow:
@@ -101,7 +102,8 @@ class AuthService:
         # Moving old hashes to the current cost keeps them as slow as the dummy check (and as strong).
         rehashed = self.hasher.hash(password) if self.hasher.needs_rehash(user.password_hash) else None
         with self.uow() as uow:
-            uow.failures.clear("email", email)
+            # This client's record on this account is clean again; its failures on others still count.
+            uow.failures.clear(pair)
             uow.failures.delete(charged)
             if rehashed is not None:
                 uow.users.set_password_hash(user.id, rehashed)
@@ -152,7 +154,7 @@ class AuthService:
                         extra={"session_id": str(reused)},
                     )
                 raise InvalidRefreshToken()
-            user = uow.users.get_by_id(session.user_id)
+            user = uow.users.get(session.user_id)
             if not session.active(now) or user is None or user.disabled:
                 raise InvalidRefreshToken()
             new_token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
@@ -176,7 +178,7 @@ class AuthService:
         with self.uow() as uow:
             user = uow.users.lock(user_id)
             if user is None:
-                raise UserNotFound()
+                raise UnknownUser()
             turned_off = disabled is True and not user.disabled
             new_role = role is not None and role != user.role
             if user.email == caller and (turned_off or new_role):
@@ -188,7 +190,7 @@ class AuthService:
                     user_id, self.clock(), "disabled" if turned_off else "role-changed"
                 )
             uow.commit()
-            updated = uow.users.get_by_id(user_id)
+            updated = uow.users.get(user_id)
         assert updated is not None
         log.info(
             "user updated",
@@ -210,9 +212,10 @@ class AuthService:
         check_new_password(new)
         email = normalize_email(email)
         now = self.clock()
+        pair, whole_client = account_key(email, client), client_key(client)
         with self.uow() as uow:
-            uow.failures.lock([("email", email), ("client", client)])
-            retry_after = self._retry_after(uow, email, client, now)
+            uow.failures.lock([pair, whole_client])
+            retry_after = self._retry_after(uow, [pair, whole_client], now)
             if retry_after is not None:
                 raise TooManyAttempts(retry_after)
             user = uow.users.get_by_email(email)
@@ -220,8 +223,8 @@ class AuthService:
             raise InvalidCredentials()
         if not self.hasher.verify(current, user.password_hash):
             with self.uow() as uow:
-                uow.failures.record("email", email, now)
-                uow.failures.record("client", client, now)
+                uow.failures.record(pair, now)
+                uow.failures.record(whole_client, now)
                 uow.commit()
             log.info("password change refused: wrong current password", extra={"user_id": str(user.id)})
             raise WrongCurrentPassword()
@@ -237,21 +240,29 @@ class AuthService:
         with self.uow() as uow:
             return uow.sessions.revocations(after, self.clock(), limit)
 
-    def _retry_after(self, uow: UnitOfWork, email: str, client: str, now: datetime) -> int | None:
+    def _retry_after(self, uow: UnitOfWork, keys: list[Key], now: datetime) -> int | None:
         """Seconds the caller must wait before this attempt, or None if it may proceed."""
         since = self.policy.window_start(now)
         waits = []
-        for scope, subject, limit in (
-            ("email", email, self.policy.max_failures_per_email),
-            ("client", client, self.policy.max_failures_per_client),
-        ):
-            if uow.failures.nth_most_recent(scope, subject, limit, since) is None:
+        for key in keys:
+            failures, latest = uow.failures.tally(key, since)
+            if self.policy.retry_after(key, failures, latest, now) is None:
                 continue
-            confirmed = uow.failures.nth_most_recent(scope, subject, limit, since, include_pending=False)
-            # Locked by real failures: until the oldest counted one leaves the window. Locked only by
-            # attempts still in flight: those end within a bcrypt check, so a second is enough.
-            waits.append(self.policy.retry_after(confirmed, now) or 1)
+            failures, latest = uow.failures.tally(key, since, include_pending=False)
+            # Held back by real failures: until their delay has passed. Held back only by attempts still
+            # in flight: those end within a bcrypt check, so a second is enough.
+            waits.append(self.policy.retry_after(key, failures, latest, now) or 1)
         return max(waits) if waits else None
+
+    def unlock(self, user_id: uuid.UUID) -> None:
+        """Forget every client's failures on this user's account (an ADMIN's remedy for its owner)."""
+        with self.uow() as uow:
+            user = uow.users.get(user_id)
+            if user is None:
+                raise UnknownUser()
+            uow.failures.clear_account(user.email)
+            uow.commit()
+        log.info("login throttle cleared", extra={"user_id": str(user_id)})
 
     def create_user(self, email: str, password: str, role: Role) -> User:
         return create_user(email, password, role, uow=self.uow, hasher=self.hasher, clock=self.clock)

@@ -225,9 +225,21 @@
 
   // ---------------------------------------------------------------- patients table
 
-  const table = { search: "", sort: "name", size: 10, page: 0, total: 0, searchTimer: null, loading: 0 };
+  // `url` is the page reached by a next/prev link (a keyset cursor: as cheap on page 5,000 as on page 1);
+  // null means page `page` by number (a new search, sort or size starts there).
+  const table = {
+    search: "", sort: "name", size: 10, page: 0, total: 0, estimated: false, url: null, links: {},
+    searchTimer: null, loading: 0,
+  };
+
+  function pageLinks(header) {
+    const links = {};
+    for (const [, url, rel] of (header || "").matchAll(/<([^>]*)>;\s*rel="(\w+)"/g)) links[rel] = url;
+    return links;
+  }
 
   function patientsUrl() {
+    if (table.url) return table.url;
     const query = new URLSearchParams({
       page: String(table.page),
       size: String(table.size),
@@ -247,7 +259,10 @@
       const rows = Array.isArray(data) ? data : [];
       const total = Number.parseInt(response.headers.get("X-Total-Count") || "", 10);
       table.total = Number.isFinite(total) ? total : rows.length;
+      table.estimated = response.headers.get("X-Total-Count-Estimated") === "true";
+      table.links = pageLinks(response.headers.get("Link"));
       if (rows.length === 0 && table.page > 0 && table.total > 0) {
+        table.url = null;
         table.page = Math.max(0, Math.ceil(table.total / table.size) - 1);
         loadPatients();
         return;
@@ -303,9 +318,9 @@
     }
     const first = rows.length ? table.page * table.size + 1 : 0;
     const last = table.page * table.size + rows.length;
-    $("page-info").textContent = `${first}–${last} of ${table.total}`;
+    $("page-info").textContent = `${first}–${last} of ${table.estimated ? "about " : ""}${table.total}`;
     $("page-prev").disabled = table.page === 0;
-    $("page-next").disabled = last >= table.total;
+    $("page-next").disabled = !table.links.next;
   }
 
   // Long addresses wrap before the "@" rather than anywhere in the middle of a word.
@@ -785,6 +800,7 @@
       table.searchTimer = setTimeout(() => {
         table.search = event.target.value.trim();
         table.page = 0;
+        table.url = null;
         setPatientsStatus("");
         loadPatients();
       }, SEARCH_DELAY_MS);
@@ -792,19 +808,24 @@
     $("patient-sort").addEventListener("change", (event) => {
       table.sort = event.target.value;
       table.page = 0;
+      table.url = null;
       loadPatients();
     });
     $("patient-size").addEventListener("change", (event) => {
       table.size = Number(event.target.value);
       table.page = 0;
+      table.url = null;
       loadPatients();
     });
     $("page-prev").addEventListener("click", () => {
       table.page = Math.max(0, table.page - 1);
+      table.url = table.page > 0 && table.links.prev ? table.links.prev : null;
       loadPatients();
     });
     $("page-next").addEventListener("click", () => {
+      if (!table.links.next) return;
       table.page += 1;
+      table.url = table.links.next;
       loadPatients();
     });
     // Polling stops while the tab is hidden and catches up at once when it is shown again.

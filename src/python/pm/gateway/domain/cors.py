@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 ALLOWED_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
 ALLOWED_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, X-Request-ID"
-EXPOSED_HEADERS = "ETag, Link, Location, Retry-After, X-Request-ID, X-Total-Count"
+EXPOSED_HEADERS = "ETag, Link, Location, Retry-After, X-Request-ID, X-Total-Count, X-Total-Count-Estimated"
 PREFLIGHT_MAX_AGE = "600"
 
 

@@ -25,7 +25,16 @@ ROLE_HEADER = b"x-authenticated-role"
 # The gateway alone asserts identity and forwarding facts; copies sent by clients are dropped.
 FORWARDED_PREFIX = b"x-forwarded-prefix"
 GATEWAY_OWNED = frozenset(
-    {b"host", SUBJECT_HEADER, ROLE_HEADER, b"x-forwarded-proto", b"x-forwarded-host", FORWARDED_PREFIX}
+    {
+        b"host",
+        SUBJECT_HEADER,
+        ROLE_HEADER,
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        FORWARDED_PREFIX,
+    }
 )
 # Set by the gateway's own server for its response; the upstream's copies would duplicate them.
 RESPONSE_OWNED = frozenset({b"date", b"server"})
@@ -43,33 +52,28 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
 def upstream_request_headers(
     headers: Iterable[tuple[bytes, bytes]],
     *,
-    client_host: str | None,
+    client: str,
     scheme: str,
     identity: tuple[str, str] | None,
     forwarded_prefix: str = "",
 ) -> Headers:
     """Request headers for the upstream: the client's end-to-end headers plus the gateway's own.
 
-    `forwarded_prefix` tells the upstream where it is mounted publicly, so that the links it returns
-    (Location, Link) point at the gateway's paths.
+    `client` is the address the gateway attributes the request to: the services' `X-Forwarded-For` is
+    exactly that, whatever the client sent. `forwarded_prefix` tells the upstream where it is mounted
+    publicly, so that the links it returns (Location, Link) point at the gateway's paths.
     """
     headers = list(headers)
     drop = HOP_BY_HOP | GATEWAY_OWNED | _connection_tokens(headers)
-    forwarded_for: list[bytes] = []
     host = b""
     out: Headers = []
     for name, value in headers:
         lowered = name.lower()
-        if lowered == b"x-forwarded-for":
-            forwarded_for.append(value)
-        elif lowered == b"host":
+        if lowered == b"host":
             host = value
         elif lowered not in drop and not lowered.startswith(b"proxy-"):
             out.append((lowered, value))
-    if client_host:
-        forwarded_for.append(client_host.encode("latin-1"))
-    if forwarded_for:
-        out.append((b"x-forwarded-for", b", ".join(forwarded_for)))
+    out.append((b"x-forwarded-for", client.encode("latin-1")))
     out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
     if host:
         out.append((b"x-forwarded-host", host))

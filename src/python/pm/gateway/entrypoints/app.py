@@ -11,6 +11,7 @@ from pm.common.problems import PROBLEM_JSON, problem_bytes
 from pm.common.web import Message, Receive, Scope, Send
 from pm.gateway.adapters.openapi import ApiDocs
 from pm.gateway.adapters.upstream import ClientGone, Proxy, RequestTooLarge, UpstreamFailure
+from pm.gateway.domain.clients import ClientAddresses
 from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.headers import upstream_request_headers
 from pm.gateway.domain.ratelimit import RateLimiter, retry_after_seconds
@@ -34,6 +35,7 @@ class GatewayApp:
         proxy: Proxy,
         authenticator: BearerAuthenticator,
         limiter: RateLimiter,
+        clients: ClientAddresses,
         cors: CorsPolicy,
         docs: ApiDocs,
         swagger_ui: StaticFolder,
@@ -44,6 +46,7 @@ class GatewayApp:
         self.proxy = proxy
         self.authenticator = authenticator
         self.limiter = limiter
+        self.clients = clients
         self.cors = cors
         self.docs = docs
         self.swagger_ui = swagger_ui
@@ -89,8 +92,9 @@ class GatewayApp:
             if allowed:
                 send = _adding_headers(send, self.cors.response_headers(origin))
 
-        client = scope.get("client")
-        wait = self.limiter.acquire(client[0] if client else "unknown")
+        peer = scope.get("client")
+        client = self.clients.client(peer[0] if peer else None, scope["headers"])
+        wait = self.limiter.acquire(client)
         if wait:
             self.rejected.labels("rate_limit").inc()
             await _problem(
@@ -108,7 +112,7 @@ class GatewayApp:
             return
         match = self.routes.match(path)
         if match is not None:
-            await self._proxy(match, scope, receive, send, authorization, has_body)
+            await self._proxy(match, scope, receive, send, authorization, has_body, client)
         else:
             await self._local(path, method, scope, receive, send)
 
@@ -120,6 +124,7 @@ class GatewayApp:
         send: Send,
         authorization: str | None,
         has_body: bool,
+        client: str,
     ) -> None:
         route = match.route
         identity = None
@@ -143,10 +148,9 @@ class GatewayApp:
             upstream_path = route.target.encode() + raw_path[len(prefix) :]
         else:
             upstream_path = quote(match.upstream_path).encode()
-        client = scope.get("client")
         headers = upstream_request_headers(
             scope["headers"],
-            client_host=client[0] if client else None,
+            client=client,
             scheme=scope.get("scheme", "http"),
             identity=identity,
             forwarded_prefix=route.forwarded_prefix,

@@ -5,23 +5,34 @@ the acknowledgement and the mark sends that row again on restart, so consumers d
 Per-patient order holds even with several relays on PostgreSQL: a relay only takes the oldest unpublished
 row of each patient, and skips rows another relay has locked (FOR UPDATE SKIP LOCKED); a later row of that
 patient waits until the earlier one is marked. SQLite has no row locks: run one relay per SQLite file.
+
+The outbox is the source of truth, not the broker: an in-memory broker that restarts comes back empty, and
+what it had acknowledged is gone. The relay remembers the id of the topic it publishes to (`relay_state`)
+and looks at it every `log_check_interval_seconds`; when the id differs (the log was lost or the topic
+recreated), every retained published row becomes pending again and is sent anew, in outbox order.
+Consumers drop the copies they already have by `event_id`.
+
+Retention: a published row is kept for `retention_seconds` after it was created (PM_OUTBOX_RETENTION), then
+deleted by this thread in small batches between publications, so a purge never holds locks for long and
+never delays new events by more than one batch.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 
 from pm.common.db import Database
-from pm.common.kafka import ensure_topics, make_producer, probe_broker
-from pm.patient.adapters.tables import outbox
+from pm.common.kafka import REQUEST_TIMEOUT_MS, bootstrap_list, ensure_topics, make_producer, probe_broker
+from pm.patient.adapters.tables import outbox, relay_state
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +46,10 @@ class RelaySettings:
     initial_backoff_seconds: float = 0.5
     max_backoff_seconds: float = 30.0
     ack_timeout_seconds: float = 10.0
+    log_check_interval_seconds: float = 1.0
+    retention_seconds: float = 7 * 86400.0
+    purge_batch_size: int = 500
+    purge_interval_seconds: float = 60.0
 
 
 def _pending_query(batch_size: int) -> sa.Select[Any]:
@@ -71,11 +86,17 @@ class OutboxRelay:
             lambda: make_producer(settings.bootstrap_servers, client_id="pm-patient-relay")
         )
         self._producer: KafkaProducer | None = None
+        self._admin: KafkaAdminClient | None = None
+        self._topic_id: str | None = None
+        self._next_log_check = 0.0
+        self._next_purge = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.published = 0
+        self.republished = 0
+        self.purged = 0
 
     def start(self) -> None:
         self._stop.clear()
@@ -107,6 +128,7 @@ class OutboxRelay:
         while not self._stop.is_set():
             try:
                 published = self.publish_pending()
+                purged = self.purge_due()
             except Exception as exc:  # noqa: BLE001 - any failure: back off, rows stay pending
                 self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning(
@@ -121,13 +143,14 @@ class OutboxRelay:
                 log.info("outbox relay publishing again")
             self.last_error = None
             backoff = self.settings.initial_backoff_seconds
-            if published == 0:
+            if published == 0 and purged < self.settings.purge_batch_size:
                 self._wake.wait(self.settings.poll_interval_seconds)
                 self._wake.clear()
         self._close_producer()
 
     def publish_pending(self) -> int:
         """Publish batches until the outbox is drained (or stopping); returns how many rows were sent."""
+        self.check_log()
         total = 0
         while not self._stop.is_set():
             sent = self.publish_batch()
@@ -178,15 +201,116 @@ class OutboxRelay:
             raise failure
         return len(acknowledged)
 
+    def purge_due(self) -> int:
+        """One purge batch when a purge is due; due again at once while batches come back full."""
+        if time.monotonic() < self._next_purge:
+            return 0
+        purged = self.purge_batch()
+        if purged < self.settings.purge_batch_size:
+            self._next_purge = time.monotonic() + self.settings.purge_interval_seconds
+        return purged
+
+    def purge_batch(self) -> int:
+        """Delete up to `purge_batch_size` published rows older than the retention, oldest first."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.retention_seconds)
+        expired = (
+            sa.select(outbox.c.id)
+            .where(outbox.c.published_at.is_not(None))
+            .where(outbox.c.created_at < cutoff)
+            .order_by(outbox.c.id)
+            .limit(self.settings.purge_batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        with self.database.transaction() as session:
+            result = session.execute(sa.delete(outbox).where(outbox.c.id.in_(expired.scalar_subquery())))
+            deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if deleted:
+            self.purged += deleted
+            log.info("purged published outbox rows past their retention", extra={"count": deleted})
+        return deleted
+
+    def check_log(self, *, now: bool = False) -> int:
+        """Publish again every retained event when the topic's log is not the one we published to.
+
+        Throttled to one metadata request per `log_check_interval_seconds` unless `now`. Returns how many
+        published rows were made pending again."""
+        if not now and time.monotonic() < self._next_log_check:
+            return 0
+        self._connected_producer()
+        topic_id = self._current_topic_id()
+        self._next_log_check = time.monotonic() + self.settings.log_check_interval_seconds
+        if topic_id is None or topic_id == self._topic_id:
+            return 0
+        republish = self._adopt_topic(topic_id)
+        self._topic_id = topic_id
+        if republish:
+            self.republished += republish
+            log.warning(
+                "the broker lost the topic's log; publishing the retained events again",
+                extra={"topic": self.settings.topic, "events": republish},
+            )
+        return republish
+
+    def _current_topic_id(self) -> str | None:
+        """The topic's id (Metadata v10+); None when the broker does not tell it."""
+        assert self._admin is not None
+        for attempt in range(2):
+            for topic in self._admin.describe_topics([self.settings.topic]):
+                if topic.get("name") != self.settings.topic:
+                    continue
+                if topic.get("error_code") == 0:
+                    topic_id = str(topic.get("topic_id") or "")
+                    return None if topic_id.strip("0-") == "" else topic_id
+            if attempt == 0:  # gone with the broker's log: create it, as on connecting
+                ensure_topics(self.settings.bootstrap_servers, [self.settings.topic])
+        raise RuntimeError(f"topic {self.settings.topic} cannot be described")
+
+    def _adopt_topic(self, topic_id: str) -> int:
+        """Record `topic_id` as the log we publish to; if another one was recorded (or none, with rows
+        already published), mark every retained published row pending again, in the same transaction.
+        The row lock makes one relay of several do it once."""
+        with self.database.transaction() as session:
+            stored = session.execute(
+                sa.select(relay_state.c.topic_id)
+                .where(relay_state.c.topic == self.settings.topic)
+                .with_for_update()
+            ).scalar_one_or_none()
+            if stored == topic_id:
+                return 0
+            republish = session.execute(
+                sa.update(outbox).where(outbox.c.published_at.is_not(None)).values(published_at=None)
+            ).rowcount  # type: ignore[attr-defined]
+            values = {"topic_id": topic_id, "updated_at": datetime.now(UTC)}
+            if stored is None:
+                session.execute(sa.insert(relay_state).values(topic=self.settings.topic, **values))
+            else:
+                session.execute(
+                    sa.update(relay_state).where(relay_state.c.topic == self.settings.topic).values(**values)
+                )
+        return int(republish or 0)
+
     def _connected_producer(self) -> KafkaProducer:
         if self._producer is None:
             probe_broker(self.settings.bootstrap_servers)
             # The topic is (re)created whenever we (re)connect: a broker may come back empty.
             ensure_topics(self.settings.bootstrap_servers, [self.settings.topic])
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap_list(self.settings.bootstrap_servers),
+                client_id="pm-patient-relay-admin",
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
+                bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
+            )
             self._producer = self._producer_factory()
+            self._next_log_check = 0.0  # look at the topic's id first thing after (re)connecting
         return self._producer
 
     def _close_producer(self) -> None:
+        if self._admin is not None:
+            try:
+                self._admin.close()
+            except Exception as exc:  # noqa: BLE001 - a broken client may fail to close too
+                log.debug("admin client close failed", extra={"error": str(exc)[:200]})
+            self._admin = None
         if self._producer is not None:
             try:
                 self._producer.close(timeout=2)

@@ -16,6 +16,8 @@ from pm.common.db import Database
 from pm.patient.adapters import tables
 from pm.patient.adapters.events import serialize
 from pm.patient.domain.model import (
+    Cursor,
+    Direction,
     DuplicateEmail,
     Patient,
     PatientChanged,
@@ -39,9 +41,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Trigram indexes need 3 characters to narrow a substring search; shorter searches match from the start.
+MIN_SUBSTRING = 3
+# Above this many matches X-Total-Count is an estimate (counting a million rows per page is not cheap).
+EXACT_COUNT_LIMIT = 10_000
+
+
 def _like_pattern(search: str) -> str:
     escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    return f"%{escaped}%" if len(search) >= MIN_SUBSTRING else f"{escaped}%"
 
 
 def _patient(row: Any) -> Patient:
@@ -72,8 +80,9 @@ def _values(patient: Patient) -> dict[str, Any]:
 
 
 class SqlPatientRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, exact_count_limit: int = EXACT_COUNT_LIMIT) -> None:
         self.session = session
+        self.exact_count_limit = exact_count_limit
 
     def get(self, patient_id: uuid.UUID, *, for_update: bool = False) -> Patient | None:
         query = sa.select(_t).where(_t.c.id == patient_id)
@@ -115,15 +124,102 @@ class SqlPatientRepository:
             condition = sa.or_(
                 sa.func.lower(_t.c.name).like(pattern, escape="\\"), _t.c.email_key.like(pattern, escape="\\")
             )
-        total = self.session.execute(sa.select(sa.func.count()).select_from(_t).where(condition)).scalar_one()
-        order = [
-            _SORT_COLUMNS[key.field].desc() if key.descending else _SORT_COLUMNS[key.field].asc()
-            for key in query.sort
-        ]
-        rows = self.session.execute(
-            sa.select(_t).where(condition).order_by(*order, _t.c.id).offset(query.offset).limit(query.size)
-        ).all()
-        return PatientPage([_patient(r) for r in rows], total, query)
+        # Ties are broken by id in the direction of the last key, so that one index per key, (key, id),
+        # serves the order both ways and a keyset position is a plain row comparison.
+        keys = [(_SORT_COLUMNS[key.field], key.descending) for key in query.sort]
+        keys.append((_t.c.id, query.sort[-1].descending))
+        cursor = query.cursor
+        backwards = cursor is not None and cursor.direction is not Direction.AFTER
+        order = [column.desc() if descending != backwards else column.asc() for column, descending in keys]
+        # The page's ids first, then their rows: the ids come from the sort index alone (an index-only
+        # scan, the search filter included for the name order), so the rows skipped by `page=N` or
+        # filtered out by a search are never read from the table.
+        ids = sa.select(_t.c.id).where(condition).order_by(*order)
+        if cursor is None:
+            ids = ids.offset(query.offset)
+        elif cursor.direction is not Direction.LAST:
+            ids = ids.where(_beyond(keys, (*cursor.values, cursor.id), backwards))
+        page = ids.limit(query.size + 1).subquery()
+        statement = sa.select(_t, *(column.label(f"k{i}") for i, (column, _) in enumerate(keys[:-1])))
+        rows = list(self.session.execute(statement.join(page, page.c.id == _t.c.id).order_by(*order)))
+        more = len(rows) > query.size
+        rows = rows[: query.size]
+        if backwards:
+            rows.reverse()
+        if cursor is None and not more and (rows or query.page == 0):
+            total, estimated = query.offset + len(rows), False  # this page holds the end of the list
+        else:
+            total, estimated = self._total(condition)
+
+        def position(row: Any, direction: Direction) -> Cursor:
+            return Cursor(direction, tuple(getattr(row, f"k{i}") for i in range(len(keys) - 1)), row.id)
+
+        before = position(rows[0], Direction.BEFORE) if rows else None
+        after = position(rows[-1], Direction.AFTER) if rows else None
+        if cursor is None:
+            prev, next_ = (before if query.page > 0 else None), (after if more else None)
+        elif backwards:
+            prev, next_ = (before if more else None), (
+                after if cursor.direction is Direction.BEFORE else None
+            )
+        else:
+            prev, next_ = before, (after if more else None)
+        return PatientPage([_patient(r) for r in rows], total, query, estimated, next_, prev)
+
+    def _total(self, condition: sa.ColumnElement[bool]) -> tuple[int, bool]:
+        """(count, estimated). On PostgreSQL the planner's row estimate comes first (table statistics for
+        the whole list, trigram statistics for a search): well above the limit, it is the answer. Else
+        the rows are counted, at most limit + 1 of them. SQLite has no estimate and counts."""
+        limit = self.exact_count_limit
+        estimate = self._estimate(condition) if self.session.get_bind().dialect.name == "postgresql" else None
+        if estimate is not None and estimate > 2 * limit:
+            return estimate, True
+        capped = sa.select(sa.literal(1)).select_from(_t).where(condition).limit(limit + 1).subquery()
+        count = self.session.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one()
+        if count <= limit:
+            return count, False
+        if estimate is None:
+            return (
+                self.session.execute(
+                    sa.select(sa.func.count()).select_from(_t).where(condition)
+                ).scalar_one(),
+                False,
+            )
+        return max(estimate, limit + 1), True
+
+    def _estimate(self, condition: sa.ColumnElement[bool]) -> int:
+        compiled = (
+            sa.select(sa.literal(1))
+            .select_from(_t)
+            .where(condition)
+            .compile(dialect=self.session.get_bind().dialect)
+        )
+        plan = (
+            self.session.connection()
+            .exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params)
+            .scalar_one()
+        )
+        return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _beyond(keys: list[tuple[Any, bool]], values: tuple[Any, ...], backwards: bool) -> sa.ColumnElement[bool]:
+    """Rows strictly past `values` in the scan order. One direction for every key (the usual case) is a
+    row comparison that the (key, id) index answers as a range; mixed directions spell it out, with the
+    first key's bound in front so that its index still narrows the scan."""
+    later = [descending == backwards for _, descending in keys]  # True: later rows have greater values
+    columns = [column for column, _ in keys]
+    bound = [
+        sa.bindparam(None, value, type_=column.type) for column, value in zip(columns, values, strict=True)
+    ]
+    if all(later) or not any(later):
+        left, right = sa.tuple_(*columns), sa.tuple_(*bound)
+        return left > right if later[0] else left < right
+    alternatives = []
+    for i, column in enumerate(columns):
+        step = column > bound[i] if later[i] else column < bound[i]
+        alternatives.append(sa.and_(*(columns[j] == bound[j] for j in range(i)), step))
+    first = columns[0] >= bound[0] if later[0] else columns[0] <= bound[0]
+    return sa.and_(first, sa.or_(*alternatives))
 
 
 class SqlOutbox:
@@ -143,15 +239,17 @@ class SqlOutbox:
 
 
 class SqlUnitOfWork:
-    def __init__(self, session: Session) -> None:
-        self.patients = SqlPatientRepository(session)
+    def __init__(self, session: Session, *, exact_count_limit: int = EXACT_COUNT_LIMIT) -> None:
+        self.patients = SqlPatientRepository(session, exact_count_limit=exact_count_limit)
         self.outbox = SqlOutbox(session)
 
 
-def unit_of_work_factory(database: Database) -> Callable[[], AbstractContextManager[SqlUnitOfWork]]:
+def unit_of_work_factory(
+    database: Database, *, exact_count_limit: int = EXACT_COUNT_LIMIT
+) -> Callable[[], AbstractContextManager[SqlUnitOfWork]]:
     @contextmanager
     def unit_of_work() -> Iterator[SqlUnitOfWork]:
         with database.transaction() as session:
-            yield SqlUnitOfWork(session)
+            yield SqlUnitOfWork(session, exact_count_limit=exact_count_limit)
 
     return unit_of_work

@@ -36,6 +36,16 @@ outbox = sa.Table(
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
 )
 
+# The topic id the relay last published to: a different id means the broker lost its log (an in-memory
+# broker restarted, or the topic was recreated) and every retained event is published again.
+relay_state = sa.Table(
+    "relay_state",
+    metadata,
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("topic_id", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # Data seeds applied once per database (so a deleted demo patient is not brought back on restart).
 seeds = sa.Table(
     "seeds",

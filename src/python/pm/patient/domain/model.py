@@ -110,12 +110,37 @@ def parse_sort(text: str) -> tuple[SortKey, ...]:
     return tuple(keys)
 
 
+def sort_text(keys: tuple[SortKey, ...]) -> str:
+    """The canonical spelling of a sort (`-registeredDate,name`), as links and cursors carry it."""
+    return ",".join(("-" if key.descending else "") + key.field for key in keys)
+
+
+class Direction(enum.Enum):
+    AFTER = "a"  # the rows after a position, in the list's order
+    BEFORE = "b"  # the rows before a position
+    LAST = "l"  # the final rows of the list (no position)
+
+
+Value = str | date
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A keyset position: the sort key values and id of a row, and which side of it to read."""
+
+    direction: Direction
+    values: tuple[Value, ...] = ()
+    id: uuid.UUID | None = None
+
+
 @dataclass(frozen=True)
 class PatientQuery:
     page: int = 0
     size: int = 20
     search: str | None = None
     sort: tuple[SortKey, ...] = (SortKey("name"),)
+    # When set, `page` is ignored: the rows are read from this position by the sort index.
+    cursor: Cursor | None = None
 
     @property
     def offset(self) -> int:
@@ -127,10 +152,10 @@ class PatientPage:
     items: list[Patient]
     total: int
     query: PatientQuery
-
-    @property
-    def last_page(self) -> int:
-        return max(0, (self.total - 1) // self.query.size)
+    # The total is an estimate (too many matches to count on every page).
+    total_estimated: bool = False
+    next: Cursor | None = None
+    prev: Cursor | None = None
 
 
 class PatientError(Exception):

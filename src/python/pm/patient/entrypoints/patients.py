@@ -20,6 +20,8 @@ from pm.common.tokens import require_role
 from pm.patient.domain.model import (
     BillingRejected,
     BillingUnavailable,
+    Cursor,
+    Direction,
     DuplicateEmail,
     InvalidPatient,
     Patient,
@@ -30,7 +32,9 @@ from pm.patient.domain.model import (
     PatientQuery,
     StalePatient,
     parse_sort,
+    sort_text,
 )
+from pm.patient.entrypoints import cursors
 from pm.patient.service_layer.services import PatientService
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -116,28 +120,45 @@ def _details(body: dict[str, Any]) -> PatientDetails:
 
 
 def _links(page: PatientPage, search: str | None, sort: str) -> str:
-    query = page.query
+    """first and last by their own (cheap) queries, next and prev as keyset cursors from this page's
+    edges: following them costs the same on every page."""
 
-    def link(number: int, rel: str) -> str:
-        params: dict[str, Any] = {"page": number, "size": query.size, "sort": sort}
+    def link(rel: str, cursor: Cursor | None = None) -> str:
+        params: dict[str, Any] = {"size": page.query.size, "sort": sort}
         if search:
             params["search"] = search
+        if cursor is not None:
+            params["cursor"] = cursors.encode(cursor, sort, search)
         return f'<{_prefix()}/patients?{urlencode(params)}>; rel="{rel}"'
 
-    links = [link(0, "first")]
-    if query.page > 0:
-        links.append(link(min(query.page - 1, page.last_page), "prev"))
-    if query.page < page.last_page:
-        links.append(link(query.page + 1, "next"))
-    links.append(link(page.last_page, "last"))
+    last = Cursor(Direction.LAST)
+    links = [link("first")]
+    prev = page.prev
+    if prev is None and not page.items and page.query.page > 0 and page.query.cursor is None and page.total:
+        prev = last  # a page number past the end: the way back is the last page
+    if prev is not None:
+        links.append(link("prev", prev))
+    if page.next is not None:
+        links.append(link("next", page.next))
+    links.append(link("last", last))
     return ", ".join(links)
 
 
 @translating_errors
-def list_patients(page: int = 0, size: int = 20, search: str | None = None, sort: str = "name") -> Any:
-    search = search.strip() if search else None
-    result = _service().find(PatientQuery(page, size, search or None, parse_sort(sort)))
-    headers = {"X-Total-Count": str(result.total), "Link": _links(result, search, sort), **JSON}
+def list_patients(
+    page: int = 0, size: int = 20, search: str | None = None, sort: str = "name", cursor: str | None = None
+) -> Any:
+    search = (search.strip() if search else None) or None
+    keys = parse_sort(sort)
+    sort = sort_text(keys)
+    position = cursors.decode(cursor, keys, sort, search) if cursor else None
+    result = _service().find(PatientQuery(page, size, search, keys, position))
+    headers = {
+        "X-Total-Count": str(result.total),
+        "X-Total-Count-Estimated": "true" if result.total_estimated else "false",
+        "Link": _links(result, search, sort),
+        **JSON,
+    }
     return [_json(p) for p in result.items], 200, headers
 
 

@@ -1,0 +1,67 @@
+"""No request stalls auth: a 100 KB hostile value in any field is refused quickly while /health answers."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.auth.conftest import DEMO, AuthServer, bearer, token_for
+from tests.common.hostile import (
+    BODY_LIMIT_VALUE,
+    HOSTILE_VALUES,
+    QUERY_VALUES,
+    Hostile,
+    Outcome,
+    assert_refused_without_stall,
+    get,
+    header_safe,
+    post,
+    query,
+    send_while_probing,
+)
+
+
+@pytest.fixture
+def base(auth_server: AuthServer) -> str:
+    return auth_server()
+
+
+def test_the_reported_login_payload_does_not_freeze_auth(base: str) -> None:
+    email = "a@" + "a." * 32000 + " "
+    outcome = send_while_probing(base, post("/login", {"email": email, "password": "password123"}))
+    assert_refused_without_stall(outcome, "login with the reported email")
+    assert outcome.response is not None
+    assert outcome.response.status_code == 400
+    assert outcome.response.json()["errors"] == {"email": "Email should be valid"}
+
+
+def cases(admin: str) -> dict[str, Hostile]:
+    as_admin = bearer(admin)
+    found: dict[str, Hostile] = {"login 1 MB email": post("/login", {**DEMO, "email": BODY_LIMIT_VALUE})}
+    for shape, value in HOSTILE_VALUES.items():
+        for field in ("email", "password"):
+            found[f"login {field} {shape}"] = post("/login", {**DEMO, field: value})
+        for field in ("email", "password", "role"):
+            new_user = {"email": "new.user@test.com", "password": "password123", "role": "USER", field: value}
+            found[f"create user {field} {shape}"] = post("/users", new_user, as_admin)
+        found[f"validate token {shape}"] = get("/validate", bearer(header_safe(value)))
+    for shape, value in QUERY_VALUES.items():
+        for param in ("limit", "offset"):
+            found[f"list users {param} {shape}"] = query("/users", {param: value}, as_admin)
+    return found
+
+
+def test_a_hostile_value_in_any_field_is_refused_quickly_while_auth_answers(
+    base: str, http: httpx.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin = token_for(http, base)
+    outcomes: dict[str, Outcome] = {}
+    for what, hostile in cases(admin).items():
+        outcomes[what] = send_while_probing(base, hostile)
+        assert_refused_without_stall(outcomes[what], what)
+    with capsys.disabled():
+        slowest = max(outcomes.items(), key=lambda item: item[1].hostile_seconds)
+        print(
+            f"\nauth: {len(outcomes)} hostile requests; slowest hostile answer {slowest[1].hostile_seconds:.3f} s"
+            f" ({slowest[0]}); slowest concurrent /health {max(o.slowest_probe for o in outcomes.values()):.3f} s"
+        )

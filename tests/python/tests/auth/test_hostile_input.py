@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 import pytest
 
@@ -48,6 +50,7 @@ def cases(admin: str) -> dict[str, Hostile]:
     for shape, value in QUERY_VALUES.items():
         for param in ("limit", "offset"):
             found[f"list users {param} {shape}"] = query("/users", {param: value}, as_admin)
+        found[f"unlock id {shape}"] = post(f"/users/{quote(value)}/unlock", None, as_admin)
     return found
 
 

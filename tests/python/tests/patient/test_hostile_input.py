@@ -43,7 +43,7 @@ def cases(token: str, patient_id: str) -> dict[str, Hostile]:
     for field in ("name", "email"):
         found[f"create 1 MB {field}"] = post("/patients", new_patient(**{field: BODY_LIMIT_VALUE}), auth)
     for shape, value in QUERY_VALUES.items():
-        for param in ("search", "sort", "page", "size"):
+        for param in ("search", "sort", "page", "size", "cursor"):
             found[f"list {param} {shape}"] = query("/patients", {param: value}, auth)
         found[f"get id {shape}"] = get(f"/patients/{quote(value)}", auth)
     return found

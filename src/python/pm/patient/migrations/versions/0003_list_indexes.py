@@ -4,8 +4,8 @@ on PostgreSQL trigram indexes for the substring search on name and email."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 
 SORT_INDEXES: dict[str, list[str | sa.TextClause]] = {
     "ix_patients_name": [sa.text("lower(name)"), "id"],

@@ -29,6 +29,7 @@ def create_consumer(settings: Settings, database: Database) -> PatientEventConsu
         dead_letter_topic=settings.dead_letter_topic,
         group_id=settings.consumer_group,
         unit_of_work=lambda: SqlUnitOfWork(database),
+        tls=settings.kafka_tls,
     )
 
 
@@ -62,7 +63,9 @@ def create_app(
 def jwks_verifier(settings: Settings) -> TokenVerifier:
     """Tokens checked locally with auth's published keys; ended sessions polled from auth's feed."""
     return TokenVerifier(
-        JwksKeys(settings.jwks_url),
+        JwksKeys(settings.jwks_url, tls=settings.http_client_tls),
         issuer=settings.jwt_issuer,
-        revocations=RevocationList(http_revocation_feed(settings.revocations_url), name="analytics"),
+        revocations=RevocationList(
+            http_revocation_feed(settings.revocations_url, tls=settings.http_client_tls), name="analytics"
+        ),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pm.common.config import ConfigError, Env, revocations_url, sqlite_default
+from pm.common.tls import ClientTls, ServerTls, client_tls, server_tls
 
 CONSUMER_GROUP = "analytics-service"
 
@@ -26,6 +27,9 @@ class Settings:
     event_retention_seconds: float = 7 * 86400.0
     outbox_retention_seconds: float = 7 * 86400.0
     validate_responses: bool = False
+    kafka_tls: ClientTls | None = None
+    http_tls: ServerTls | None = None
+    http_client_tls: ClientTls | None = None
     trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
 
@@ -54,6 +58,9 @@ class Settings:
             # Event ids are kept as long as the patient outbox may publish the event again.
             outbox_retention_seconds=env.duration("PM_OUTBOX_RETENTION", "7d", minimum=1.0),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
+            kafka_tls=client_tls(env, "PM_KAFKA_TLS"),
+            http_tls=server_tls(env, "PM_HTTP_TLS"),
+            http_client_tls=client_tls(env, "PM_HTTP_TLS"),
         )
 
 

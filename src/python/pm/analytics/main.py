@@ -57,7 +57,7 @@ def rebuild(settings: Settings) -> None:
     finally:
         database.dispose()
     try:
-        recreate_topic(settings.kafka_bootstrap_servers, settings.patient_topic)
+        recreate_topic(settings.kafka_bootstrap_servers, settings.patient_topic, tls=settings.kafka_tls)
     except Exception as exc:  # noqa: BLE001 - said plainly; the tables are empty until it succeeds
         sys.exit(
             f"analytics: emptied, but the topic {settings.patient_topic} could not be recreated at "
@@ -97,6 +97,7 @@ def run(settings: Settings) -> None:
         graceful_seconds=3,
         on_start=[consumer.start, purger.start, revocations.start],
         on_stop=[revocations.stop, consumer.stop, purger.stop, database.dispose],
+        tls=settings.http_tls,
     )
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pm.common.config import ConfigError, Env, sqlite_default
-
-ENVIRONMENTS = ("dev", "production")
+from pm.common.config import PRODUCTION, ConfigError, Env, sqlite_default
+from pm.common.tls import ServerTls, server_tls
 
 
 @dataclass(frozen=True)
@@ -33,26 +32,32 @@ class Settings:
     throttle_max_seconds: float
     seed_demo_user: bool
     validate_responses: bool = False
+    http_tls: ServerTls | None = None
     trusted_proxies: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
-        return self.environment == "production"
+        return self.environment == PRODUCTION
 
     health_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Env) -> Settings:
-        environment = env.text("PM_ENV", "dev").lower()
-        if environment not in ENVIRONMENTS:
-            raise ConfigError(f"PM_ENV must be dev or production, got {environment!r}")
+        environment = env.environment()
         private_key_file = env.optional("PM_JWT_PRIVATE_KEY_FILE")
         private_key_pem = env.optional("PM_JWT_PRIVATE_KEY")
         if private_key_file and private_key_pem:
             raise ConfigError("PM_JWT_PRIVATE_KEY_FILE and PM_JWT_PRIVATE_KEY are both set; set only one")
-        if environment == "production" and not (private_key_file or private_key_pem):
+        if environment == PRODUCTION and not (private_key_file or private_key_pem):
             raise ConfigError(
                 "PM_JWT_PRIVATE_KEY_FILE (or PM_JWT_PRIVATE_KEY) is required when PM_ENV=production"
+            )
+        # The demo user is a published ADMIN password: production never creates it, and saying it should
+        # is a mistake worth stopping for rather than a setting to ignore.
+        seed_demo_user = env.flag("PM_AUTH_SEED_DEMO_USER", environment != PRODUCTION)
+        if seed_demo_user and environment == PRODUCTION:
+            raise ConfigError(
+                "PM_AUTH_SEED_DEMO_USER must be off when PM_ENV=production (it creates a known ADMIN)"
             )
         previous = env.optional("PM_JWT_PREVIOUS_PUBLIC_KEY_FILES") or ""
         base_delay = env.number("PM_AUTH_THROTTLE_BASE_SECONDS", 1.0, minimum=0.001)
@@ -92,6 +97,7 @@ class Settings:
             ),
             throttle_base_seconds=base_delay,
             throttle_max_seconds=max_delay,
-            seed_demo_user=env.flag("PM_AUTH_SEED_DEMO_USER", True),
+            seed_demo_user=seed_demo_user,
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
+            http_tls=server_tls(env, "PM_HTTP_TLS"),
         )

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             host=settings.host,
             port=settings.port,
             service=SERVICE,
+            tls=settings.http_tls,
             trusted_proxies=settings.trusted_proxies,
             on_start=[revocations.start],
             on_stop=[revocations.stop],

@@ -13,11 +13,13 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pm.billing.adapters.repository import SqlAccountRepository
+from pm.billing.entrypoints.grpc_auth import ServiceTokenInterceptor
 from pm.billing.entrypoints.grpc_metrics import MetricsInterceptor
 from pm.billing.entrypoints.grpc_service import SERVICE_NAME, BillingServicer, DatabaseHealth
 from pm.billing.entrypoints.http_app import not_found_app
 from pm.common.db import Database
 from pm.common.health import DEFAULT_INTERVAL_SECONDS
+from pm.common.tls import ServerTls
 from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
 from pm.proto.billing.v1 import billing_pb2_grpc
 
@@ -65,8 +67,13 @@ def build_grpc_server(
     max_workers: int = 8,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     metrics: Metrics | None = None,
+    tls: ServerTls | None = None,
+    service_token: str | None = None,
+    reflection_on: bool = True,
 ) -> BillingGrpcServer:
-    """The gRPC server with BillingService, health and reflection, bound to `address` but not started.
+    """The gRPC server with BillingService, health and (unless turned off) reflection, bound to
+    `address` but not started. With `tls` it listens over TLS only (mutual when the settings name a
+    client CA); with `service_token`, BillingService answers only calls that present it.
 
     Raises RuntimeError when the address cannot be bound.
     """
@@ -74,9 +81,14 @@ def build_grpc_server(
     servicer = BillingServicer(
         SqlAccountRepository(database), on_store_unavailable=health_state.mark_unavailable
     )
+    interceptors: list[grpc.ServerInterceptor] = []
+    if metrics is not None:
+        interceptors.append(MetricsInterceptor(metrics))  # first: it also counts refused calls
+    if service_token is not None:
+        interceptors.append(ServiceTokenInterceptor(service_token))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="billing-grpc"),
-        interceptors=[MetricsInterceptor(metrics)] if metrics is not None else [],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -86,8 +98,18 @@ def build_grpc_server(
     )
     billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    if reflection_on:
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+    if tls is not None:
+        key, chain, client_ca = tls.pem()
+        credentials = grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=client_ca, require_client_auth=tls.mutual
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot bind gRPC to {address}")
     health_state.refresh()

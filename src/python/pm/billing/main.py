@@ -40,6 +40,8 @@ def grpc_address(host: str, port: int) -> str:
 def run(settings: Settings) -> None:
     database = Database(settings.database_url)
     metrics = Metrics("billing")
+    if settings.service_token is None and not (settings.grpc_tls and settings.grpc_tls.mutual):
+        log.warning("BillingService answers any caller: set PM_BILLING_SERVICE_TOKEN outside dev")
     address = grpc_address(settings.host, settings.grpc_port)
     try:
         grpc_server = build_grpc_server(
@@ -48,6 +50,9 @@ def run(settings: Settings) -> None:
             max_workers=settings.grpc_max_workers,
             max_message_bytes=settings.grpc_max_message_bytes,
             metrics=metrics,
+            tls=settings.grpc_tls,
+            service_token=settings.service_token,
+            reflection_on=settings.reflection,
         )
     except RuntimeError:
         sys.stderr.write(f"billing: cannot listen for gRPC on {address} (set PM_BILLING_GRPC_PORT)\n")
@@ -58,6 +63,7 @@ def run(settings: Settings) -> None:
         port=settings.http_port,
         service="billing",
         graceful_seconds=settings.grace_seconds,
+        tls=settings.http_tls,
         on_start=[grpc_server.start],
         on_stop=[lambda: grpc_server.stop(settings.grace_seconds), database.dispose],
         trusted_proxies=settings.trusted_proxies,

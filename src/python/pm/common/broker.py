@@ -55,8 +55,10 @@ def tansu_binary() -> Path:
 class Broker:
     """A Tansu Kafka-protocol broker in a child process, in memory, on a free port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, advertised_port: int | None = None) -> None:
         self.port = port or free_port()
+        # Clients are told to connect here: another port when something (e.g. TLS) sits in front.
+        self.advertised_port = advertised_port or self.port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,7 +74,7 @@ class Broker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],

@@ -14,6 +14,9 @@ from pm.common.logs import mask_url, scrub
 
 T = TypeVar("T")
 
+ENVIRONMENTS = ("dev", "production")
+PRODUCTION = "production"
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the variable."""
@@ -142,6 +145,13 @@ class Env:
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"PM_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
         return level
+
+    def environment(self) -> str:
+        """`PM_ENV`: `dev` (the default) or `production`, which turns the development conveniences off."""
+        value = self.text("PM_ENV", "dev").lower()
+        if value not in ENVIRONMENTS:
+            raise ConfigError(f"PM_ENV must be dev or production, got {value!r}")
+        return value
 
     def health_interval(self) -> float:
         """PM_HEALTH_INTERVAL_SECONDS: how often the dependency checks behind /health run."""

@@ -11,12 +11,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import TopicPartition
+
+if TYPE_CHECKING:
+    from pm.common.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +31,20 @@ def bootstrap_list(servers: str) -> list[str]:
     return [s.strip() for s in servers.split(",") if s.strip()]
 
 
-def make_producer(bootstrap_servers: str, *, client_id: str, linger_ms: int = 5) -> KafkaProducer:
+def security_options(tls: ClientTls | None) -> dict[str, Any]:
+    """The kafka-python options of a connection: plaintext, or SSL checked against the configured CA
+    (PM_KAFKA_TLS_CA_FILE, else the system's) with an optional client certificate."""
+    if tls is None:
+        return {"security_protocol": "PLAINTEXT"}
+    return {"security_protocol": "SSL", "ssl_context": tls.ssl_context()}
+
+
+def make_producer(
+    bootstrap_servers: str, *, client_id: str, linger_ms: int = 5, tls: ClientTls | None = None
+) -> KafkaProducer:
     """acks=all and idempotence: a retried send is written once per partition, in order."""
     return KafkaProducer(
+        **security_options(tls),
         bootstrap_servers=bootstrap_list(bootstrap_servers),
         client_id=client_id,
         acks="all",
@@ -45,10 +59,16 @@ def make_producer(bootstrap_servers: str, *, client_id: str, linger_ms: int = 5)
 
 
 def ensure_topics(
-    bootstrap_servers: str, topics: Iterable[str], *, partitions: int = 3, replication_factor: int = 1
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    *,
+    partitions: int = 3,
+    replication_factor: int = 1,
+    tls: ClientTls | None = None,
 ) -> None:
     """Create topics that do not exist yet (auto-created topics get broker defaults we do not want)."""
     admin = KafkaAdminClient(
+        **security_options(tls),
         bootstrap_servers=bootstrap_list(bootstrap_servers),
         client_id="pm-admin",
         request_timeout_ms=REQUEST_TIMEOUT_MS,
@@ -72,9 +92,12 @@ def ensure_topics(
         admin.close()
 
 
-def recreate_topic(bootstrap_servers: str, topic: str, *, timeout: float = 15.0) -> None:
+def recreate_topic(
+    bootstrap_servers: str, topic: str, *, timeout: float = 15.0, tls: ClientTls | None = None
+) -> None:
     """Delete `topic` and create it again, empty, with a new id."""
     admin = KafkaAdminClient(
+        **security_options(tls),
         bootstrap_servers=bootstrap_list(bootstrap_servers),
         client_id="pm-admin",
         request_timeout_ms=REQUEST_TIMEOUT_MS,
@@ -90,7 +113,7 @@ def recreate_topic(bootstrap_servers: str, topic: str, *, timeout: float = 15.0)
             time.sleep(0.2)
     finally:
         admin.close()
-    ensure_topics(bootstrap_servers, [topic])
+    ensure_topics(bootstrap_servers, [topic], tls=tls)
 
 
 def probe_broker(bootstrap_servers: str, timeout: float = 1.0) -> None:
@@ -109,9 +132,12 @@ class BrokerProbe:
     """Health check: the broker answers a metadata request. One admin client serves every check (dropped
     and rebuilt after a failure), so a check costs a TCP connect and one request, never a new client."""
 
-    def __init__(self, bootstrap_servers: str, timeout_ms: int = 2000) -> None:
+    def __init__(
+        self, bootstrap_servers: str, timeout_ms: int = 2000, *, tls: ClientTls | None = None
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.timeout_ms = timeout_ms
+        self.tls = tls
         self._admin: KafkaAdminClient | None = None
         self._lock = threading.Lock()
 
@@ -121,6 +147,7 @@ class BrokerProbe:
                 probe_broker(self.bootstrap_servers, timeout=self.timeout_ms / 1000)
                 if self._admin is None:
                     self._admin = KafkaAdminClient(
+                        **security_options(self.tls),
                         bootstrap_servers=bootstrap_list(self.bootstrap_servers),
                         client_id="pm-health",
                         request_timeout_ms=self.timeout_ms,
@@ -166,8 +193,10 @@ class ConsumerLoop:
         max_records: int = 200,
         poll_timeout_ms: int = 500,
         retry_backoff_s: float = 1.0,
+        tls: ClientTls | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.tls = tls
         self.topics = topics
         self.group_id = group_id
         self.handler = handler
@@ -189,6 +218,7 @@ class ConsumerLoop:
     def _consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
             *self.topics,
+            **security_options(self.tls),
             bootstrap_servers=bootstrap_list(self.bootstrap_servers),
             group_id=self.group_id,
             client_id=self.client_id,

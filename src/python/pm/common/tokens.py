@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import jwt
@@ -25,6 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
+
+if TYPE_CHECKING:
+    from pm.common.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,7 @@ class JwksKeys:
         min_refresh_interval: float = 5.0,
         retry_after_failure: float = 0.5,
         fetch: Callable[[str, float], dict[str, Any]] | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
@@ -93,7 +99,8 @@ class JwksKeys:
         self.min_refresh_interval = min_refresh_interval
         self.retry_after_failure = retry_after_failure
         self._last_attempt_failed = False
-        self._fetch = fetch or _http_get_json
+        # An https:// JWKS URL is checked against PM_HTTP_TLS_CA_FILE's CA when set (else the system's).
+        self._fetch = fetch or functools.partial(_http_get_json, verify=tls.ssl_context() if tls else True)
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
         self._attempted_at = float("-inf")
@@ -142,8 +149,8 @@ class JwksKeys:
             raise RuntimeError("JWKS has no usable keys")
 
 
-def _http_get_json(url: str, timeout: float) -> dict[str, Any]:
-    response = httpx.get(url, timeout=timeout)
+def _http_get_json(url: str, timeout: float, verify: ssl.SSLContext | bool = True) -> dict[str, Any]:
+    response = httpx.get(url, timeout=timeout, verify=verify)
     response.raise_for_status()
     document = response.json()
     if not isinstance(document, dict):
@@ -247,11 +254,12 @@ class RevocationList:
             self.poll()
 
 
-def http_revocation_feed(url: str, *, timeout: float = 2.0) -> RevocationFeed:
-    """Auth's `GET /revocations?since=` over HTTP, as a RevocationFeed."""
+def http_revocation_feed(url: str, *, timeout: float = 2.0, tls: ClientTls | None = None) -> RevocationFeed:
+    """Auth's `GET /revocations?since=` over HTTP(S), as a RevocationFeed."""
+    verify = tls.ssl_context() if tls else True
 
     def fetch(after: int) -> Mapping[str, Any]:
-        response = httpx.get(url, params={"since": after}, timeout=timeout)
+        response = httpx.get(url, params={"since": after}, timeout=timeout, verify=verify)
         response.raise_for_status()
         page = response.json()
         if not isinstance(page, dict) or not isinstance(page.get("revoked"), list):

@@ -8,11 +8,12 @@ import json
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -21,6 +22,9 @@ from pm.common.health import DEFAULT_INTERVAL_SECONDS, HealthMonitor
 from pm.common.health import HealthCheck as HealthCheck  # re-exported: services declare checks with it
 from pm.common.logs import request_id_var
 from pm.common.problems import PROBLEM_JSON, problem_bytes
+
+if TYPE_CHECKING:
+    from pm.common.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +291,15 @@ def _listen(host: str, port: int, service: str) -> socket.socket:
     return sock
 
 
+def _uvicorn_tls(tls: ServerTls | None) -> dict[str, Any]:
+    if tls is None:
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
+    if tls.client_ca_file is not None:
+        options.update(ssl_ca_certs=str(tls.client_ca_file), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
 def proxy_settings(trusted_proxies: Sequence[str]) -> dict[str, Any]:
     """uvicorn's forwarded-header options: off unless proxies are named (its own default trusts loopback,
     so anything on the host could claim to be any client)."""
@@ -303,11 +316,13 @@ def serve(
     on_start: Iterable[Callable[[], None]] = (),
     on_stop: Iterable[Callable[[], None]] = (),
     trusted_proxies: Sequence[str] = (),
+    tls: ServerTls | None = None,
 ) -> None:
     """Run an ASGI app until SIGTERM/SIGINT, then drain in-flight requests and run the stop hooks.
 
     `trusted_proxies` (addresses or CIDRs) are the peers whose `X-Forwarded-For` names the client;
-    from anyone else, and from everyone when it is empty, the client is the TCP peer.
+    from anyone else, and from everyone when it is empty, the client is the TCP peer. With `tls` it
+    serves HTTPS only (and requires a client certificate when `tls` names a client CA).
 
     Background workers (outbox relay, consumers) start after the socket is bound so that a port clash
     stops the service before they do anything.
@@ -323,6 +338,7 @@ def serve(
         timeout_keep_alive=30,
         server_header=False,
         **proxy_settings(trusted_proxies),
+        **_uvicorn_tls(tls),
     )
     server = uvicorn.Server(config)
     # Bound here, before any hook runs, so that a clash is one line and nothing needs stopping.

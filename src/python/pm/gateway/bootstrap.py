@@ -17,7 +17,7 @@ from pm.gateway.domain.ratelimit import RateLimiter
 from pm.gateway.domain.routes import public_routes
 from pm.gateway.entrypoints.app import GatewayApp
 from pm.gateway.entrypoints.authn import BearerAuthenticator
-from pm.gateway.entrypoints.pages import StaticFolder, swagger_ui_folder
+from pm.gateway.entrypoints.pages import StaticFolder, swagger_ui_folder, without_demo_hint
 
 SERVICE = "gateway"
 DASHBOARD_FOLDER = Path(__file__).parent / "dashboard"
@@ -36,6 +36,14 @@ class Gateway:
             self.keys.refresh()
 
 
+def dashboard_folder(*, production: bool) -> StaticFolder:
+    overrides = {}
+    if production:
+        page = without_demo_hint((DASHBOARD_FOLDER / "index.html").read_bytes())
+        overrides = {"index.html": (page, "text/html; charset=utf-8")}
+    return StaticFolder(DASHBOARD_FOLDER, cache_control="no-cache", overrides=overrides)
+
+
 def bootstrap(
     settings: Settings, *, keys: KeySource | None = None, revocations: RevocationList | None = None
 ) -> Gateway:
@@ -44,13 +52,19 @@ def bootstrap(
         "patient": settings.patient_url,
         "analytics": settings.analytics_url,
     }
-    keys = keys if keys is not None else JwksKeys(settings.jwks_url, timeout=settings.connect_timeout + 1)
+    tls = settings.http_client_tls
+    keys = (
+        keys
+        if keys is not None
+        else JwksKeys(settings.jwks_url, timeout=settings.connect_timeout + 1, tls=tls)
+    )
     # Ended sessions, polled from auth in the background (started by `serve`'s start hooks).
     revocations = revocations or RevocationList(
-        http_revocation_feed(settings.revocations_url, timeout=settings.connect_timeout + 1), name="gateway"
+        http_revocation_feed(settings.revocations_url, timeout=settings.connect_timeout + 1, tls=tls),
+        name="gateway",
     )
     timeouts = Timeouts(connect=settings.connect_timeout, read=settings.read_timeout)
-    pools = ConnectionPools(timeouts, settings.max_connections)
+    pools = ConnectionPools(timeouts, settings.max_connections, tls=tls)
     metrics = Metrics(SERVICE)
     proxy = Proxy(pools, upstreams, timeouts, metrics.registry)
     docs = ApiDocs(
@@ -75,10 +89,12 @@ def bootstrap(
         docs=docs,
         # The Swagger UI bundle is versioned with the package: browsers may keep it for a day.
         swagger_ui=StaticFolder(swagger_ui_folder(), cache_control="public, max-age=86400"),
-        dashboard=StaticFolder(DASHBOARD_FOLDER, cache_control="no-cache"),
+        dashboard=dashboard_folder(production=settings.is_production),
         registry=metrics.registry,
     )
-    checks = {name: downstream_check(name, url, settings.health_timeout) for name, url in upstreams.items()}
+    checks = {
+        name: downstream_check(name, url, settings.health_timeout, tls=tls) for name, url in upstreams.items()
+    }
     app = ServiceMiddleware(
         gateway,
         service=SERVICE,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pm.common.config import ConfigError, Env, revocations_url
+from pm.common.config import PRODUCTION, ConfigError, Env, revocations_url
+from pm.common.tls import ClientTls, ServerTls, client_tls, server_tls
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,17 @@ class Settings:
     docs_cache_seconds: float
     trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
+    environment: str = "dev"
+    http_tls: ServerTls | None = None
+    http_client_tls: ClientTls | None = None
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == PRODUCTION
 
     @classmethod
     def from_env(cls, env: Env) -> Settings:
+        environment = env.environment()
         auth_url = env.url("PM_AUTH_URL", "http://127.0.0.1:4005")
         jwks_url = env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json")
         # Generous per address: it stops a runaway client, not a busy one (0 turns it off).
@@ -57,8 +66,11 @@ class Settings:
             max_body_bytes=env.integer("PM_GATEWAY_MAX_BODY_BYTES", 1_048_576, minimum=1),
             rate_limit_per_second=rate,
             rate_limit_burst=burst,
-            cors_origins=_origins(env.optional("PM_GATEWAY_CORS_ORIGINS")),
+            cors_origins=_origins(env.optional("PM_GATEWAY_CORS_ORIGINS"), environment),
             docs_cache_seconds=env.number("PM_GATEWAY_DOCS_CACHE_SECONDS", 30.0),
+            environment=environment,
+            http_tls=server_tls(env, "PM_HTTP_TLS"),
+            http_client_tls=client_tls(env, "PM_HTTP_TLS"),
             # Load balancers in front of the gateway; nobody by default (the gateway is the edge).
             trusted_proxies=env.networks("PM_GATEWAY_TRUSTED_PROXIES"),
         )
@@ -71,7 +83,7 @@ def _positive(env: Env, name: str, default: float) -> float:
     return value
 
 
-def _origins(raw: str | None) -> tuple[str, ...]:
+def _origins(raw: str | None, environment: str) -> tuple[str, ...]:
     if raw is None:
         return ()
     origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
@@ -79,5 +91,11 @@ def _origins(raw: str | None) -> tuple[str, ...]:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise ConfigError(
                 f"PM_GATEWAY_CORS_ORIGINS must list http(s) origins separated by commas, got {origin!r}"
+            )
+        # Development CORS (any origin, plain-HTTP pages) would let any site script the API in a
+        # signed-in browser: production names its HTTPS origins one by one.
+        if environment == PRODUCTION and not origin.startswith("https://"):
+            raise ConfigError(
+                f"PM_GATEWAY_CORS_ORIGINS may list only https:// origins when PM_ENV=production, got {origin!r}"
             )
     return origins

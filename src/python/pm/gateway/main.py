@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         service=SERVICE,
         on_start=[gateway.load_keys, gateway.revocations.start],
         on_stop=[gateway.revocations.stop],
+        tls=settings.http_tls,
     )
 
 

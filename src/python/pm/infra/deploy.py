@@ -14,13 +14,16 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, WaiterError
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from pm.infra.emulator import Emulator
 from pm.infra.stack import template_json
@@ -41,6 +44,7 @@ class Options:
     image_tag: str = "latest"
     desired_count: int = 1
     jwt_key_secret_arn: str | None = None
+    certificate_arn: str | None = None
     kafka_bootstrap_servers: str | None = None
     poll_seconds: float = 15.0
     timeout_seconds: float = 90 * 60
@@ -88,6 +92,39 @@ def ensure_jwt_key_secret(secretsmanager: Any, stack_name: str) -> str:
         Name=name, SecretString=pem, Description="Private key auth signs tokens with (PEM)"
     )
     return str(created["ARN"])
+
+
+def ensure_certificate(acm: Any, stack_name: str) -> str:
+    """A self-signed certificate for the load balancer when none was given, imported into ACM once.
+
+    Browsers warn about it: it lets a test stack answer HTTPS at all. Real deployments pass
+    --certificate-arn (an ACM certificate for the site's own name)."""
+    domain = f"{stack_name}.pm.invalid"
+    for summary in acm.list_certificates()["CertificateSummaryList"]:
+        if summary.get("DomainName") == domain:
+            return str(summary["CertificateArn"])
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    imported = acm.import_certificate(
+        Certificate=certificate.public_bytes(serialization.Encoding.PEM),
+        PrivateKey=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    say(f"imported a self-signed certificate for {domain} (pass --certificate-arn for a real one)")
+    return str(imported["CertificateArn"])
 
 
 def stack_status(cloudformation: Any, stack_name: str) -> str | None:
@@ -163,7 +200,9 @@ def deploy(make_client: ClientFactory, options: Options) -> dict[str, str]:
     jwt_secret = options.jwt_key_secret_arn or ensure_jwt_key_secret(
         make_client("secretsmanager"), options.stack_name
     )
+    certificate = options.certificate_arn or ensure_certificate(make_client("acm"), options.stack_name)
     values = {
+        "CertificateArn": certificate,
         "ImageRepositoryPrefix": options.image_prefix,
         "ImageTag": options.image_tag,
         "DesiredCount": str(options.desired_count),
@@ -174,8 +213,9 @@ def deploy(make_client: ClientFactory, options: Options) -> dict[str, str]:
     outputs = stack_outputs(cloudformation, options.stack_name)
     if not options.kafka_bootstrap_servers:
         # CloudFormation cannot read an MSK cluster's broker addresses: ask Kafka, then tell the stack.
+        # The TLS listeners: the cluster accepts nothing else.
         brokers = make_client("kafka").get_bootstrap_brokers(ClusterArn=outputs["KafkaClusterArn"])
-        values["KafkaBootstrapServers"] = brokers["BootstrapBrokerString"]
+        values["KafkaBootstrapServers"] = brokers["BootstrapBrokerStringTls"]
         say(f"Kafka brokers: {values['KafkaBootstrapServers']}")
         apply_stack(cloudformation, template, to_parameters(values), options)
         outputs = stack_outputs(cloudformation, options.stack_name)
@@ -200,7 +240,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--jwt-key-secret-arn", help="existing secret with auth's PEM key (default: create one)"
     )
-    parser.add_argument("--kafka-bootstrap-servers", help="skip the MSK broker lookup and use these")
+    parser.add_argument(
+        "--certificate-arn",
+        help="ACM certificate of the HTTPS listener (default: import a self-signed one, for tests)",
+    )
+    parser.add_argument("--kafka-bootstrap-servers", help="skip the MSK broker lookup and use these (TLS)")
     parser.add_argument("--timeout-minutes", type=float, default=90.0)
     parser.add_argument(
         "--keep-running",
@@ -221,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         desired_count=args.desired_count,
         jwt_key_secret_arn=args.jwt_key_secret_arn,
         kafka_bootstrap_servers=args.kafka_bootstrap_servers,
+        certificate_arn=args.certificate_arn,
         poll_seconds=0.5 if embedded else 15.0,
         timeout_seconds=args.timeout_minutes * 60,
     )

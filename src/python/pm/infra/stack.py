@@ -4,6 +4,11 @@ One VPC (public and private subnets in two zones), a PostgreSQL RDS instance per
 (credentials generated into Secrets Manager, a Route53 health check each), an MSK cluster, an ECS cluster
 running one Fargate service per back-end service (found by each other through a Cloud Map private DNS
 namespace) and an application load balancer in front of the gateway.
+
+Production defaults: the load balancer answers HTTPS only (HTTP:80 redirects) with the certificate named
+by a parameter and never forwards /metrics; every task runs with PM_ENV=production and auth seeds no demo
+user; the database URLs require TLS (sslmode=require) and MSK accepts TLS clients only; billing answers
+only callers with the generated service token; keys are fetched inside the Cloud Map namespace.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ from troposphere import elasticloadbalancingv2 as elb
 
 NAMESPACE = "pm.local"
 POSTGRES_PORT = 5432
-KAFKA_PLAINTEXT_PORT = 9092
+KAFKA_TLS_PORT = 9094
+HTTPS_PORT = 443
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 DB_USER = "pm"
 HAS_KAFKA_BOOTSTRAP = "HasKafkaBootstrap"
 
@@ -118,6 +125,7 @@ def peer_settings(spec: ServiceSpec) -> dict[str, str]:
             settings[f"PM_{peer.upper()}_URL"] = f"http://{other.host}:{other.port}"
     if spec.verifies_tokens:
         auth = BY_NAME["auth"]
+        # Inside the private namespace: only tasks in the services' security group can answer it.
         settings["PM_JWKS_URL"] = f"http://{auth.host}:{auth.port}/.well-known/jwks.json"
         settings["PM_JWT_ISSUER"] = "pm-auth"
     return settings
@@ -146,6 +154,10 @@ def container_environment(spec: ServiceSpec) -> dict[str, str]:
     environment.update({name: str(port) for name, port in spec.extra_ports.items()})
     environment.update(peer_settings(spec))
     environment.update(proxy_settings(spec))
+    if spec.name == "auth":
+        environment["PM_AUTH_SEED_DEMO_USER"] = "false"
+    if spec.uses_kafka:
+        environment["PM_KAFKA_TLS"] = "true"  # MSK's certificates chain to a CA the system trusts
     return environment
 
 
@@ -200,7 +212,7 @@ class _Builder:
                 "KafkaBootstrapServers",
                 Type="String",
                 Default="",
-                Description="The MSK cluster's plaintext bootstrap brokers. CloudFormation cannot read them; "
+                Description="The MSK cluster's TLS bootstrap brokers. CloudFormation cannot read them; "
                 "the deploy command fills this in once the cluster exists. While empty, the services "
                 "that use Kafka run no tasks.",
             )
@@ -225,6 +237,14 @@ class _Builder:
                 Type="String",
                 AllowedPattern="arn:aws[a-z-]*:secretsmanager:.+",
                 Description="Secrets Manager secret holding auth's PEM private signing key",
+            )
+        )
+        self.certificate = t.add_parameter(
+            Parameter(
+                "CertificateArn",
+                Type="String",
+                AllowedPattern="arn:aws[a-z-]*:acm:.+",
+                Description="ACM certificate the load balancer's HTTPS listener presents",
             )
         )
         t.add_condition(HAS_KAFKA_BOOTSTRAP, Not(Equals(Ref(self.kafka_bootstrap), "")))
@@ -313,10 +333,11 @@ class _Builder:
         self.alb_sg = self.add(
             ec2.SecurityGroup(
                 "LoadBalancerSecurityGroup",
-                GroupDescription="HTTP from anywhere to the load balancer",
+                GroupDescription="HTTPS (and HTTP, redirected) from anywhere to the load balancer",
                 VpcId=Ref(self.vpc),
                 SecurityGroupIngress=[
-                    ec2.SecurityGroupRule(IpProtocol="tcp", FromPort=80, ToPort=80, CidrIp="0.0.0.0/0")
+                    ec2.SecurityGroupRule(IpProtocol="tcp", FromPort=port, ToPort=port, CidrIp="0.0.0.0/0")
+                    for port in (80, HTTPS_PORT)
                 ],
             )
         )
@@ -363,16 +384,28 @@ class _Builder:
         self.kafka_sg = self.add(
             ec2.SecurityGroup(
                 "KafkaSecurityGroup",
-                GroupDescription="Kafka (plaintext listener) from the ECS tasks only",
+                GroupDescription="Kafka (TLS listener) from the ECS tasks only",
                 VpcId=Ref(self.vpc),
                 SecurityGroupIngress=[
                     ec2.SecurityGroupRule(
                         IpProtocol="tcp",
-                        FromPort=KAFKA_PLAINTEXT_PORT,
-                        ToPort=KAFKA_PLAINTEXT_PORT,
+                        FromPort=KAFKA_TLS_PORT,
+                        ToPort=KAFKA_TLS_PORT,
                         SourceSecurityGroupId=Ref(self.services_sg),
                     )
                 ],
+            )
+        )
+
+    def service_credentials(self) -> None:
+        self.billing_token = self.add(
+            secretsmanager.Secret(
+                "BillingServiceToken",
+                Name=Sub("${AWS::StackName}/billing/service-token"),
+                Description="PM_BILLING_SERVICE_TOKEN: what patient presents to billing's gRPC API",
+                GenerateSecretString=secretsmanager.GenerateSecretString(
+                    PasswordLength=48, ExcludePunctuation=True
+                ),
             )
         )
 
@@ -432,7 +465,9 @@ class _Builder:
                     Name=Sub(f"${{AWS::StackName}}/{spec.name}/database-url"),
                     Description=f"{spec.database_var} of the {spec.name} service",
                     SecretString=Sub(
-                        f"postgresql+psycopg2://{DB_USER}:{password}@${{Host}}:${{Port}}/{spec.name}",
+                        # libpq refuses a connection the server will not encrypt.
+                        f"postgresql+psycopg2://{DB_USER}:{password}@${{Host}}:${{Port}}/{spec.name}"
+                        "?sslmode=require",
                         Host=GetAtt(instance, "Endpoint.Address"),
                         Port=GetAtt(instance, "Endpoint.Port"),
                     ),
@@ -474,9 +509,9 @@ class _Builder:
                         EBSStorageInfo=msk.EBSStorageInfo(VolumeSize=Ref(self.kafka_volume))
                     ),
                 ),
-                # The services speak plaintext Kafka inside the VPC; TLS stays available to other clients.
+                # TLS only, between clients and brokers and between brokers.
                 EncryptionInfo=msk.EncryptionInfo(
-                    EncryptionInTransit=msk.EncryptionInTransit(ClientBroker="TLS_PLAINTEXT", InCluster=True)
+                    EncryptionInTransit=msk.EncryptionInTransit(ClientBroker="TLS", InCluster=True)
                 ),
             )
         )
@@ -522,7 +557,7 @@ class _Builder:
                                     "Effect": "Allow",
                                     "Action": "secretsmanager:GetSecretValue",
                                     "Resource": [Ref(s) for s in self.database_url_secrets.values()]
-                                    + [Ref(self.jwt_secret)],
+                                    + [Ref(self.jwt_secret), Ref(self.billing_token)],
                                 }
                             ],
                         },
@@ -567,11 +602,53 @@ class _Builder:
         )
         self.listener = self.add(
             elb.Listener(
+                "HttpsListener",
+                LoadBalancerArn=Ref(self.alb),
+                Port=HTTPS_PORT,
+                Protocol="HTTPS",
+                SslPolicy=TLS_POLICY,
+                Certificates=[elb.Certificate(CertificateArn=Ref(self.certificate))],
+                DefaultActions=[elb.Action(Type="forward", TargetGroupArn=Ref(self.target_group))],
+            )
+        )
+        self.add(
+            elb.Listener(
                 "HttpListener",
                 LoadBalancerArn=Ref(self.alb),
                 Port=80,
                 Protocol="HTTP",
-                DefaultActions=[elb.Action(Type="forward", TargetGroupArn=Ref(self.target_group))],
+                DefaultActions=[
+                    elb.Action(
+                        Type="redirect",
+                        RedirectConfig=elb.RedirectConfig(
+                            Protocol="HTTPS", Port=str(HTTPS_PORT), StatusCode="HTTP_301"
+                        ),
+                    )
+                ],
+            )
+        )
+        # Prometheus scrapes the tasks inside the VPC; from the internet /metrics does not exist.
+        self.add(
+            elb.ListenerRule(
+                "MetricsNotPublic",
+                ListenerArn=Ref(self.listener),
+                Priority=1,
+                Conditions=[
+                    elb.Condition(
+                        Field="path-pattern",
+                        PathPatternConfig=elb.PathPatternConfig(Values=["/metrics", "/metrics/*"]),
+                    )
+                ],
+                Actions=[
+                    elb.ListenerRuleAction(
+                        Type="fixed-response",
+                        FixedResponseConfig=elb.FixedResponseConfig(
+                            StatusCode="404",
+                            ContentType="application/json",
+                            MessageBody='{"title": "Not Found", "status": 404}',
+                        ),
+                    )
+                ],
             )
         )
         self.t.add_output(
@@ -608,6 +685,8 @@ class _Builder:
             )
         if spec.name == "auth":
             secrets.append(ecs.Secret(Name="PM_JWT_PRIVATE_KEY", ValueFrom=Ref(self.jwt_secret)))
+        if spec.name == "billing" or "billing" in spec.peers:
+            secrets.append(ecs.Secret(Name="PM_BILLING_SERVICE_TOKEN", ValueFrom=Ref(self.billing_token)))
         ports = [spec.port, *spec.extra_ports.values()]
         task = self.add(
             ecs.TaskDefinition(
@@ -714,6 +793,7 @@ def build_template() -> Template:
     builder.parameters()
     builder.network()
     builder.security_groups()
+    builder.service_credentials()
     builder.databases()
     builder.kafka()
     builder.cluster()

@@ -78,6 +78,8 @@ def build(
         settings.billing_target,
         deadline_seconds=settings.billing_deadline_seconds,
         attempts=settings.billing_attempts,
+        tls=settings.billing_tls,
+        service_token=settings.billing_service_token,
     )
     verifier = verifier or jwks_verifier(settings)
     relay = OutboxRelay(
@@ -89,6 +91,7 @@ def build(
             batch_size=settings.outbox_batch_size,
             max_backoff_seconds=settings.outbox_max_backoff_seconds,
             retention_seconds=settings.outbox_retention_seconds,
+            tls=settings.kafka_tls,
         ),
     )
     service = PatientService(
@@ -140,9 +143,11 @@ def build(
 def jwks_verifier(settings: Settings) -> TokenVerifier:
     """Tokens checked locally with auth's published keys; ended sessions polled from auth's feed."""
     return TokenVerifier(
-        JwksKeys(settings.jwks_url),
+        JwksKeys(settings.jwks_url, tls=settings.http_client_tls),
         issuer=settings.jwt_issuer,
-        revocations=RevocationList(http_revocation_feed(settings.revocations_url), name="patient"),
+        revocations=RevocationList(
+            http_revocation_feed(settings.revocations_url, tls=settings.http_client_tls), name="patient"
+        ),
     )
 
 
@@ -168,4 +173,4 @@ def register_outbox_metrics(metrics: Metrics, relay: OutboxRelay, database: Data
 def topics_ready(settings: Settings) -> None:
     """Create the topic at start when the broker is reachable (the relay retries it otherwise)."""
     kafka.probe_broker(settings.kafka_bootstrap_servers)
-    kafka.ensure_topics(settings.kafka_bootstrap_servers, [settings.patient_topic])
+    kafka.ensure_topics(settings.kafka_bootstrap_servers, [settings.patient_topic], tls=settings.kafka_tls)

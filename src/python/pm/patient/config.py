@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from pm.common.config import Env, revocations_url, sqlite_default
+from pm.common.config import PRODUCTION, ConfigError, Env, revocations_url, sqlite_default
+from pm.common.tls import ClientTls, ServerTls, client_tls, server_tls
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ class Settings:
     validate_responses: bool = False
     exact_count_limit: int = 10_000
     bench_floor: bool = False
+    billing_tls: ClientTls | None = None
+    billing_service_token: str | None = field(default=None, repr=False)
+    kafka_tls: ClientTls | None = None
+    http_tls: ServerTls | None = None
+    http_client_tls: ClientTls | None = None
     trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 3.0
 
@@ -35,6 +41,14 @@ class Settings:
     def from_env(cls, env: Env | None = None) -> Settings:
         env = env or Env()
         auth_url = env.url("PM_AUTH_URL", "http://127.0.0.1:4005")
+        billing_tls = client_tls(env, "PM_BILLING_GRPC_TLS")
+        billing_token = env.optional("PM_BILLING_SERVICE_TOKEN")
+        # Production billing answers only callers with its credential: without one, every create fails.
+        if env.environment() == PRODUCTION and not (billing_token or (billing_tls and billing_tls.cert_file)):
+            raise ConfigError(
+                "PM_BILLING_SERVICE_TOKEN (or PM_BILLING_GRPC_TLS_CLIENT_CERT_FILE) is required "
+                "when PM_ENV=production"
+            )
         jwks_url = env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json")
         return cls(
             host=env.text("PM_HOST", "127.0.0.1"),
@@ -63,4 +77,9 @@ class Settings:
             ),
             # Diagnostic only (the benchmark's framework floor): never set it in production.
             bench_floor=env.flag("PM_PATIENT_BENCH_FLOOR", False),
+            billing_tls=billing_tls,
+            billing_service_token=billing_token,
+            kafka_tls=client_tls(env, "PM_KAFKA_TLS"),
+            http_tls=server_tls(env, "PM_HTTP_TLS"),
+            http_client_tls=client_tls(env, "PM_HTTP_TLS"),
         )

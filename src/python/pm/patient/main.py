@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         on_start=[app.start],
         on_stop=[app.stop],
         trusted_proxies=settings.trusted_proxies,
+        tls=settings.http_tls,
     )
 
 

@@ -34,11 +34,21 @@ def test_defaults_follow_the_pinned_interface(tmp_path: Path) -> None:
     assert s.migrate_on_start and s.seed_demo_user
 
 
+def test_production_seeds_no_demo_user_unless_told_and_dev_does(tmp_path: Path) -> None:
+    assert not settings(tmp_path, PM_ENV="production", PM_JWT_PRIVATE_KEY="pem").seed_demo_user
+    assert settings(tmp_path, PM_ENV="dev").seed_demo_user
+    assert not settings(tmp_path, PM_AUTH_SEED_DEMO_USER="off").seed_demo_user
+
+
 @pytest.mark.parametrize(
     ("environ", "variable"),
     [
         ({"PM_ENV": "production"}, "PM_JWT_PRIVATE_KEY_FILE"),
         ({"PM_ENV": "staging"}, "PM_ENV"),
+        (
+            {"PM_ENV": "production", "PM_JWT_PRIVATE_KEY": "pem", "PM_AUTH_SEED_DEMO_USER": "on"},
+            "PM_AUTH_SEED_DEMO_USER must be off when PM_ENV=production",
+        ),
         ({"PM_AUTH_BCRYPT_ROUNDS": "3"}, "PM_AUTH_BCRYPT_ROUNDS"),
         ({"PM_AUTH_PORT": "http"}, "PM_AUTH_PORT"),
         ({"PM_JWT_TTL_SECONDS": "10"}, "PM_JWT_TTL_SECONDS"),

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pm.auth.adapters.keys import DEV_KEY_NAME, generate_rsa_pem
 from pm.common.testing import free_port
 from tests.auth.conftest import DEMO
 
@@ -44,6 +45,30 @@ def test_missing_production_key_stops_the_service_with_one_line(tmp_path: Path) 
     lines = [line for line in result.stderr.splitlines() if "Warning" not in line and line.strip()]
     assert lines[-1].startswith("auth: configuration error: PM_JWT_PRIVATE_KEY_FILE")
     assert "Traceback" not in result.stderr
+
+
+def test_demo_user_switched_on_in_production_stops_the_service_with_one_line(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_bytes(generate_rsa_pem())
+    result = _run(
+        tmp_path, PM_ENV="production", PM_JWT_PRIVATE_KEY_FILE=str(key), PM_AUTH_SEED_DEMO_USER="true"
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "Warning" not in line and line.strip()]
+    assert lines == [
+        "auth: configuration error: PM_AUTH_SEED_DEMO_USER must be off when PM_ENV=production "
+        "(it creates a known ADMIN)"
+    ]
+
+
+def test_production_migrate_creates_no_demo_user(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_bytes(generate_rsa_pem())
+    result = _run(tmp_path, "migrate", PM_ENV="production", PM_JWT_PRIVATE_KEY_FILE=str(key))
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "data" / "auth.db") as conn:
+        assert conn.execute("SELECT email FROM users").fetchall() == []
+    assert not (tmp_path / "data" / DEV_KEY_NAME).exists()
 
 
 def test_unreachable_database_is_reported_without_a_traceback(tmp_path: Path) -> None:

@@ -44,6 +44,30 @@ def test_a_bad_setting_stops_start_with_one_line_naming_it(monkeypatch, capsys, 
     assert variable in err
 
 
+@pytest.mark.parametrize(
+    ("settings", "variable"),
+    [
+        ({}, "PM_BILLING_SERVICE_TOKEN"),
+        (
+            {"PM_BILLING_SERVICE_TOKEN": "s" * 32, "PM_BILLING_GRPC_REFLECTION": "true"},
+            "PM_BILLING_GRPC_REFLECTION",
+        ),
+    ],
+)
+def test_production_without_a_credential_or_with_reflection_stops_with_one_line(
+    monkeypatch, capsys, settings: dict[str, str], variable: str
+) -> None:
+    monkeypatch.setenv("PM_ENV", "production")
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"billing: configuration error: {variable}")
+
+
 def test_migrate_command_creates_the_schema_on_sqlite_and_exits(monkeypatch, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'billing.db'}"
     monkeypatch.setenv("PM_BILLING_DATABASE_URL", url)

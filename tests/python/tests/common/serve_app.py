@@ -2,6 +2,7 @@
 
 It writes `started` from its on_start hook and `stopped` from its on_stop hook into MARKER_DIR, and
 serves `/slow` (one second) so that a test can check that in-flight requests are drained on SIGTERM.
+PM_HTTP_TLS_* settings switch HTTPS on, as in the services.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import asyncio
 import sys
 from pathlib import Path
 
+from pm.common.config import Env
 from pm.common.logs import configure_logging
+from pm.common.tls import server_tls
 from pm.common.web import Receive, Scope, Send, ServiceMiddleware, serve
 
 
@@ -36,6 +39,7 @@ def main() -> None:
         service="testapp",
         on_start=[lambda: mark("started")],
         on_stop=[lambda: mark("stopped")],
+        tls=server_tls(Env(), "PM_HTTP_TLS"),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -15,11 +16,15 @@ import httpx
 import pytest
 
 from pm.common.testing import free_port
+from pm.common.tls import ClientTls
+from pm.common.tokens import JwksKeys
+from tests.common.certs import CertificateAuthority
 
 
-def start(port: int, markers: Path) -> subprocess.Popen[str]:
+def start(port: int, markers: Path, **settings: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    env.update(settings)
     return subprocess.Popen(
         [sys.executable, "-m", "tests.common.serve_app", str(port), str(markers)],
         env=env,
@@ -29,13 +34,15 @@ def start(port: int, markers: Path) -> subprocess.Popen[str]:
     )
 
 
-def wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 15.0) -> httpx.Response:
+def wait_healthy(
+    url: str, process: subprocess.Popen[str], timeout: float = 15.0, verify: ssl.SSLContext | bool = True
+) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"service exited early: {process.communicate()[1]}")
         try:
-            return httpx.get(f"{url}/health", timeout=1)
+            return httpx.get(f"{url}/health", timeout=1, verify=verify)
         except httpx.TransportError:
             time.sleep(0.05)
     pytest.fail("service did not answer /health in time")
@@ -96,3 +103,57 @@ def test_a_port_in_use_stops_the_service_with_one_line_naming_the_port(tmp_path:
     assert lines == [f"testapp: port {port} on 127.0.0.1 is already in use (set PM_TESTAPP_PORT)"]
     assert not (tmp_path / "started").exists()
     assert not (tmp_path / "stopped").exists()
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=15)
+
+
+def test_serve_speaks_https_only_when_given_a_certificate(tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path / "ca")
+    issued = ca.issue("service", server=True)
+    port = free_port()
+    process = start(
+        port,
+        tmp_path,
+        PM_HTTP_TLS_CERT_FILE=str(issued.cert_file),
+        PM_HTTP_TLS_KEY_FILE=str(issued.key_file),
+    )
+    try:
+        trusted = ClientTls(ca_file=ca.cert_file)
+        url = f"https://127.0.0.1:{port}"
+        assert wait_healthy(url, process, verify=trusted.ssl_context()).status_code == 200
+        with pytest.raises(httpx.ConnectError):  # the system's CAs do not know ours
+            httpx.get(f"{url}/health", timeout=5)
+        with pytest.raises(httpx.TransportError):  # no plaintext on the TLS port
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        # The key fetch trusts PM_HTTP_TLS_CA_FILE's CA: the document arrives (it just holds no keys).
+        with pytest.raises(RuntimeError, match="no usable keys"):
+            JwksKeys(f"{url}/health", tls=trusted).ping()
+        with pytest.raises(httpx.ConnectError):
+            JwksKeys(f"{url}/health").ping()
+    finally:
+        stop(process)
+
+
+def test_serve_with_a_client_ca_requires_a_client_certificate(tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path / "ca")
+    issued = ca.issue("service", server=True)
+    client = ca.issue("client", server=False)
+    port = free_port()
+    process = start(
+        port,
+        tmp_path,
+        PM_HTTP_TLS_CERT_FILE=str(issued.cert_file),
+        PM_HTTP_TLS_KEY_FILE=str(issued.key_file),
+        PM_HTTP_TLS_CLIENT_CA_FILE=str(ca.cert_file),
+    )
+    try:
+        url = f"https://127.0.0.1:{port}"
+        with_certificate = ClientTls(ca.cert_file, client.cert_file, client.key_file).ssl_context()
+        assert wait_healthy(url, process, verify=with_certificate).status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/health", timeout=5, verify=ClientTls(ca.cert_file).ssl_context())
+    finally:
+        stop(process)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pm.common.config import ConfigError, Env
+from pm.gateway.config import Settings
 from pm.gateway.domain.clients import ClientAddresses
 from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.headers import client_response_headers, upstream_request_headers
@@ -151,3 +153,19 @@ def test_cors_allows_listed_origins_only() -> None:
     assert not policy.allows("https://app.example.evil")
     assert not CorsPolicy(()).allows("https://app.example")
     assert CorsPolicy(("*",)).allows("https://any.example")
+
+
+@pytest.mark.parametrize(
+    "origins", ["*", "http://localhost:5173", "https://app.example,http://127.0.0.1:3000"]
+)
+def test_production_refuses_development_cors_origins(origins: str) -> None:
+    assert Settings.from_env(Env({"PM_GATEWAY_CORS_ORIGINS": origins})).cors_origins
+    with pytest.raises(ConfigError, match="PM_GATEWAY_CORS_ORIGINS may list only https:// origins"):
+        Settings.from_env(Env({"PM_ENV": "production", "PM_GATEWAY_CORS_ORIGINS": origins}))
+
+
+def test_production_allows_named_https_origins_and_no_cors_by_default() -> None:
+    production = Settings.from_env(Env({"PM_ENV": "production"}))
+    assert production.is_production and production.cors_origins == ()
+    named = Settings.from_env(Env({"PM_ENV": "production", "PM_GATEWAY_CORS_ORIGINS": "https://app.example"}))
+    assert named.cors_origins == ("https://app.example",)

@@ -97,3 +97,16 @@ def test_dashboard_is_served_with_its_assets(gateway: Gateway) -> None:
         assert client.get(asset).status_code == 200, asset
     assert client.get("/dashboard/BUILD").status_code == 404
     assert client.get("/dashboard/missing.js").status_code == 404
+
+
+def test_production_serves_the_sign_in_page_without_the_demo_credentials(gateway: Gateway) -> None:
+    dev = gateway().get("/dashboard/").text
+    assert "testuser@test.com" in dev and "password123" in dev
+    production = gateway(PM_ENV="production")
+    for path in ("/dashboard/", "/dashboard/index.html"):
+        page = production.get(path)
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "testuser@test.com" not in page.text and "password123" not in page.text
+        assert 'id="login-form"' in page.text or "Sign in" in page.text
+    assert production.get("/dashboard/app.js").status_code == 200

@@ -62,7 +62,7 @@ def test_database_urls_are_secrets_built_from_the_generated_password_and_endpoin
         "DBInstances"
     ]
     assert url.startswith("postgresql+psycopg2://pm:")
-    assert url.endswith(f"@{instance['Endpoint']['Address']}:5432/patient")
+    assert url.endswith(f"@{instance['Endpoint']['Address']}:5432/patient?sslmode=require")
 
 
 def test_kafka_cluster_exists_and_its_brokers_reach_the_kafka_clients(deployed: Deployed) -> None:
@@ -72,7 +72,7 @@ def test_kafka_cluster_exists_and_its_brokers_reach_the_kafka_clients(deployed: 
     assert cluster["BrokerNodeGroupInfo"]["InstanceType"] == "kafka.t3.small"
     assert deployed.outputs["KafkaClusterArn"] == cluster["ClusterArn"]
     brokers = deployed("kafka").get_bootstrap_brokers(ClusterArn=cluster["ClusterArn"])[
-        "BootstrapBrokerString"
+        "BootstrapBrokerStringTls"
     ]
     for name in ("patient", "analytics"):
         environment = container_of(deployed, name)["environment"]
@@ -109,22 +109,37 @@ def test_ecs_runs_one_service_per_backend_with_wired_settings_and_logs(deployed:
         assert log["logDriver"] == "awslogs"
         assert log["options"]["awslogs-group"] == f"/ecs/{STACK}/{spec.name}"
         assert log["options"]["awslogs-stream-prefix"] == spec.name
-    auth_secrets = {s["name"] for s in container_of(deployed, "auth")["secrets"]}
+    auth = container_of(deployed, "auth")
+    auth_secrets = {s["name"] for s in auth["secrets"]}
     assert auth_secrets == {"PM_AUTH_DATABASE_URL", "PM_JWT_PRIVATE_KEY"}
+    assert {"name": "PM_AUTH_SEED_DEMO_USER", "value": "false"} in auth["environment"]
+    token = deployed("secretsmanager").get_secret_value(SecretId=f"{STACK}/billing/service-token")
+    assert len(token["SecretString"]) == 48
     groups = deployed("logs").describe_log_groups(logGroupNamePrefix=f"/ecs/{STACK}/")["logGroups"]
     assert sorted(g["logGroupName"] for g in groups) == sorted(f"/ecs/{STACK}/{n}" for n in names)
     assert all(g["retentionInDays"] == 30 for g in groups)
 
 
-def test_load_balancer_forwards_http_to_the_gateway_port_and_checks_health(deployed: Deployed) -> None:
+def test_load_balancer_forwards_https_to_the_gateway_port_and_redirects_http(deployed: Deployed) -> None:
     elbv2 = deployed("elbv2")
     (target_group,) = elbv2.describe_target_groups(Names=[f"{STACK}-gateway"])["TargetGroups"]
     assert target_group["Port"] == 4004 and target_group["TargetType"] == "ip"
     assert target_group["HealthCheckPath"] == "/health"
     (balancer,) = elbv2.describe_load_balancers(Names=[f"{STACK}-alb"])["LoadBalancers"]
-    (listener,) = elbv2.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
-    assert listener["Port"] == 80
-    assert listener["DefaultActions"][0]["TargetGroupArn"] == target_group["TargetGroupArn"]
+    listeners = elbv2.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
+    by_port = {listener["Port"]: listener for listener in listeners}
+    assert set(by_port) == {80, 443}
+    https = by_port[443]
+    assert https["Protocol"] == "HTTPS"
+    assert https["DefaultActions"][0]["TargetGroupArn"] == target_group["TargetGroupArn"]
+    (certificate,) = https["Certificates"]
+    described = deployed("acm").describe_certificate(CertificateArn=certificate["CertificateArn"])
+    assert described["Certificate"]["DomainName"] == f"{STACK}.pm.invalid"
+    assert by_port[80]["DefaultActions"][0]["Type"] == "redirect"
+    assert by_port[80]["DefaultActions"][0]["RedirectConfig"]["Protocol"] == "HTTPS"
+    rules = elbv2.describe_rules(ListenerArn=https["ListenerArn"])["Rules"]
+    metrics = [r for r in rules if not r["IsDefault"]]
+    assert [a["Type"] for r in metrics for a in r["Actions"]] == ["fixed-response"]
 
 
 def test_deploy_command_prints_the_load_balancer_name(capsys) -> None:

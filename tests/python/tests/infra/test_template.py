@@ -2,6 +2,7 @@
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from cfnlint.api import ManualArgs, lint
@@ -53,7 +54,7 @@ def test_only_the_gateway_is_behind_the_load_balancer_with_a_health_check_that_e
             }
         ]
     }
-    assert template["Resources"]["GatewayService"]["DependsOn"] == ["HttpListener"]
+    assert template["Resources"]["GatewayService"]["DependsOn"] == ["HttpsListener"]
     (target_group,) = resources_of(template, "AWS::ElasticLoadBalancingV2::TargetGroup").values()
     # Readiness behind the balancer; liveness (what ECS replaces a task on) in every container.
     assert target_group["HealthCheckPath"] == "/health"
@@ -108,6 +109,7 @@ def test_service_settings_use_the_pinned_names_and_cloud_map_addresses() -> None
     assert by_name["gateway"]["PM_ANALYTICS_URL"] == "http://analytics.pm.local:4002"
     assert by_name["patient"]["PM_BILLING_GRPC_TARGET"] == "billing.pm.local:9001"
     assert by_name["patient"]["PM_JWKS_URL"] == "http://auth.pm.local:4005/.well-known/jwks.json"
+    assert by_name["auth"]["PM_AUTH_SEED_DEMO_USER"] == "false"
     assert by_name["billing"] == {
         "PM_ENV": "production",
         "PM_HOST": "0.0.0.0",  # noqa: S104
@@ -116,6 +118,96 @@ def test_service_settings_use_the_pinned_names_and_cloud_map_addresses() -> None
         "PM_BILLING_GRPC_PORT": "9001",
         "PM_TRUSTED_PROXIES": "10.0.10.0/24,10.0.11.0/24",
     }
+
+
+def listeners(template: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {v["Port"]: v for v in resources_of(template, "AWS::ElasticLoadBalancingV2::Listener").values()}
+
+
+def test_the_load_balancer_answers_https_with_the_certificate_parameter(template: dict[str, Any]) -> None:
+    https = listeners(template)[443]
+    assert https["Protocol"] == "HTTPS"
+    assert https["Certificates"] == [{"CertificateArn": {"Ref": "CertificateArn"}}]
+    assert https["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+    assert https["DefaultActions"] == [{"Type": "forward", "TargetGroupArn": {"Ref": "GatewayTargetGroup"}}]
+    assert template["Parameters"]["CertificateArn"]["Type"] == "String"
+    assert "Default" not in template["Parameters"]["CertificateArn"]
+    ingress = template["Resources"]["LoadBalancerSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert sorted(rule["FromPort"] for rule in ingress) == [80, 443]
+
+
+def test_plain_http_only_redirects_to_https(template: dict[str, Any]) -> None:
+    http = listeners(template)[80]
+    assert http["Protocol"] == "HTTP"
+    assert http["DefaultActions"] == [
+        {
+            "Type": "redirect",
+            "RedirectConfig": {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"},
+        }
+    ]
+    assert set(listeners(template)) == {80, 443}
+
+
+def test_metrics_are_not_forwarded_from_the_load_balancer(template: dict[str, Any]) -> None:
+    (rule,) = resources_of(template, "AWS::ElasticLoadBalancingV2::ListenerRule").values()
+    assert rule["ListenerArn"] == {"Ref": "HttpsListener"}
+    assert rule["Conditions"][0]["PathPatternConfig"]["Values"] == ["/metrics", "/metrics/*"]
+    (action,) = rule["Actions"]
+    assert action["Type"] == "fixed-response"
+    assert action["FixedResponseConfig"]["StatusCode"] == "404"
+
+
+def test_no_task_seeds_the_demo_user_and_every_task_runs_in_production(template: dict[str, Any]) -> None:
+    for task in resources_of(template, "AWS::ECS::TaskDefinition").values():
+        (container,) = task["ContainerDefinitions"]
+        environment = {e["Name"]: e["Value"] for e in container["Environment"] if "Name" in e}
+        assert environment["PM_ENV"] == "production"
+        assert environment.get("PM_AUTH_SEED_DEMO_USER", "false") == "false"
+        if container["Name"] == "auth":
+            assert environment["PM_AUTH_SEED_DEMO_USER"] == "false"
+            assert {s["Name"] for s in container["Secrets"]} >= {"PM_JWT_PRIVATE_KEY"}
+
+
+def test_database_urls_require_tls(template: dict[str, Any]) -> None:
+    urls = {
+        k: v["SecretString"]["Fn::Sub"][0]
+        for k, v in resources_of(template, "AWS::SecretsManager::Secret").items()
+        if k.endswith("DatabaseUrl")
+    }
+    assert len(urls) == 4
+    for url in urls.values():
+        assert url.startswith("postgresql+psycopg2://") and url.endswith("?sslmode=require")
+
+
+def test_kafka_is_tls_only_and_its_clients_use_ssl(template: dict[str, Any]) -> None:
+    (cluster,) = resources_of(template, "AWS::MSK::Cluster").values()
+    assert cluster["EncryptionInfo"]["EncryptionInTransit"] == {"ClientBroker": "TLS", "InCluster": True}
+    (ingress,) = template["Resources"]["KafkaSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert (ingress["FromPort"], ingress["ToPort"]) == (9094, 9094)
+    for spec in SERVICES:
+        environment = container_environment(spec)
+        assert (environment.get("PM_KAFKA_TLS") == "true") is spec.uses_kafka
+
+
+def test_keys_are_fetched_inside_the_private_namespace_or_over_https() -> None:
+    for spec in SERVICES:
+        url = container_environment(spec).get("PM_JWKS_URL")
+        if url is not None:
+            host = urlsplit(url).hostname or ""
+            assert url.startswith("https://") or host.endswith(".pm.local"), url
+
+
+def test_billing_and_patient_share_a_generated_service_token(template: dict[str, Any]) -> None:
+    token = template["Resources"]["BillingServiceToken"]["Properties"]
+    assert token["GenerateSecretString"]["PasswordLength"] >= 32
+    holders = set()
+    for task in resources_of(template, "AWS::ECS::TaskDefinition").values():
+        (container,) = task["ContainerDefinitions"]
+        for secret in container.get("Secrets", []):
+            if secret["Name"] == "PM_BILLING_SERVICE_TOKEN":
+                assert secret["ValueFrom"] == {"Ref": "BillingServiceToken"}
+                holders.add(container["Name"])
+    assert holders == {"billing", "patient"}
 
 
 def test_the_gateway_believes_the_balancer_and_the_services_believe_the_gateway(

@@ -45,6 +45,15 @@ def test_a_bad_setting_stops_the_service_with_one_line_naming_it(tmp_path: Path)
     ]
 
 
+def test_production_without_billing_credential_stops_the_service_with_one_line(tmp_path: Path) -> None:
+    result = run_main("migrate", env={"PM_DATA_DIR": str(tmp_path), "PM_ENV": "production"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "patient: configuration error: PM_BILLING_SERVICE_TOKEN (or PM_BILLING_GRPC_TLS_CLIENT_CERT_FILE) "
+        "is required when PM_ENV=production"
+    ]
+
+
 def test_seed_loads_the_15_original_patients_once(postgres_url: str) -> None:
     assert migrate_and_seed(postgres_url) == 15
     database = Database(postgres_url)

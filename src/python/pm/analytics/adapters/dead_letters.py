@@ -9,14 +9,16 @@ from kafka import KafkaProducer
 
 from pm.analytics.service_layer.services import DeadLetter
 from pm.common.kafka import make_producer
+from pm.common.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
 
 class DeadLetterPublisher:
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, *, tls: ClientTls | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
+        self.tls = tls
         self._producer: KafkaProducer | None = None
 
     def publish(self, letters: Sequence[DeadLetter]) -> None:
@@ -51,7 +53,7 @@ class DeadLetterPublisher:
 
     def _connected(self) -> KafkaProducer:
         if self._producer is None:
-            self._producer = make_producer(self.bootstrap_servers, client_id="analytics-dlq")
+            self._producer = make_producer(self.bootstrap_servers, client_id="analytics-dlq", tls=self.tls)
         return self._producer
 
     def _failed(self, exc: BaseException, offset: int | None = None) -> None:

@@ -12,6 +12,7 @@ from pm.analytics.adapters.dead_letters import DeadLetterPublisher
 from pm.analytics.service_layer import services
 from pm.analytics.service_layer.services import AnalyticsUnitOfWork, RawMessage
 from pm.common.kafka import BrokerProbe, ConsumerLoop, ensure_topics
+from pm.common.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +29,18 @@ class PatientEventConsumer:
         group_id: str,
         unit_of_work: Callable[[], AnalyticsUnitOfWork],
         dead_letters: DeadLetterPublisher | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.tls = tls
         self.topic = topic
         self.dead_letter_topic = dead_letter_topic
         self.unit_of_work = unit_of_work
-        self.dead_letters = dead_letters or DeadLetterPublisher(bootstrap_servers, dead_letter_topic)
-        self.loop = ConsumerLoop(bootstrap_servers, [topic], group_id, self.handle, client_id="analytics")
-        self.broker = BrokerProbe(bootstrap_servers)
+        self.dead_letters = dead_letters or DeadLetterPublisher(bootstrap_servers, dead_letter_topic, tls=tls)
+        self.loop = ConsumerLoop(
+            bootstrap_servers, [topic], group_id, self.handle, client_id="analytics", tls=tls
+        )
+        self.broker = BrokerProbe(bootstrap_servers, tls=tls)
         self._thread: threading.Thread | None = None
 
     def handle(self, records: list[Any]) -> None:
@@ -85,7 +90,7 @@ class PatientEventConsumer:
     def _run(self) -> None:
         # Topics made here get our partition count; auto-created ones would get the broker's default.
         try:
-            ensure_topics(self.bootstrap_servers, [self.topic, self.dead_letter_topic])
+            ensure_topics(self.bootstrap_servers, [self.topic, self.dead_letter_topic], tls=self.tls)
         except Exception as exc:  # noqa: BLE001 - the loop below keeps retrying the broker anyway
             log.warning("could not ensure topics", extra={"error": str(exc)[:200]})
         self.loop.run()

@@ -8,12 +8,17 @@ from __future__ import annotations
 import httpx
 
 from pm.common.health import Degraded, HealthCheck
+from pm.common.tls import ClientTls
 
 
-def downstream_check(name: str, base_url: str, timeout: float) -> HealthCheck:
+def downstream_check(
+    name: str, base_url: str, timeout: float, *, tls: ClientTls | None = None
+) -> HealthCheck:
     """Passes when `<base_url>/health` answers 200 UP within `timeout` seconds; 200 DEGRADED raises
     `Degraded`; anything else raises. One keep-alive client serves every round."""
-    client = httpx.Client(timeout=timeout, trust_env=False)
+    # An https:// service URL is checked against PM_HTTP_TLS_CA_FILE's CA when set.
+    verify = tls.ssl_context() if tls is not None else True
+    client = httpx.Client(timeout=timeout, trust_env=False, verify=verify)
 
     def check() -> None:
         try:

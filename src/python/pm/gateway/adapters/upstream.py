@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client import CollectorRegistry, Counter
 
+from pm.common.tls import ClientTls
 from pm.common.web import BodyTooLarge, Message, Receive, Send
 from pm.gateway.domain.headers import Headers, client_response_headers
 
@@ -65,16 +66,19 @@ class ConnectionPools:
     a request, sixteen pools of two ~0.4 ms. Requests are spread over `shards` pools.
     """
 
-    def __init__(self, timeouts: Timeouts, max_connections: int, *, shards: int = 16) -> None:
+    def __init__(
+        self, timeouts: Timeouts, max_connections: int, *, shards: int = 16, tls: ClientTls | None = None
+    ) -> None:
         shards = max(1, min(shards, max_connections))
         per_shard = -(-max_connections // shards)
         # One TLS context for all: each would otherwise load the CA bundle again (~50 ms apiece).
-        tls = httpx.create_ssl_context()
+        # https:// upstreams are checked against PM_HTTP_TLS_CA_FILE's CA when set.
+        context = tls.ssl_context() if tls is not None else httpx.create_ssl_context()
         limits = httpx.Limits(
             max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=20.0
         )
         self.transports = [
-            httpx.AsyncHTTPTransport(verify=tls, limits=limits, trust_env=False) for _ in range(shards)
+            httpx.AsyncHTTPTransport(verify=context, limits=limits, trust_env=False) for _ in range(shards)
         ]
         self._next = itertools.cycle(self.transports).__next__
         self.timeout = timeouts.httpx().as_dict()

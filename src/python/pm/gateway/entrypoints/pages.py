@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import cast
 
 from starlette import types
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, Response
 
 from pm.common.web import Receive, Scope, Send
 
@@ -23,9 +25,13 @@ class NotFound(Exception):
 class StaticFolder:
     """Files of one folder, by relative path; anything outside it or of another kind is not found."""
 
-    def __init__(self, root: Path, *, cache_control: str) -> None:
+    def __init__(
+        self, root: Path, *, cache_control: str, overrides: Mapping[str, tuple[bytes, str]] | None = None
+    ) -> None:
         self.root = root.resolve()
         self.cache_control = cache_control
+        # Files served from memory instead (relative path -> content, media type).
+        self.overrides = dict(overrides or {})
 
     def locate(self, relative: str) -> Path:
         parts = PurePosixPath(relative).parts
@@ -37,8 +43,24 @@ class StaticFolder:
         return path
 
     async def serve(self, relative: str, scope: Scope, receive: Receive, send: Send) -> None:
-        response = FileResponse(self.locate(relative), headers={"cache-control": self.cache_control})
+        response: Response
+        if relative in self.overrides:
+            content, media_type = self.overrides[relative]
+            response = Response(content, media_type=media_type, headers={"cache-control": self.cache_control})
+        else:
+            response = FileResponse(self.locate(relative), headers={"cache-control": self.cache_control})
         await response(scope, receive, cast(types.Send, send))
+
+
+DEMO_HINT = re.compile(rb"\s*<p [^>]*data-demo-hint[^>]*>.*?</p>", re.DOTALL)
+
+
+def without_demo_hint(page: bytes) -> bytes:
+    """The sign-in page without the demo credentials (production has no demo user)."""
+    stripped, count = DEMO_HINT.subn(b"", page)
+    if count != 1:
+        raise ValueError("the dashboard page has no single demo-account hint to remove")
+    return stripped
 
 
 def swagger_ui_folder() -> Path:

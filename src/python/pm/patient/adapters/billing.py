@@ -13,12 +13,18 @@ import uuid
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # pants: no-infer-dep
 
+from pm.common.tls import ClientTls
 from pm.patient.domain.model import BillingRejected, BillingUnavailable
 from pm.proto.billing.v1 import billing_pb2, billing_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def channel_credentials(tls: ClientTls) -> grpc.ChannelCredentials:
+    ca, key, chain = tls.pem()
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=chain)
 
 
 class GrpcBilling:
@@ -29,12 +35,18 @@ class GrpcBilling:
         deadline_seconds: float = 2.0,
         attempts: int = 3,
         backoff_seconds: float = 0.2,
+        tls: ClientTls | None = None,
+        service_token: str | None = None,
     ) -> None:
         self.target = target
         self.deadline_seconds = deadline_seconds
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
-        self._channel = grpc.insecure_channel(target)
+        # Billing's internal credential (PM_BILLING_SERVICE_TOKEN), sent with every BillingService call.
+        self._metadata = (("authorization", f"Bearer {service_token}"),) if service_token else None
+        self._channel = (
+            grpc.secure_channel(target, channel_credentials(tls)) if tls else grpc.insecure_channel(target)
+        )
         self._stub = billing_pb2_grpc.BillingServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -42,7 +54,9 @@ class GrpcBilling:
         request = billing_pb2.CreateBillingAccountRequest(patient_id=str(patient_id), name=name, email=email)
         for attempt in range(1, self.attempts + 1):
             try:
-                account = self._stub.CreateBillingAccount(request, timeout=self.deadline_seconds)
+                account = self._stub.CreateBillingAccount(
+                    request, timeout=self.deadline_seconds, metadata=self._metadata
+                )
                 return str(account.account_id)
             except grpc.RpcError as err:
                 code = err.code()

@@ -31,7 +31,15 @@ import sqlalchemy as sa
 from kafka import KafkaAdminClient, KafkaProducer
 
 from pm.common.db import Database
-from pm.common.kafka import REQUEST_TIMEOUT_MS, bootstrap_list, ensure_topics, make_producer, probe_broker
+from pm.common.kafka import (
+    REQUEST_TIMEOUT_MS,
+    bootstrap_list,
+    ensure_topics,
+    make_producer,
+    probe_broker,
+    security_options,
+)
+from pm.common.tls import ClientTls
 from pm.patient.adapters.tables import outbox, relay_state
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,7 @@ class RelaySettings:
     retention_seconds: float = 7 * 86400.0
     purge_batch_size: int = 500
     purge_interval_seconds: float = 60.0
+    tls: ClientTls | None = None
 
 
 def _pending_query(batch_size: int) -> sa.Select[Any]:
@@ -83,7 +92,7 @@ class OutboxRelay:
         self.database = database
         self.settings = settings
         self._producer_factory = producer_factory or (
-            lambda: make_producer(settings.bootstrap_servers, client_id="pm-patient-relay")
+            lambda: make_producer(settings.bootstrap_servers, client_id="pm-patient-relay", tls=settings.tls)
         )
         self._producer: KafkaProducer | None = None
         self._admin: KafkaAdminClient | None = None
@@ -293,8 +302,9 @@ class OutboxRelay:
         if self._producer is None:
             probe_broker(self.settings.bootstrap_servers)
             # The topic is (re)created whenever we (re)connect: a broker may come back empty.
-            ensure_topics(self.settings.bootstrap_servers, [self.settings.topic])
+            ensure_topics(self.settings.bootstrap_servers, [self.settings.topic], tls=self.settings.tls)
             self._admin = KafkaAdminClient(
+                **security_options(self.settings.tls),
                 bootstrap_servers=bootstrap_list(self.settings.bootstrap_servers),
                 client_id="pm-patient-relay-admin",
                 request_timeout_ms=REQUEST_TIMEOUT_MS,

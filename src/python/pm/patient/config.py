@@ -27,7 +27,7 @@ class Settings:
     outbox_max_backoff_seconds: float
     outbox_retention_seconds: float
     validate_responses: bool = False
-    exact_count_limit: int = 10_000
+    exact_count_limit: int = 1_000
     bench_floor: bool = False
     billing_tls: ClientTls | None = None
     billing_service_token: str | None = field(default=None, repr=False)
@@ -73,7 +73,7 @@ class Settings:
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
             # X-Total-Count is exact up to this many matches, an estimate (flagged) above.
             exact_count_limit=env.integer(
-                "PM_PATIENT_EXACT_COUNT_LIMIT", 10_000, minimum=1, maximum=10_000_000
+                "PM_PATIENT_EXACT_COUNT_LIMIT", 1_000, minimum=1, maximum=10_000_000
             ),
             # Diagnostic only (the benchmark's framework floor): never set it in production.
             bench_floor=env.flag("PM_PATIENT_BENCH_FLOOR", False),

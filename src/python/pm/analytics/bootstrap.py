@@ -12,7 +12,7 @@ from pm.analytics.entrypoints.consumer import PatientEventConsumer
 from pm.common.db import Database
 from pm.common.health import DEFAULT_INTERVAL_SECONDS
 from pm.common.specapp import spec_app
-from pm.common.tokens import JwksKeys, TokenVerifier
+from pm.common.tokens import JwksKeys, RevocationList, TokenVerifier, http_revocation_feed
 from pm.common.validation import VALIDATOR_MAP
 from pm.common.web import HealthCheck, ServiceMiddleware
 
@@ -61,6 +61,11 @@ def create_app(
 
 
 def jwks_verifier(settings: Settings) -> TokenVerifier:
+    """Tokens checked locally with auth's published keys; ended sessions polled from auth's feed."""
     return TokenVerifier(
-        JwksKeys(settings.jwks_url, tls=settings.http_client_tls), issuer=settings.jwt_issuer
+        JwksKeys(settings.jwks_url, tls=settings.http_client_tls),
+        issuer=settings.jwt_issuer,
+        revocations=RevocationList(
+            http_revocation_feed(settings.revocations_url, tls=settings.http_client_tls), name="analytics"
+        ),
     )

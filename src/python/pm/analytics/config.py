@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pm.common.config import ConfigError, Env, sqlite_default
+from pm.common.config import ConfigError, Env, revocations_url, sqlite_default
 from pm.common.tls import ClientTls, ServerTls, client_tls, server_tls
 
 CONSUMER_GROUP = "analytics-service"
@@ -20,6 +20,7 @@ class Settings:
     dead_letter_topic: str
     consumer_group: str
     jwks_url: str
+    revocations_url: str
     jwt_issuer: str
     log_level: str
     migrate_on_start: bool
@@ -36,6 +37,7 @@ class Settings:
     def from_env(cls, env: Env | None = None) -> Settings:
         env = env or Env()
         auth_url = env.url("PM_AUTH_URL", "http://127.0.0.1:4005")
+        jwks_url = env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json")
         return cls(
             host=env.text("PM_HOST", "127.0.0.1"),
             # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
@@ -46,7 +48,8 @@ class Settings:
             patient_topic=env.text("PM_PATIENT_TOPIC", "patient"),
             dead_letter_topic=env.text("PM_PATIENT_DLQ_TOPIC", "patient.dlq"),
             consumer_group=env.text("PM_ANALYTICS_CONSUMER_GROUP", CONSUMER_GROUP),
-            jwks_url=env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json"),
+            jwks_url=jwks_url,
+            revocations_url=env.url("PM_REVOCATIONS_URL", revocations_url(jwks_url)),
             jwt_issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
             log_level=env.log_level(),
             health_interval=env.health_interval(),

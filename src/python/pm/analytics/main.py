@@ -77,11 +77,14 @@ def apply_migrations(settings: Settings) -> None:
 def run(settings: Settings) -> None:
     database = Database(settings.database_url)
     consumer = create_consumer(settings, database)
+    verifier = jwks_verifier(settings)
+    revocations = verifier.revocations
+    assert revocations is not None
     purger = RetentionLoop(retention(settings, database))
     serve(
         create_app(
             database,
-            jwks_verifier(settings),
+            verifier,
             consumer_check=consumer.check,
             validate_responses=settings.validate_responses,
             health_interval=settings.health_interval,
@@ -92,8 +95,8 @@ def run(settings: Settings) -> None:
         service="analytics",
         # Reads are short; with the consumer's stop budget this keeps a SIGTERM stop within 10 s.
         graceful_seconds=3,
-        on_start=[consumer.start, purger.start],
-        on_stop=[consumer.stop, purger.stop, database.dispose],
+        on_start=[consumer.start, purger.start, revocations.start],
+        on_stop=[revocations.stop, consumer.stop, purger.stop, database.dispose],
         tls=settings.http_tls,
     )
 

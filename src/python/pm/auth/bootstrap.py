@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from connexion.resolver import RelativeResolver
 
@@ -14,12 +15,13 @@ from pm.auth.adapters.repositories import SqlUnitOfWork
 from pm.auth.adapters.tokens import JwtIssuer
 from pm.auth.config import Settings
 from pm.auth.domain.throttle import ThrottlePolicy
+from pm.auth.entrypoints.handlers import REVOCATION_PAGE, revocation_page
 from pm.auth.entrypoints.validation import VALIDATORS
 from pm.auth.service_layer import services
 from pm.auth.service_layer.ports import PasswordHasher, UnitOfWork
 from pm.common.db import Database, migrate
 from pm.common.specapp import spec_app
-from pm.common.tokens import StaticKeys, TokenVerifier
+from pm.common.tokens import RevocationFeed, RevocationList, StaticKeys, TokenVerifier
 from pm.common.web import ServiceMiddleware
 
 SERVICE = "auth"
@@ -74,9 +76,12 @@ def create_app(
         ),
         policy=throttle_policy(settings),
         clock=clock,
+        session_ttl=timedelta(seconds=settings.refresh_ttl_seconds),
     )
-    # Auth checks its own tokens with its own public keys: no HTTP call to itself.
-    verifier = TokenVerifier(StaticKeys(keys.public_keys()), issuer=settings.issuer)
+    # Auth checks its own tokens with its own public keys and reads revocations from its own database:
+    # no HTTP call to itself.
+    revocations = RevocationList(database_feed(auth), name="auth")
+    verifier = TokenVerifier(StaticKeys(keys.public_keys()), issuer=settings.issuer, revocations=revocations)
     app = spec_app(
         __name__,
         API / "openapi.yaml",
@@ -89,5 +94,14 @@ def create_app(
         service=SERVICE,
         health_checks={"database": database.ping},
         health_interval=settings.health_interval,
-        state={"token_verifier": verifier, "auth": auth, "keys": keys},
+        state={"token_verifier": verifier, "auth": auth, "keys": keys, "revocations": revocations},
     )
+
+
+def database_feed(auth: services.AuthService) -> RevocationFeed:
+    """The revocation feed read straight from auth's database (what `GET /revocations` serves)."""
+
+    def fetch(after: int) -> dict[str, Any]:
+        return revocation_page(*auth.revocations(after, REVOCATION_PAGE))
+
+    return fetch

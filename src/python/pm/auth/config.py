@@ -20,6 +20,7 @@ class Settings:
     migrate_on_start: bool
     issuer: str
     token_ttl_seconds: int
+    refresh_ttl_seconds: int
     private_key_file: Path | None
     private_key_pem: str | None = field(repr=False)
     previous_public_key_files: tuple[Path, ...]
@@ -78,7 +79,11 @@ class Settings:
             database_url=env.database_url("PM_AUTH_DATABASE_URL", sqlite_default(env, "auth")),
             migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
             issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
-            token_ttl_seconds=env.integer("PM_JWT_TTL_SECONDS", 36000, minimum=60, maximum=30 * 86400),
+            # Short-lived access tokens (RFC 9700 4.14): a session continues through its refresh token.
+            token_ttl_seconds=env.integer("PM_JWT_TTL_SECONDS", 900, minimum=60, maximum=30 * 86400),
+            refresh_ttl_seconds=env.integer(
+                "PM_AUTH_REFRESH_TTL_SECONDS", 43200, minimum=60, maximum=90 * 86400
+            ),
             private_key_file=Path(private_key_file) if private_key_file else None,
             private_key_pem=private_key_pem,
             previous_public_key_files=tuple(Path(p.strip()) for p in previous.split(",") if p.strip()),

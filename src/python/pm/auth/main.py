@@ -45,13 +45,17 @@ def main(argv: list[str] | None = None) -> None:
             log.info("database ready", extra={"demo_user_created": created})
         if keys is None:
             return
+        app = create_app(settings, keys, database)
+        revocations = app.state["revocations"]
         serve(
-            create_app(settings, keys, database),
+            app,
             host=settings.host,
             port=settings.port,
             service=SERVICE,
             tls=settings.http_tls,
             trusted_proxies=settings.trusted_proxies,
+            on_start=[revocations.start],
+            on_stop=[revocations.stop],
         )
     finally:
         database.dispose()

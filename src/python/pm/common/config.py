@@ -164,6 +164,13 @@ class Env:
         return Path(self.text("PM_DATA_DIR", ".pm-data")).resolve()
 
 
+def revocations_url(jwks_url: str) -> str:
+    """Auth's revocation feed, next to its JWKS (both are served by the auth service)."""
+    suffix = "/.well-known/jwks.json"
+    base = jwks_url[: -len(suffix)] if jwks_url.endswith(suffix) else jwks_url.rsplit("/", 1)[0]
+    return f"{base}/revocations"
+
+
 def sqlite_default(env: Env, service: str) -> str:
     """The embedded default database of a service: a SQLite file in the data folder."""
     return f"sqlite:///{env.data_dir() / f'{service}.db'}"

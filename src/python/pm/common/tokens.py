@@ -171,11 +171,120 @@ def parse_jwks(document: Mapping[str, Any]) -> dict[str, Any]:
     return keys
 
 
+RevocationFeed = Callable[[int], Mapping[str, Any]]
+"""Fetches one page of auth's revocation feed after a cursor: `{"cursor", "revoked": [{"sid",
+"until"}], "more"}`; raises when auth cannot be reached."""
+
+
+class RevocationList:
+    """The sessions that ended before their access tokens expired, kept in memory.
+
+    A background thread (`start`) polls the feed every `interval` seconds, off the event loop; checking
+    a token is a dictionary lookup. Entries are forgotten once every token of their session has expired
+    (`until` plus the verifiers' leeway). When the feed cannot be reached, what is known stays in force
+    and polling goes on; a failure is logged once per outage, not once per poll.
+    """
+
+    def __init__(
+        self,
+        fetch: RevocationFeed,
+        *,
+        interval: float = 2.0,
+        leeway: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        name: str = "revocations",
+    ) -> None:
+        self._fetch = fetch
+        self.interval = interval
+        self.leeway = leeway
+        self.clock = clock
+        self.name = name
+        self._until: dict[str, float] = {}
+        self._cursor = 0
+        self._failing = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def is_revoked(self, session_id: str) -> bool:
+        return session_id in self._until
+
+    def poll(self) -> bool:
+        """Read the feed up to its end; True when it was reachable."""
+        with self._lock:
+            try:
+                while True:
+                    page = self._fetch(self._cursor)
+                    for entry in page.get("revoked", []):
+                        self._until[str(entry["sid"])] = float(entry["until"])
+                    cursor = int(page["cursor"])
+                    advanced, self._cursor = cursor > self._cursor, max(cursor, self._cursor)
+                    if not (page.get("more") and advanced):
+                        break
+            except Exception as exc:  # noqa: BLE001 - keep what is known, say why once
+                if not self._failing:
+                    log.warning(
+                        "revocation feed unreachable", extra={"feed": self.name, "error": str(exc)[:200]}
+                    )
+                self._failing = True
+                return False
+            if self._failing:
+                log.info("revocation feed reachable again", extra={"feed": self.name})
+            self._failing = False
+            horizon = self.clock() - self.leeway
+            self._until = {sid: until for sid, until in self._until.items() if until > horizon}
+            return True
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 5)
+            self._thread = None
+
+    def _run(self) -> None:
+        self.poll()
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+
+def http_revocation_feed(url: str, *, timeout: float = 2.0, tls: ClientTls | None = None) -> RevocationFeed:
+    """Auth's `GET /revocations?since=` over HTTP(S), as a RevocationFeed."""
+    verify = tls.ssl_context() if tls else True
+
+    def fetch(after: int) -> Mapping[str, Any]:
+        response = httpx.get(url, params={"since": after}, timeout=timeout, verify=verify)
+        response.raise_for_status()
+        page = response.json()
+        if not isinstance(page, dict) or not isinstance(page.get("revoked"), list):
+            raise ValueError("revocation feed answered something else than a page")
+        return page
+
+    return fetch
+
+
 class TokenVerifier:
-    def __init__(self, keys: KeySource, *, issuer: str, leeway: float = 30.0) -> None:
+    """Checks signature, algorithm, `kid`, expiry and issuer; with a RevocationList also that the
+    token's session (`sid`) has not ended, and then a token without a session is refused."""
+
+    def __init__(
+        self,
+        keys: KeySource,
+        *,
+        issuer: str,
+        leeway: float = 30.0,
+        revocations: RevocationList | None = None,
+    ) -> None:
         self.keys = keys
         self.issuer = issuer
         self.leeway = leeway
+        self.revocations = revocations
 
     async def verify_async(self, token: str) -> dict[str, Any]:
         """`verify` for the event loop: on the loop while the keys are at hand, in a worker thread when
@@ -223,7 +332,19 @@ class TokenVerifier:
             raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
         if claims.get("role") not in ROLES:
             raise InvalidToken("token has no valid role")
+        if self.revocations is not None:
+            self.check_session(claims)
         return claims
+
+    def check_session(self, claims: Mapping[str, Any]) -> None:
+        """Raise InvalidToken if the token's session has ended (cheap: for tokens already verified)."""
+        if self.revocations is None:
+            return
+        session_id = claims.get("sid")
+        if not isinstance(session_id, str) or not session_id:
+            raise InvalidToken("token has no session")
+        if self.revocations.is_revoked(session_id):
+            raise InvalidToken("session has ended")
 
 
 def _fits(key: Any, algorithm: str) -> bool:

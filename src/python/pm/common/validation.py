@@ -75,6 +75,7 @@ BoundedRequestValidator = extend(Draft4RequestValidator, {"pattern": _pattern_wi
 _RULES = {
     "minLength": "must be at least {} characters",
     "maxLength": "must be at most {} characters",
+    "minProperties": "must have at least {} field(s)",
     "pattern": "has an invalid format",
     "format": "must be a valid {}",
     "enum": "must be one of {}",

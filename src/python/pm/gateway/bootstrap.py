@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pm.common.tokens import JwksKeys, KeySource, TokenVerifier
+from pm.common.tokens import JwksKeys, KeySource, RevocationList, TokenVerifier, http_revocation_feed
 from pm.common.web import Metrics, ServiceMiddleware
 from pm.gateway.adapters.health import downstream_check
 from pm.gateway.adapters.openapi import ApiDocs, DocsSource
@@ -28,6 +28,7 @@ class Gateway:
     app: ServiceMiddleware
     keys: KeySource
     proxy: Proxy
+    revocations: RevocationList
 
     def load_keys(self) -> None:
         """Fetch the signing keys up front so that the first requests need no fetch (best effort)."""
@@ -43,7 +44,9 @@ def dashboard_folder(*, production: bool) -> StaticFolder:
     return StaticFolder(DASHBOARD_FOLDER, cache_control="no-cache", overrides=overrides)
 
 
-def bootstrap(settings: Settings, *, keys: KeySource | None = None) -> Gateway:
+def bootstrap(
+    settings: Settings, *, keys: KeySource | None = None, revocations: RevocationList | None = None
+) -> Gateway:
     upstreams = {
         "auth": settings.auth_url,
         "patient": settings.patient_url,
@@ -54,6 +57,11 @@ def bootstrap(settings: Settings, *, keys: KeySource | None = None) -> Gateway:
         keys
         if keys is not None
         else JwksKeys(settings.jwks_url, timeout=settings.connect_timeout + 1, tls=tls)
+    )
+    # Ended sessions, polled from auth in the background (started by `serve`'s start hooks).
+    revocations = revocations or RevocationList(
+        http_revocation_feed(settings.revocations_url, timeout=settings.connect_timeout + 1, tls=tls),
+        name="gateway",
     )
     timeouts = Timeouts(connect=settings.connect_timeout, read=settings.read_timeout)
     pools = ConnectionPools(timeouts, settings.max_connections, tls=tls)
@@ -72,7 +80,9 @@ def bootstrap(settings: Settings, *, keys: KeySource | None = None) -> Gateway:
     gateway = GatewayApp(
         routes=public_routes(),
         proxy=proxy,
-        authenticator=BearerAuthenticator(TokenVerifier(keys, issuer=settings.jwt_issuer)),
+        authenticator=BearerAuthenticator(
+            TokenVerifier(keys, issuer=settings.jwt_issuer, revocations=revocations)
+        ),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         clients=ClientAddresses(settings.trusted_proxies),
         cors=CorsPolicy(settings.cors_origins),
@@ -97,4 +107,4 @@ def bootstrap(settings: Settings, *, keys: KeySource | None = None) -> Gateway:
         health_timeout=settings.health_timeout + 1.0,
         health_interval=settings.health_interval,
     )
-    return Gateway(app=app, keys=keys, proxy=proxy)
+    return Gateway(app=app, keys=keys, proxy=proxy, revocations=revocations)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pm.common.config import PRODUCTION, ConfigError, Env
+from pm.common.config import PRODUCTION, ConfigError, Env, revocations_url
 from pm.common.tls import ClientTls, ServerTls, client_tls, server_tls
 
 
@@ -17,6 +17,7 @@ class Settings:
     patient_url: str
     analytics_url: str
     jwks_url: str
+    revocations_url: str
     jwt_issuer: str
     connect_timeout: float
     read_timeout: float
@@ -41,6 +42,7 @@ class Settings:
     def from_env(cls, env: Env) -> Settings:
         environment = env.environment()
         auth_url = env.url("PM_AUTH_URL", "http://127.0.0.1:4005")
+        jwks_url = env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json")
         # Generous per address: it stops a runaway client, not a busy one (0 turns it off).
         rate = env.number("PM_GATEWAY_RATE_LIMIT_PER_SECOND", 1000.0)
         burst = env.integer("PM_GATEWAY_RATE_LIMIT_BURST", max(1, int(rate * 2)), minimum=0)
@@ -54,7 +56,8 @@ class Settings:
             auth_url=auth_url,
             patient_url=env.url("PM_PATIENT_URL", "http://127.0.0.1:4000"),
             analytics_url=env.url("PM_ANALYTICS_URL", "http://127.0.0.1:4002"),
-            jwks_url=env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json"),
+            jwks_url=jwks_url,
+            revocations_url=env.url("PM_REVOCATIONS_URL", revocations_url(jwks_url)),
             jwt_issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
             connect_timeout=_positive(env, "PM_GATEWAY_CONNECT_TIMEOUT", 2.0),
             read_timeout=_positive(env, "PM_GATEWAY_READ_TIMEOUT", 15.0),

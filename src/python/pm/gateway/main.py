@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         service=SERVICE,
-        on_start=[gateway.load_keys],
+        on_start=[gateway.load_keys, gateway.revocations.start],
+        on_stop=[gateway.revocations.stop],
         tls=settings.http_tls,
     )
 

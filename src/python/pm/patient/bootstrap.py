@@ -12,7 +12,7 @@ from pm.common import kafka
 from pm.common.db import Database, migrate
 from pm.common.routing import SpecRouting
 from pm.common.specapp import spec_app
-from pm.common.tokens import JwksKeys, TokenVerifier
+from pm.common.tokens import JwksKeys, RevocationList, TokenVerifier, http_revocation_feed
 from pm.common.validation import VALIDATOR_MAP
 from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
 from pm.patient.adapters.billing import GrpcBilling
@@ -48,11 +48,16 @@ class PatientApp:
     relay: OutboxRelay
     database: Database
     billing: Billing
+    revocations: RevocationList | None = None
 
     def start(self) -> None:
         self.relay.start()
+        if self.revocations is not None:
+            self.revocations.start()
 
     def stop(self) -> None:
+        if self.revocations is not None:
+            self.revocations.stop()
         self.relay.stop()
         close = getattr(self.billing, "close", None)
         if close is not None:
@@ -76,9 +81,7 @@ def build(
         tls=settings.billing_tls,
         service_token=settings.billing_service_token,
     )
-    verifier = verifier or TokenVerifier(
-        JwksKeys(settings.jwks_url, tls=settings.http_client_tls), issuer=settings.jwt_issuer
-    )
+    verifier = verifier or jwks_verifier(settings)
     relay = OutboxRelay(
         database,
         relay_settings
@@ -127,7 +130,25 @@ def build(
         health_interval=settings.health_interval,
         state={"token_verifier": verifier, "patients": service},
     )
-    return PatientApp(asgi=asgi, service=service, relay=relay, database=database, billing=billing)
+    return PatientApp(
+        asgi=asgi,
+        service=service,
+        relay=relay,
+        database=database,
+        billing=billing,
+        revocations=verifier.revocations,
+    )
+
+
+def jwks_verifier(settings: Settings) -> TokenVerifier:
+    """Tokens checked locally with auth's published keys; ended sessions polled from auth's feed."""
+    return TokenVerifier(
+        JwksKeys(settings.jwks_url, tls=settings.http_client_tls),
+        issuer=settings.jwt_issuer,
+        revocations=RevocationList(
+            http_revocation_feed(settings.revocations_url, tls=settings.http_client_tls), name="patient"
+        ),
+    )
 
 
 def register_outbox_metrics(metrics: Metrics, relay: OutboxRelay, database: Database) -> None:

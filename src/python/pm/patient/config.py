@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pm.common.config import PRODUCTION, ConfigError, Env, sqlite_default
+from pm.common.config import PRODUCTION, ConfigError, Env, revocations_url, sqlite_default
 from pm.common.tls import ClientTls, ServerTls, client_tls, server_tls
 
 
@@ -21,6 +21,7 @@ class Settings:
     billing_deadline_seconds: float
     billing_attempts: int
     jwks_url: str
+    revocations_url: str
     jwt_issuer: str
     outbox_batch_size: int
     outbox_max_backoff_seconds: float
@@ -48,6 +49,7 @@ class Settings:
                 "PM_BILLING_SERVICE_TOKEN (or PM_BILLING_GRPC_TLS_CLIENT_CERT_FILE) is required "
                 "when PM_ENV=production"
             )
+        jwks_url = env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json")
         return cls(
             host=env.text("PM_HOST", "127.0.0.1"),
             # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
@@ -62,7 +64,8 @@ class Settings:
             billing_target=env.host_port("PM_BILLING_GRPC_TARGET", "127.0.0.1:9001"),
             billing_deadline_seconds=env.number("PM_BILLING_DEADLINE_SECONDS", 2.0, minimum=0.1),
             billing_attempts=env.integer("PM_BILLING_ATTEMPTS", 3, minimum=1, maximum=10),
-            jwks_url=env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json"),
+            jwks_url=jwks_url,
+            revocations_url=env.url("PM_REVOCATIONS_URL", revocations_url(jwks_url)),
             jwt_issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
             outbox_batch_size=env.integer("PM_OUTBOX_BATCH_SIZE", 100, minimum=1, maximum=10_000),
             outbox_max_backoff_seconds=env.number("PM_OUTBOX_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),

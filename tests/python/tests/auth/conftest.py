@@ -68,6 +68,9 @@ def auth_server(tmp_path: Path, postgres_url: str, key_dir: Path) -> Iterator[Au
             stack.callback(database.dispose)
             migrate_and_seed(settings, database)
             app = create_app(settings, load_key_set(settings), database)
+            revocations = app.state["revocations"]
+            revocations.start()
+            stack.callback(revocations.stop)
             return stack.enter_context(LiveServer(app, trusted_proxies=settings.trusted_proxies)).url
 
         yield start

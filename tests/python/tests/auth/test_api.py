@@ -23,7 +23,10 @@ def test_demo_user_gets_a_token_with_the_contract_claims(http: httpx.Client, aut
     assert response.status_code == 200
     body = response.json()
     assert body["tokenType"] == "Bearer"
-    assert body["expiresIn"] == 36000
+    # Sessions contract: 15-minute access tokens, a 12-hour session continued by the refresh token.
+    assert body["expiresIn"] == 900
+    assert body["refreshExpiresIn"] == 43200
+    assert body["refreshToken"] and body["refreshToken"] not in body["token"]
     header = jwt.get_unverified_header(body["token"])
     jwks = http.get(f"{auth_url}/.well-known/jwks.json").json()
     key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
@@ -31,8 +34,9 @@ def test_demo_user_gets_a_token_with_the_contract_claims(http: httpx.Client, aut
     assert header["alg"] == "RS256"
     assert claims["sub"] == "testuser@test.com"
     assert claims["role"] == "ADMIN"
-    assert claims["exp"] - claims["iat"] == 36000
+    assert claims["exp"] - claims["iat"] == 900
     uuid.UUID(claims["jti"])
+    uuid.UUID(claims["sid"])
 
 
 def test_validate_returns_the_callers_claims(http: httpx.Client, auth_url: str) -> None:
@@ -122,7 +126,7 @@ def test_admin_creates_a_user_who_logs_in_with_role_user(http: httpx.Client, aut
     user = created.json()
     assert user["email"] == "nurse@clinic.org"
     assert user["role"] == "USER"
-    assert set(user) == {"id", "email", "role", "createdAt"}
+    assert set(user) == {"id", "email", "role", "createdAt", "disabled"}
     token = token_for(http, auth_url, "nurse@clinic.org", "s3cret-pass")
     assert http.get(f"{auth_url}/validate", headers=bearer(token)).json()["role"] == "USER"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import stat
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import jwt
@@ -24,7 +26,7 @@ def settings(tmp_path: Path, **environ: str) -> Settings:
 
 def test_defaults_follow_the_pinned_interface(tmp_path: Path) -> None:
     s = settings(tmp_path)
-    assert (s.host, s.port, s.issuer, s.token_ttl_seconds) == ("127.0.0.1", 4005, "pm-auth", 36000)
+    assert (s.host, s.port, s.issuer, s.token_ttl_seconds) == ("127.0.0.1", 4005, "pm-auth", 900)
     assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'auth.db'}"
     assert (s.bcrypt_rounds, s.max_failures_per_email, s.max_failures_per_client) == (12, 5, 20)
     # Issue 12: delays instead of a five-minute lock; a day's window keeps the longest delay meaningful.
@@ -118,7 +120,7 @@ def test_missing_previous_key_file_is_a_config_error(tmp_path: Path, key_dir: Pa
 def test_inline_pem_key_signs_tokens_the_shared_verifier_accepts(tmp_path: Path, key_dir: Path) -> None:
     keys = load_key_set(settings(tmp_path, PM_JWT_PRIVATE_KEY=(key_dir / "old.pem").read_text()))
     issued = JwtIssuer(keys.signing, issuer="pm-auth", ttl_seconds=60, clock=utc_now).issue(
-        "a@b.com", Role.USER
+        "a@b.com", Role.USER, uuid.uuid4(), utc_now() + timedelta(hours=1)
     )
     claims = TokenVerifier(StaticKeys(keys.public_keys()), issuer="pm-auth").verify(issued.token)
     assert claims["sub"] == "a@b.com" and claims["role"] == "USER"

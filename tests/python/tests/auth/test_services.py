@@ -18,13 +18,21 @@ from pm.auth.domain.model import (
     DuplicateEmail,
     InvalidCredentials,
     Role,
+    Session,
     TooManyAttempts,
     UnknownUser,
     User,
     WeakPassword,
 )
 from pm.auth.domain.throttle import ACCOUNT, Key, ThrottlePolicy, account_key, account_prefix, client_key
-from pm.auth.service_layer.ports import FailureLog, IssuedToken, UnitOfWork, UserRepository
+from pm.auth.service_layer.ports import (
+    FailureLog,
+    IssuedToken,
+    Revocation,
+    SessionStore,
+    UnitOfWork,
+    UserRepository,
+)
 from pm.auth.service_layer.services import AuthService, seed_demo_user
 from tests.auth.conftest import make_settings
 
@@ -53,6 +61,62 @@ class FakeUsers(UserRepository):
 
     def count(self) -> int:
         return len(self.rows)
+
+    def lock(self, user_id: uuid.UUID) -> User | None:
+        return self.get(user_id)
+
+    def update(self, user_id: uuid.UUID, *, disabled: bool | None = None, role: Role | None = None) -> None:
+        user = self.get(user_id)
+        assert user is not None
+        self.rows[user.email] = dataclasses.replace(
+            user,
+            disabled=user.disabled if disabled is None else disabled,
+            role=user.role if role is None else role,
+        )
+
+
+class FakeSessions(SessionStore):
+    def __init__(self) -> None:
+        self.rows: dict[uuid.UUID, Session] = {}
+        self.spent_hashes: dict[str, uuid.UUID] = {}
+        self.feed: list[Revocation] = []
+
+    def add(self, session: Session) -> None:
+        self.rows[session.id] = session
+
+    def by_refresh_hash(self, token_hash: str) -> Session | None:
+        return next((s for s in self.rows.values() if s.refresh_token_hash == token_hash), None)
+
+    def spent(self, token_hash: str) -> uuid.UUID | None:
+        return self.spent_hashes.get(token_hash)
+
+    def rotate(self, session: Session, new_hash: str, access_expires_at: datetime) -> None:
+        self.spent_hashes[session.refresh_token_hash] = session.id
+        self.rows[session.id] = dataclasses.replace(
+            session, refresh_token_hash=new_hash, access_expires_at=access_expires_at
+        )
+
+    def revoke(self, session_id: uuid.UUID, at: datetime, reason: str) -> bool:
+        session = self.rows[session_id]
+        if session.revoked_at is not None:
+            return False
+        self.rows[session_id] = dataclasses.replace(session, revoked_at=at)
+        self.feed.append(Revocation(len(self.feed) + 1, session_id, session.access_expires_at))
+        return True
+
+    def revoke_user(
+        self, user_id: uuid.UUID, at: datetime, reason: str, *, keep: uuid.UUID | None = None
+    ) -> int:
+        mine = [s.id for s in self.rows.values() if s.user_id == user_id and s.id != keep]
+        return sum(self.revoke(session_id, at, reason) for session_id in mine)
+
+    def revocations(self, after: int, now: datetime, limit: int) -> tuple[list[Revocation], int, bool]:
+        later = [r for r in self.feed if r.cursor > after]
+        found = later[:limit]
+        return [r for r in found if r.until > now], found[-1].cursor if found else after, len(later) > limit
+
+    def prune(self, now: datetime) -> None:
+        pass
 
 
 class FakeFailures(FailureLog):
@@ -119,18 +183,21 @@ POLICY = ThrottlePolicy(
 class FakeUnitOfWork(UnitOfWork):
     """Shared state; writes become visible only on commit, like a real transaction."""
 
-    def __init__(self, users: FakeUsers, failures: FakeFailures) -> None:
-        self._users, self._failures = users, failures
+    def __init__(self, users: FakeUsers, failures: FakeFailures, sessions: FakeSessions) -> None:
+        self._users, self._failures, self._sessions = users, failures, sessions
         self.commits = 0
 
     def __enter__(self) -> UnitOfWork:
         self.users = copy.deepcopy(self._users)
         self.failures = copy.deepcopy(self._failures)
+        self.sessions = copy.deepcopy(self._sessions)
         return self
 
     def commit(self) -> None:
         assert isinstance(self.users, FakeUsers) and isinstance(self.failures, FakeFailures)
+        assert isinstance(self.sessions, FakeSessions)
         self._users.rows = self.users.rows
+        self._sessions.__dict__.update(copy.deepcopy(self.sessions.__dict__))
         self._failures.rows, self._failures.ids = self.failures.rows, self.failures.ids
         self._failures.pending = self.failures.pending
         self.commits += 1
@@ -159,8 +226,8 @@ class FakeHasher:
 
 
 class FakeIssuer:
-    def issue(self, subject: str, role: Role) -> IssuedToken:
-        return IssuedToken(token=f"token-for:{subject}:{role.value}", expires_in=60)
+    def issue(self, subject: str, role: Role, session_id: uuid.UUID, not_after: datetime) -> IssuedToken:
+        return IssuedToken(token=f"token-for:{subject}:{role.value}", expires_in=60, expires_at=not_after)
 
 
 class Clock:
@@ -177,8 +244,9 @@ class Clock:
 @pytest.fixture
 def world() -> dict[str, Any]:
     users, failures, hasher, clock = FakeUsers(), FakeFailures(), FakeHasher(), Clock()
+    sessions = FakeSessions()
     service = AuthService(
-        uow=lambda: FakeUnitOfWork(users, failures),
+        uow=lambda: FakeUnitOfWork(users, failures, sessions),
         hasher=hasher,
         issuer=FakeIssuer(),
         policy=POLICY,
@@ -190,7 +258,7 @@ def world() -> dict[str, Any]:
 
 def test_login_issues_a_token_for_the_stored_role(world: dict[str, Any]) -> None:
     issued = world["service"].login("ALICE@example.com", "alice-password", "10.0.0.1")
-    assert issued.token == "token-for:alice@example.com:ADMIN"
+    assert issued.access.token == "token-for:alice@example.com:ADMIN"
 
 
 def test_unknown_email_is_checked_against_the_dummy_hash(world: dict[str, Any]) -> None:
@@ -222,12 +290,12 @@ def test_a_strangers_failures_never_refuse_the_owner(world: dict[str, Any]) -> N
     with pytest.raises(TooManyAttempts):
         service.login("alice@example.com", "alice-password", "203.0.113.66")
     # The owner, from an address that has not been failing, is checked as if nothing had happened.
-    assert service.login("alice@example.com", "alice-password", "10.0.0.1").token
+    assert service.login("alice@example.com", "alice-password", "10.0.0.1").access.token
     _fail(service, "alice@example.com", "10.0.0.1", 1)
     with pytest.raises(TooManyAttempts):
         service.login("alice@example.com", "alice-password", "203.0.113.66")
     clock.advance(1)
-    assert service.login("alice@example.com", "alice-password", "10.0.0.1").token
+    assert service.login("alice@example.com", "alice-password", "10.0.0.1").access.token
 
 
 def test_delays_double_after_the_free_failures_up_to_the_cap(world: dict[str, Any]) -> None:
@@ -251,7 +319,7 @@ def test_refused_attempts_do_not_extend_the_delay(world: dict[str, Any]) -> None
         with pytest.raises(TooManyAttempts):
             service.login("alice@example.com", "wrong", "10.0.0.1")
     clock.advance(0.5)
-    assert service.login("alice@example.com", "alice-password", "10.0.0.1").token
+    assert service.login("alice@example.com", "alice-password", "10.0.0.1").access.token
 
 
 def test_attempts_in_flight_count_but_ask_for_a_short_wait(world: dict[str, Any]) -> None:
@@ -262,7 +330,7 @@ def test_attempts_in_flight_count_but_ask_for_a_short_wait(world: dict[str, Any]
         world["service"].login("alice@example.com", "alice-password", "10.0.0.1")
     assert refused.value.retry_after_seconds == 1
     failures.delete(list(failures.ids))
-    assert world["service"].login("alice@example.com", "alice-password", "10.0.0.1").token
+    assert world["service"].login("alice@example.com", "alice-password", "10.0.0.1").access.token
 
 
 def test_failed_attempts_are_no_longer_pending(world: dict[str, Any]) -> None:
@@ -277,7 +345,7 @@ def test_client_delay_covers_every_email(world: dict[str, Any]) -> None:
         _fail(service, f"guess{n}@example.com", "10.0.0.9", 1)
     with pytest.raises(TooManyAttempts):
         service.login("alice@example.com", "alice-password", "10.0.0.9")
-    assert service.login("alice@example.com", "alice-password", "10.0.0.10").token
+    assert service.login("alice@example.com", "alice-password", "10.0.0.10").access.token
 
 
 def test_success_resets_the_pair_but_not_the_client_counter(world: dict[str, Any]) -> None:
@@ -345,7 +413,7 @@ def test_failed_attempts_an_attacker_gets_per_hour_with_the_default_settings(
     schedule), and one client trying a new account each time (the per-client schedule)."""
     clock = world["clock"]
     service = AuthService(
-        uow=lambda: FakeUnitOfWork(world["users"], world["failures"]),
+        uow=lambda: FakeUnitOfWork(world["users"], world["failures"], FakeSessions()),
         hasher=world["hasher"],
         issuer=FakeIssuer(),
         policy=throttle_policy(make_settings(Path("unused"), "sqlite:///unused.db")),
@@ -367,7 +435,7 @@ def test_login_moves_an_old_hash_to_the_current_cost(world: dict[str, Any]) -> N
     users.rows["alice@example.com"] = dataclasses.replace(
         users.rows["alice@example.com"], password_hash="old:alice-password"
     )
-    assert world["service"].login("alice@example.com", "alice-password", "10.0.0.1").token
+    assert world["service"].login("alice@example.com", "alice-password", "10.0.0.1").access.token
     assert users.rows["alice@example.com"].password_hash == "hashed:alice-password"
 
 
@@ -402,7 +470,7 @@ def test_list_users_pages_in_creation_order(world: dict[str, Any]) -> None:
 def test_seed_demo_user_is_idempotent(world: dict[str, Any]) -> None:
     def seed() -> bool:
         return seed_demo_user(
-            uow=lambda: FakeUnitOfWork(world["users"], world["failures"]),
+            uow=lambda: FakeUnitOfWork(world["users"], world["failures"], FakeSessions()),
             hasher=world["hasher"],
             clock=world["clock"],
         )

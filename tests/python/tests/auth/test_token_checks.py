@@ -35,6 +35,7 @@ def _claims(**overrides: object) -> dict[str, object]:
         "exp": now + 600,
         "iss": "pm-auth",
         "jti": str(uuid.uuid4()),
+        "sid": str(uuid.uuid4()),
     }
     claims.update(overrides)
     return claims

@@ -41,6 +41,7 @@ class SigningKey:
             "exp": now + 600,
             "iss": ISSUER,
             "jti": uuid.uuid4().hex,
+            "sid": str(uuid.uuid4()),
         }
         payload.update(claims)
         for name in drop:

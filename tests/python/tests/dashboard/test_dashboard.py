@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
@@ -262,6 +266,50 @@ def test_a_token_the_api_refuses_sends_the_user_back_to_sign_in(page: Page, syst
     expect(page.locator("#login-error")).to_have_text("Your session has ended. Please sign in again.")
     expect(page.locator("#app-view")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('pm.dashboard.token')") is None
+
+
+def test_an_expired_access_token_is_renewed_silently_with_the_refresh_token(
+    page: Page, system: System
+) -> None:
+    login = httpx.post(
+        f"{system.url}/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}, timeout=10
+    ).json()
+    header, _payload, signature = login["token"].split(".")
+    claims = {"sub": DEMO_EMAIL, "role": "ADMIN", "exp": int(time.time()) - 60}
+    expired = (
+        f"{header}.{base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip('=')}.{signature}"
+    )
+    page.goto(f"{system.url}/dashboard")
+    page.evaluate(
+        "([token, refresh]) => { sessionStorage.setItem('pm.dashboard.token', token);"
+        " sessionStorage.setItem('pm.dashboard.refresh', refresh); }",
+        [expired, login["refreshToken"]],
+    )
+    page.reload()
+    expect(page.get_by_role("heading", name="Patients")).to_be_visible()
+    expect(page.locator("#whoami")).to_have_text(f"{DEMO_EMAIL} (ADMIN)")
+    renewed = page.evaluate("sessionStorage.getItem('pm.dashboard.token')")
+    assert renewed not in (expired, login["token"])
+    assert page.evaluate("sessionStorage.getItem('pm.dashboard.refresh')") != login["refreshToken"]
+    # The refresh token the page started from is spent now.
+    spent = httpx.post(
+        f"{system.url}/auth/token/refresh", json={"refreshToken": login["refreshToken"]}, timeout=10
+    )
+    assert spent.status_code == 401
+
+
+def test_sign_out_ends_the_session_for_the_whole_system(page: Page, system: System) -> None:
+    sign_in(page, system)
+    token = page.evaluate("sessionStorage.getItem('pm.dashboard.token')")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    headers = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + 5
+    status = 200
+    while status != 401 and time.monotonic() < deadline:
+        status = httpx.get(f"{system.url}/api/patients", headers=headers, timeout=10).status_code
+        time.sleep(0.2)
+    assert status == 401
 
 
 def test_a_wrong_password_is_refused_with_a_clear_message(page: Page, system: System) -> None:

@@ -53,6 +53,7 @@ class SigningKey:
             "exp": now + 600,
             "iss": ISSUER,
             "jti": str(uuid.uuid4()),
+            "sid": str(uuid.uuid4()),
         }
         claims.update(overrides)
         return jwt.encode(claims, self.private, algorithm="RS256", headers={"kid": kid or self.kid})

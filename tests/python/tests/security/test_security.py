@@ -37,6 +37,8 @@ def _claims(**override: object) -> dict[str, object]:
         "exp": now + 600,
         "iss": "pm-auth",
         "jti": uuid.uuid4().hex,
+        # Otherwise valid session tokens: each is refused for the one thing wrong with it, not the sid.
+        "sid": str(uuid.uuid4()),
     }
     claims.update(override)
     return claims

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session as OrmSession
 
-from pm.auth.adapters.tables import login_failures, users
-from pm.auth.domain.model import DuplicateEmail, Role, User
+from pm.auth.adapters.tables import login_failures, revocations, sessions, spent_refresh_tokens, users
+from pm.auth.domain.model import DuplicateEmail, Role, Session, User
 from pm.auth.domain.throttle import ACCOUNT, Key, account_prefix
-from pm.auth.service_layer.ports import FailureLog, UnitOfWork, UserRepository
+from pm.auth.service_layer.ports import FailureLog, Revocation, SessionStore, UnitOfWork, UserRepository
 from pm.common.db import Database
 
 
@@ -30,11 +30,12 @@ def _user(row: Any) -> User:
         password_hash=row.password,
         role=Role(row.role),
         created_at=_utc(row.created_at),
+        disabled=bool(row.disabled),
     )
 
 
 class SqlUserRepository(UserRepository):
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: OrmSession) -> None:
         self.session = session
 
     def get_by_email(self, email: str) -> User | None:
@@ -69,9 +70,130 @@ class SqlUserRepository(UserRepository):
     def count(self) -> int:
         return int(self.session.execute(sa.select(sa.func.count()).select_from(users)).scalar_one())
 
+    def lock(self, user_id: uuid.UUID) -> User | None:
+        row = self.session.execute(sa.select(users).where(users.c.id == user_id).with_for_update()).first()
+        return _user(row) if row else None
+
+    def update(self, user_id: uuid.UUID, *, disabled: bool | None = None, role: Role | None = None) -> None:
+        values: dict[str, Any] = {}
+        if disabled is not None:
+            values["disabled"] = disabled
+        if role is not None:
+            values["role"] = role.value
+        if values:
+            self.session.execute(users.update().where(users.c.id == user_id).values(**values))
+
+
+def _session(row: Any) -> Session:
+    return Session(
+        id=row.id,
+        user_id=row.user_id,
+        refresh_token_hash=row.refresh_token_hash,
+        created_at=_utc(row.created_at),
+        expires_at=_utc(row.expires_at),
+        access_expires_at=_utc(row.access_expires_at),
+        revoked_at=_utc(row.revoked_at) if row.revoked_at is not None else None,
+    )
+
+
+class SqlSessionStore(SessionStore):
+    def __init__(self, session: OrmSession) -> None:
+        self.session = session
+
+    def add(self, session: Session) -> None:
+        self.session.execute(
+            sessions.insert().values(
+                id=session.id,
+                user_id=session.user_id,
+                refresh_token_hash=session.refresh_token_hash,
+                created_at=session.created_at,
+                expires_at=session.expires_at,
+                access_expires_at=session.access_expires_at,
+            )
+        )
+
+    def by_refresh_hash(self, token_hash: str) -> Session | None:
+        # FOR UPDATE: of two refreshes with one token, the second waits, then no longer finds it current
+        # (PostgreSQL re-checks the condition on the updated row) and is treated as a reuse.
+        query = sa.select(sessions).where(sessions.c.refresh_token_hash == token_hash).with_for_update()
+        row = self.session.execute(query).first()
+        return _session(row) if row else None
+
+    def spent(self, token_hash: str) -> uuid.UUID | None:
+        query = sa.select(spent_refresh_tokens.c.session_id).where(
+            spent_refresh_tokens.c.token_hash == token_hash
+        )
+        value = self.session.execute(query).scalar()
+        return cast(uuid.UUID, value) if value is not None else None
+
+    def rotate(self, session: Session, new_hash: str, access_expires_at: datetime) -> None:
+        self.session.execute(
+            spent_refresh_tokens.insert().values(
+                token_hash=session.refresh_token_hash, session_id=session.id, expires_at=session.expires_at
+            )
+        )
+        self.session.execute(
+            sessions.update()
+            .where(sessions.c.id == session.id)
+            .values(
+                refresh_token_hash=new_hash,
+                refreshed_at=sa.func.now(),
+                access_expires_at=access_expires_at,
+            )
+        )
+
+    def _feed_lock(self) -> None:
+        if self.session.get_bind().dialect.name == "postgresql":
+            # Revocations are written one transaction at a time, so their ids become visible in order
+            # and a reader's cursor never skips one committed late. They are rare (logout, disable).
+            self.session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('auth:revocations'))"))
+
+    def _revoke(self, condition: Any, at: datetime, reason: str) -> int:
+        self._feed_lock()
+        ended = self.session.execute(
+            sessions.update()
+            .where(condition, sessions.c.revoked_at.is_(None), sessions.c.expires_at > at)
+            .values(revoked_at=at, revoked_reason=reason)
+            .returning(sessions.c.id, sessions.c.access_expires_at)
+        ).all()
+        if ended:
+            self.session.execute(
+                revocations.insert(),
+                [{"session_id": row.id, "revoked_at": at, "until": row.access_expires_at} for row in ended],
+            )
+        return len(ended)
+
+    def revoke(self, session_id: uuid.UUID, at: datetime, reason: str) -> bool:
+        return self._revoke(sessions.c.id == session_id, at, reason) > 0
+
+    def revoke_user(
+        self, user_id: uuid.UUID, at: datetime, reason: str, *, keep: uuid.UUID | None = None
+    ) -> int:
+        condition = sessions.c.user_id == user_id
+        if keep is not None:
+            condition = sa.and_(condition, sessions.c.id != keep)
+        return self._revoke(condition, at, reason)
+
+    def revocations(self, after: int, now: datetime, limit: int) -> tuple[list[Revocation], int, bool]:
+        query = (
+            sa.select(revocations).where(revocations.c.id > after).order_by(revocations.c.id).limit(limit + 1)
+        )
+        rows = self.session.execute(query).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = int(rows[-1].id) if rows else after
+        found = [Revocation(int(row.id), row.session_id, _utc(row.until)) for row in rows]
+        return [entry for entry in found if entry.until > now], cursor, more
+
+    def prune(self, now: datetime) -> None:
+        self.session.execute(spent_refresh_tokens.delete().where(spent_refresh_tokens.c.expires_at <= now))
+        self.session.execute(sessions.delete().where(sessions.c.expires_at <= now))
+        # A day after its last access token expired, no verifier can need a revocation any more.
+        self.session.execute(revocations.delete().where(revocations.c.until <= now - timedelta(days=1)))
+
 
 class SqlFailureLog(FailureLog):
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: OrmSession) -> None:
         self.session = session
 
     def lock(self, keys: list[Key]) -> None:
@@ -140,12 +262,13 @@ class SqlFailureLog(FailureLog):
 class SqlUnitOfWork(UnitOfWork):
     def __init__(self, database: Database) -> None:
         self.database = database
-        self.session: Session | None = None
+        self.session: OrmSession | None = None
 
     def __enter__(self) -> UnitOfWork:
-        self.session = Session(self.database.engine, expire_on_commit=False)
+        self.session = OrmSession(self.database.engine, expire_on_commit=False)
         self.users = SqlUserRepository(self.session)
         self.failures = SqlFailureLog(self.session)
+        self.sessions = SqlSessionStore(self.session)
         return self
 
     def __exit__(self, *args: Any) -> None:

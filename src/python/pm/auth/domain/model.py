@@ -24,6 +24,23 @@ class User:
     password_hash: str
     role: Role
     created_at: datetime
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class Session:
+    """A login: the refresh token that continues it (only its hash) and the access tokens it issued."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    refresh_token_hash: str
+    created_at: datetime
+    expires_at: datetime
+    access_expires_at: datetime
+    revoked_at: datetime | None = None
+
+    def active(self, now: datetime) -> bool:
+        return self.revoked_at is None and now < self.expires_at
 
 
 def normalize_email(email: str) -> str:
@@ -64,3 +81,15 @@ class DuplicateEmail(AuthError):
 
 class WeakPassword(AuthError):
     """The password does not meet the rules for new passwords."""
+
+
+class InvalidRefreshToken(AuthError):
+    """Unknown, spent, expired or revoked refresh token: one answer for all."""
+
+
+class WrongCurrentPassword(AuthError):
+    """A password change whose current password is wrong."""
+
+
+class OwnAccount(AuthError):
+    """An administrator may not disable or demote their own account (it could leave no administrator)."""

@@ -9,22 +9,27 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from connexion import request
+from connexion import NoContent, request
 
 from pm.auth.domain.model import (
     AuthError,
     DuplicateEmail,
+    InvalidRefreshToken,
+    OwnAccount,
     Role,
     TooManyAttempts,
     UnknownUser,
     User,
     WeakPassword,
+    WrongCurrentPassword,
 )
+from pm.auth.service_layer.ports import IssuedSession, Revocation
 from pm.auth.service_layer.services import AuthService
 from pm.common.problems import Problem
 from pm.common.tokens import require_role
 
 JWKS_MAX_AGE_SECONDS = 300
+REVOCATION_PAGE = 1000
 
 Response = tuple[Any, int, dict[str, str]]
 
@@ -61,6 +66,13 @@ def to_problem(error: AuthError) -> Problem:
         return Problem(404, "Not Found", "No user has this id.")
     if isinstance(error, WeakPassword):
         return Problem(400, "Bad Request", str(error), errors={"password": str(error)})
+    if isinstance(error, InvalidRefreshToken):
+        return Problem(401, "Unauthorized", "The refresh token is not valid.")
+    if isinstance(error, WrongCurrentPassword):
+        message = "The current password is not correct."
+        return Problem(400, "Bad Request", message, errors={"currentPassword": message})
+    if isinstance(error, OwnAccount):
+        return Problem(409, "Conflict", "Administrators cannot disable or demote their own account.")
     return Problem(401, "Unauthorized", "Invalid email or password.")
 
 
@@ -70,7 +82,31 @@ def _user_view(user: User) -> dict[str, Any]:
         "email": user.email,
         "role": user.role.value,
         "createdAt": user.created_at.isoformat(),
+        "disabled": user.disabled,
     }
+
+
+def _session_view(issued: IssuedSession) -> dict[str, Any]:
+    return {
+        "token": issued.access.token,
+        "tokenType": "Bearer",
+        "expiresIn": issued.access.expires_in,
+        "refreshToken": issued.refresh_token,
+        "refreshExpiresIn": issued.refresh_expires_in,
+    }
+
+
+def _session_id(token_info: dict[str, Any]) -> uuid.UUID:
+    # The verifier refuses tokens without `sid`; only a malformed one (never minted by auth) is left.
+    try:
+        return uuid.UUID(str(token_info["sid"]))
+    except (KeyError, ValueError):
+        raise Problem(401, "Unauthorized", "The token does not belong to a session.") from None
+
+
+def _revocations_now() -> None:
+    # This process refuses the ended session at once; the others within their next poll.
+    request.state.revocations.poll()
 
 
 def login(body: dict[str, Any]) -> Response:
@@ -78,7 +114,57 @@ def login(body: dict[str, Any]) -> Response:
         issued = _auth().login(body["email"], body["password"], _client())
     except AuthError as error:
         raise to_problem(error) from None
-    return _json({"token": issued.token, "tokenType": "Bearer", "expiresIn": issued.expires_in})
+    return _json(_session_view(issued))
+
+
+def refresh(body: dict[str, Any]) -> Response:
+    try:
+        issued = _auth().refresh(body["refreshToken"])
+    except AuthError as error:
+        _revocations_now()  # a reused token may just have ended its session
+        raise to_problem(error) from None
+    return _json(_session_view(issued))
+
+
+def logout(token_info: dict[str, Any]) -> tuple[Any, int]:
+    _auth().logout(_session_id(token_info))
+    _revocations_now()
+    return NoContent, 204
+
+
+def change_password(body: dict[str, Any], token_info: dict[str, Any]) -> tuple[Any, int]:
+    try:
+        _auth().change_password(
+            token_info["sub"],
+            _session_id(token_info),
+            body["currentPassword"],
+            body["newPassword"],
+            _client(),
+        )
+    except AuthError as error:
+        raise to_problem(error) from None
+    _revocations_now()
+    return NoContent, 204
+
+
+def update_user(id: str, body: dict[str, Any], token_info: dict[str, Any]) -> Response:
+    require_role(token_info, "ADMIN")
+    role = body.get("role")
+    try:
+        user = _auth().update_user(
+            uuid.UUID(id),
+            caller=token_info["sub"],
+            disabled=body.get("disabled"),
+            role=Role(role) if role is not None else None,
+        )
+    except AuthError as error:
+        raise to_problem(error) from None
+    _revocations_now()
+    return _json(_user_view(user))
+
+
+def revocations(since: int = 0) -> Response:
+    return _json(revocation_page(*_auth().revocations(since, REVOCATION_PAGE)))
 
 
 def validate(token_info: dict[str, Any]) -> Response:
@@ -119,3 +205,11 @@ def unlock_user(id: str, token_info: dict[str, Any]) -> Response:  # `id`: the n
     except AuthError as error:
         raise to_problem(error) from None
     return None, 204, {}
+
+
+def revocation_page(entries: list[Revocation], cursor: int, more: bool) -> dict[str, Any]:
+    return {
+        "cursor": cursor,
+        "revoked": [{"sid": str(e.session_id), "until": int(e.until.timestamp())} for e in entries],
+        "more": more,
+    }

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import abc
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
-from pm.auth.domain.model import Role, User
+from pm.auth.domain.model import Role, Session, User
 from pm.auth.domain.throttle import Key
 
 
@@ -33,6 +33,61 @@ class UserRepository(abc.ABC):
 
     @abc.abstractmethod
     def count(self) -> int: ...
+
+    @abc.abstractmethod
+    def lock(self, user_id: uuid.UUID) -> User | None:
+        """The user, locked until the transaction ends: sessions are started and ended one at a time per
+        user, so a session cannot start while the user is being disabled."""
+
+    @abc.abstractmethod
+    def update(
+        self, user_id: uuid.UUID, *, disabled: bool | None = None, role: Role | None = None
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """An ended session, and when the last access token it issued expires (after which it is moot)."""
+
+    cursor: int
+    session_id: uuid.UUID
+    until: datetime
+
+
+class SessionStore(abc.ABC):
+    @abc.abstractmethod
+    def add(self, session: Session) -> None: ...
+
+    @abc.abstractmethod
+    def by_refresh_hash(self, token_hash: str) -> Session | None:
+        """The session whose current refresh token has this hash, locked until the transaction ends."""
+
+    @abc.abstractmethod
+    def spent(self, token_hash: str) -> uuid.UUID | None:
+        """The session a spent (already rotated) refresh token belonged to."""
+
+    @abc.abstractmethod
+    def rotate(self, session: Session, new_hash: str, access_expires_at: datetime) -> None:
+        """Make `new_hash` the session's refresh token; the old one is kept as spent."""
+
+    @abc.abstractmethod
+    def revoke(self, session_id: uuid.UUID, at: datetime, reason: str) -> bool:
+        """End a session (publishing it on the revocation feed); False if it had already ended."""
+
+    @abc.abstractmethod
+    def revoke_user(
+        self, user_id: uuid.UUID, at: datetime, reason: str, *, keep: uuid.UUID | None = None
+    ) -> int:
+        """End every active session of a user but `keep`; the number ended."""
+
+    @abc.abstractmethod
+    def revocations(self, after: int, now: datetime, limit: int) -> tuple[list[Revocation], int, bool]:
+        """Up to `limit` revocations after cursor `after` (those still relevant at `now`), the cursor to
+        ask from next, and whether more follow."""
+
+    @abc.abstractmethod
+    def prune(self, now: datetime) -> None:
+        """Forget expired sessions, their spent tokens and revocations nobody needs any more."""
 
 
 class FailureLog(abc.ABC):
@@ -76,6 +131,7 @@ class UnitOfWork(abc.ABC):
 
     users: UserRepository
     failures: FailureLog
+    sessions: SessionStore
 
     def __enter__(self) -> UnitOfWork:
         return self
@@ -109,7 +165,18 @@ class PasswordHasher(Protocol):
 class IssuedToken:
     token: str
     expires_in: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class IssuedSession:
+    """What a login or a refresh hands out: an access token and the refresh token that continues it."""
+
+    access: IssuedToken
+    refresh_token: str = field(repr=False)
+    refresh_expires_in: int
 
 
 class TokenIssuer(Protocol):
-    def issue(self, subject: str, role: Role) -> IssuedToken: ...
+    def issue(self, subject: str, role: Role, session_id: uuid.UUID, not_after: datetime) -> IssuedToken:
+        """An access token for a session; it never outlives `not_after` (the session's end)."""

@@ -1,9 +1,13 @@
-// The dashboard: talks only to the public API behind the gateway, with the token from POST /auth/login.
+// The dashboard: talks only to the public API behind the gateway, with the token from POST /auth/login,
+// renewed silently through POST /auth/token/refresh before it expires; "Sign out" ends the session.
 // Every piece of data reaches the page through textContent or attributes, never as markup.
 "use strict";
 
 (() => {
   const TOKEN_KEY = "pm.dashboard.token";
+  const REFRESH_KEY = "pm.dashboard.refresh";
+  // Renew this long before the access token expires, but not before 80% of its lifetime has passed.
+  const REFRESH_AHEAD_MS = 60000;
   // Longer than the gateway's own upstream timeout (15 s), so that its 504 problem arrives before we give up.
   const REQUEST_TIMEOUT_MS = 20000;
   const EVENTS_EVERY_MS = 2000;
@@ -101,7 +105,7 @@
 
   // ---------------------------------------------------------------- session
 
-  const session = { token: null, claims: null, expiryTimer: null };
+  const session = { token: null, claims: null, refreshToken: null, expiryTimer: null, renewing: null };
 
   function decodeClaims(token) {
     try {
@@ -112,18 +116,48 @@
     }
   }
 
-  function startSession(token) {
+  // Tokens of the session: the access token (verified by every service) and the refresh token that
+  // renews it. The refresh token is spent on use, so renewals never overlap (one promise at a time).
+  function adoptTokens(token, refreshToken) {
     const claims = decodeClaims(token);
     if (!claims || typeof claims.exp !== "number" || claims.exp * 1000 <= Date.now()) return false;
     session.token = token;
     session.claims = claims;
+    session.refreshToken = typeof refreshToken === "string" ? refreshToken : null;
     sessionStorage.setItem(TOKEN_KEY, token);
+    if (session.refreshToken) sessionStorage.setItem(REFRESH_KEY, session.refreshToken);
+    else sessionStorage.removeItem(REFRESH_KEY);
     clearTimeout(session.expiryTimer);
-    session.expiryTimer = setTimeout(
-      () => signOut("Your session has expired. Please sign in again."),
-      Math.min(claims.exp * 1000 - Date.now(), 2 ** 31 - 1),
-    );
+    const left = claims.exp * 1000 - Date.now();
+    session.expiryTimer = session.refreshToken
+      ? setTimeout(renewSession, Math.max(1000, left - REFRESH_AHEAD_MS, left * 0.8))
+      : setTimeout(() => signOut("Your session has expired. Please sign in again."), Math.min(left, 2 ** 31 - 1));
     $("whoami").textContent = `${claims.sub} (${claims.role})`;
+    return true;
+  }
+
+  function renewSession() {
+    if (session.renewing) return session.renewing;
+    const refreshToken = session.refreshToken;
+    session.renewing = (async () => {
+      try {
+        const { data } = await api("/auth/token/refresh", {
+          method: "POST",
+          body: { refreshToken },
+          auth: false,
+        });
+        if (!data || !adoptTokens(data.token, data.refreshToken)) throw new Error("no usable token");
+      } catch {
+        if (session.refreshToken === refreshToken) signOut("Your session has ended. Please sign in again.");
+      } finally {
+        session.renewing = null;
+      }
+    })();
+    return session.renewing;
+  }
+
+  function startSession(token, refreshToken) {
+    if (!adoptTokens(token, refreshToken)) return false;
     $("session").hidden = false;
     $("login-view").hidden = true;
     $("app-view").hidden = false;
@@ -135,8 +169,10 @@
   function signOut(message) {
     session.token = null;
     session.claims = null;
+    session.refreshToken = null;
     clearTimeout(session.expiryTimer);
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(REFRESH_KEY);
     live.stop();
     closeDialog($("patient-dialog"));
     closeDialog($("delete-dialog"));
@@ -146,6 +182,19 @@
     $("login-password").value = "";
     $("login-error").textContent = message || "";
     $("login-email").focus();
+  }
+
+  // The sign-out button ends the session at auth (its tokens stop working everywhere), then here;
+  // here even when auth cannot be reached.
+  async function onSignOut() {
+    if (session.token) {
+      try {
+        await api("/auth/logout", { method: "POST" });
+      } catch {
+        // Signed out in this tab anyway; the access token expires within minutes.
+      }
+    }
+    signOut("");
   }
 
   async function onLogin(event) {
@@ -162,7 +211,7 @@
     button.disabled = true;
     try {
       const { data } = await api("/auth/login", { method: "POST", body: { email, password }, auth: false });
-      if (!data || typeof data.token !== "string" || !startSession(data.token)) {
+      if (!data || typeof data.token !== "string" || !startSession(data.token, data.refreshToken)) {
         error.textContent = "The sign-in answer held no usable token.";
       }
     } catch (err) {
@@ -737,7 +786,7 @@
 
   function bind() {
     $("login-form").addEventListener("submit", onLogin);
-    $("sign-out").addEventListener("click", () => signOut(""));
+    $("sign-out").addEventListener("click", onSignOut);
     $("new-patient").addEventListener("click", () => {
       setPatientsStatus("");
       openCreate();
@@ -787,5 +836,15 @@
 
   bind();
   const saved = sessionStorage.getItem(TOKEN_KEY);
-  if (!saved || !startSession(saved)) signOut(saved ? "Your session has expired. Please sign in again." : "");
+  const savedRefresh = sessionStorage.getItem(REFRESH_KEY);
+  if (!saved || !startSession(saved, savedRefresh)) {
+    signOut(saved ? "Your session has expired. Please sign in again." : "");
+    if (saved && savedRefresh) {
+      // The access token expired while the tab was away; the session itself may still be alive.
+      session.refreshToken = savedRefresh;
+      renewSession().then(() => {
+        if (session.token) startSession(session.token, session.refreshToken);
+      });
+    }
+  }
 })();

@@ -54,13 +54,15 @@ class RouteTable:
 def public_routes() -> RouteTable:
     """The public API of the system (system.md, Gateway section).
 
-    Auth is exposed through an allow-list: its login, validation and key endpoints are public, user
-    management needs a token (auth itself enforces ADMIN), and nothing else of auth (health, metrics)
-    is reachable from outside.
+    Auth is exposed through an allow-list: its login, refresh, validation and key endpoints are public,
+    logout and user management need a token (auth itself enforces ADMIN), and nothing else of auth
+    (health, metrics, the internal revocation feed) is reachable from outside.
     """
     return RouteTable(
         [
             Route("auth", "/auth/login", "/login", needs_token=False, exact=True),
+            Route("auth", "/auth/token/refresh", "/token/refresh", needs_token=False, exact=True),
+            Route("auth", "/auth/logout", "/logout", needs_token=True, exact=True),
             Route("auth", "/auth/validate", "/validate", needs_token=False, exact=True),
             Route(
                 "auth",

@@ -36,7 +36,8 @@ class BearerAuthenticator:
 
     Verification can fetch keys (an unknown `kid`, an expired key cache), so it runs in a worker thread.
     Tokens that passed are remembered for at most `cache_seconds` (and never past their `exp`): a
-    client's repeated calls cost one signature check, not one per request.
+    client's repeated calls cost one signature check, not one per request. Whether the token's session
+    has ended is checked on every request, remembered or not (a lookup in the verifier's revocations).
     """
 
     def __init__(
@@ -63,6 +64,10 @@ class BearerAuthenticator:
         now = self.clock()
         cached = self._valid.get(token)
         if cached is not None and now < cached[1]:
+            try:
+                self.verifier.check_session(cached[0])
+            except InvalidToken as exc:
+                raise Unauthenticated(f"The bearer token is not valid: {exc}.") from None
             return cached[0]
         try:
             claims = await asyncio.to_thread(self.verifier.verify, token)

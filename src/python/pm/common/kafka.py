@@ -164,11 +164,16 @@ class BrokerProbe:
 
     def _close(self) -> None:
         if self._admin is not None:
-            try:
-                self._admin.close()
-            except Exception as exc:  # noqa: BLE001 - a broken client may fail to close too
-                log.debug("admin client close failed", extra={"error": str(exc)[:200]})
+            close_quietly("admin client", self._admin.close)
             self._admin = None
+
+
+def close_quietly(what: str, close: Callable[..., Any], **kwargs: Any) -> None:
+    """Close a Kafka client that may be broken: a failure to close is logged at DEBUG, never raised."""
+    try:
+        close(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - a broken client may fail to close too
+        log.debug(f"{what} close failed", extra={"error": str(exc)[:200]})
 
 
 Handler = Callable[[list[Any]], None]
@@ -271,10 +276,7 @@ class ConsumerLoop:
             finally:
                 self._assignment = frozenset()
                 if consumer is not None:
-                    try:
-                        consumer.close(autocommit=False)
-                    except Exception as exc:  # noqa: BLE001 - closing a broken consumer may fail too
-                        log.debug("consumer close failed", extra={"error": str(exc)[:200]})
+                    close_quietly("consumer", consumer.close, autocommit=False)
 
     def _poll_until_stopped(self, consumer: KafkaConsumer) -> None:
         topic_ids = self._topic_ids

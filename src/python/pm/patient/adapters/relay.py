@@ -34,6 +34,7 @@ from pm.common.db import Database
 from pm.common.kafka import (
     REQUEST_TIMEOUT_MS,
     bootstrap_list,
+    close_quietly,
     ensure_topics,
     make_producer,
     probe_broker,
@@ -316,16 +317,10 @@ class OutboxRelay:
 
     def _close_producer(self) -> None:
         if self._admin is not None:
-            try:
-                self._admin.close()
-            except Exception as exc:  # noqa: BLE001 - a broken client may fail to close too
-                log.debug("admin client close failed", extra={"error": str(exc)[:200]})
+            close_quietly("admin client", self._admin.close)
             self._admin = None
         if self._producer is not None:
-            try:
-                self._producer.close(timeout=2)
-            except Exception as exc:  # noqa: BLE001 - a broken producer may fail to close too
-                log.debug("producer close failed", extra={"error": str(exc)[:200]})
+            close_quietly("producer", self._producer.close, timeout=2)
             self._producer = None
 
 

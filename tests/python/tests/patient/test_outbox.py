@@ -344,3 +344,53 @@ def test_published_rows_past_their_retention_are_purged_without_blocking_creates
     # The rows of this run are recent: all kept (and published, or about to be).
     assert remaining == len(latencies) + len(baseline)
     assert percentile(latencies, 0.99) < 2.0, figures
+
+
+def test_relays_starting_together_both_record_the_topic_without_an_error(
+    patient_db: Database, kafka_bootstrap: str, topic: str
+) -> None:
+    """Two relays that start at once both find no recorded topic id and both insert one: the one that
+    loses must read the winner's, not fail and back off (it would sit out while the other drains)."""
+    relay = OutboxRelay(patient_db, relay_settings(kafka_bootstrap, topic))
+    outcome: dict[str, Any] = {}
+
+    def check() -> None:
+        try:
+            outcome["republished"] = relay.check_log(now=True)
+        except Exception as exc:  # reported by the assertion below
+            outcome["error"] = exc
+
+    def relay_waits_on_our_row() -> bool:
+        with patient_db.engine.connect() as conn:
+            waiting = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        return int(waiting) > 0
+
+    with patient_db.engine.connect() as other_relay:
+        other_relay.execute(
+            sa.insert(relay_state).values(
+                topic=topic, topic_id="recorded-by-the-other-relay", updated_at=sa.func.now()
+            )
+        )
+        thread = threading.Thread(target=check, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not relay_waits_on_our_row():
+            assert thread.is_alive(), f"the relay did not wait for the other relay's row: {outcome}"
+            assert time.monotonic() < deadline, "the relay never reached the topic id insert"
+            time.sleep(0.05)
+        other_relay.commit()
+    thread.join(30)
+    relay.stop()
+
+    assert "error" not in outcome, f"the relay that lost the race failed: {outcome.get('error')!r}"
+    assert outcome["republished"] == 0
+    with patient_db.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(relay_state.c.topic_id).where(relay_state.c.topic == topic)
+        ).scalar_one()
+    assert stored not in ("", "recorded-by-the-other-relay"), "the broker's topic id is recorded"

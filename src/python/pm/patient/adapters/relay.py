@@ -278,7 +278,14 @@ class OutboxRelay:
     def _adopt_topic(self, topic_id: str) -> int:
         """Record `topic_id` as the log we publish to; if another one was recorded (or none, with rows
         already published), mark every retained published row pending again, in the same transaction.
-        The row lock makes one relay of several do it once."""
+        The row lock makes one relay of several do it once; while there is no row yet to lock, two relays
+        may both try to insert it: the loser's transaction is rolled back whole and it reads the winner's."""
+        try:
+            return self._adopt_topic_once(topic_id)
+        except sa.exc.IntegrityError:
+            return self._adopt_topic_once(topic_id)
+
+    def _adopt_topic_once(self, topic_id: str) -> int:
         with self.database.transaction() as session:
             stored = session.execute(
                 sa.select(relay_state.c.topic_id)

@@ -17,6 +17,7 @@ from tests.common.hostile import (
     assert_refused_without_stall,
     get,
     header_safe,
+    patch,
     post,
     query,
     send_while_probing,
@@ -37,6 +38,9 @@ def test_the_reported_login_payload_does_not_freeze_auth(base: str) -> None:
     assert outcome.response.json()["errors"] == {"email": "Email should be valid"}
 
 
+NO_SUCH_USER = "00000000-0000-4000-8000-000000000000"
+
+
 def cases(admin: str) -> dict[str, Hostile]:
     as_admin = bearer(admin)
     found: dict[str, Hostile] = {"login 1 MB email": post("/login", {**DEMO, "email": BODY_LIMIT_VALUE})}
@@ -47,10 +51,16 @@ def cases(admin: str) -> dict[str, Hostile]:
             new_user = {"email": "new.user@test.com", "password": "password123", "role": "USER", field: value}
             found[f"create user {field} {shape}"] = post("/users", new_user, as_admin)
         found[f"validate token {shape}"] = get("/validate", bearer(header_safe(value)))
+        found[f"refresh token {shape}"] = post("/token/refresh", {"refreshToken": value})
+        for field in ("currentPassword", "newPassword"):
+            change = {"currentPassword": "wrong-password", "newPassword": "new-password-456", field: value}
+            found[f"change password {field} {shape}"] = post("/users/me/password", change, as_admin)
+        found[f"update user role {shape}"] = patch(f"/users/{NO_SUCH_USER}", {"role": value}, as_admin)
     for shape, value in QUERY_VALUES.items():
         for param in ("limit", "offset"):
             found[f"list users {param} {shape}"] = query("/users", {param: value}, as_admin)
         found[f"unlock id {shape}"] = post(f"/users/{quote(value)}/unlock", None, as_admin)
+        found[f"update user id {shape}"] = patch(f"/users/{quote(value)}", {"disabled": False}, as_admin)
     return found
 
 

@@ -51,6 +51,10 @@ def put(path: str, body: Any, headers: Mapping[str, str]) -> Hostile:
     return lambda client: client.put(path, json=body, headers=headers)
 
 
+def patch(path: str, body: Any, headers: Mapping[str, str]) -> Hostile:
+    return lambda client: client.patch(path, json=body, headers=headers)
+
+
 def get(path: str, headers: Mapping[str, str]) -> Hostile:
     return lambda client: client.get(path, headers=headers)
 

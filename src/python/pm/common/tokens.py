@@ -149,12 +149,18 @@ class JwksKeys:
             raise RuntimeError("JWKS has no usable keys")
 
 
-def _http_get_json(url: str, timeout: float, verify: ssl.SSLContext | bool = True) -> dict[str, Any]:
-    response = httpx.get(url, timeout=timeout, verify=verify)
+def _http_get_json(
+    url: str,
+    timeout: float,
+    verify: ssl.SSLContext | bool = True,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One JSON object from auth (its JWKS or a page of its revocation feed); raises on anything else."""
+    response = httpx.get(url, params=params, timeout=timeout, verify=verify)
     response.raise_for_status()
     document = response.json()
     if not isinstance(document, dict):
-        raise ValueError("JWKS document is not an object")
+        raise ValueError(f"{url} answered something else than a JSON object")
     return document
 
 
@@ -259,10 +265,8 @@ def http_revocation_feed(url: str, *, timeout: float = 2.0, tls: ClientTls | Non
     verify = tls.ssl_context() if tls else True
 
     def fetch(after: int) -> Mapping[str, Any]:
-        response = httpx.get(url, params={"since": after}, timeout=timeout, verify=verify)
-        response.raise_for_status()
-        page = response.json()
-        if not isinstance(page, dict) or not isinstance(page.get("revoked"), list):
+        page = _http_get_json(url, timeout, verify, params={"since": after})
+        if not isinstance(page.get("revoked"), list):
             raise ValueError("revocation feed answered something else than a page")
         return page
 

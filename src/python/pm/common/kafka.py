@@ -58,6 +58,23 @@ def make_producer(
     )
 
 
+def make_admin_client(
+    bootstrap_servers: str,
+    *,
+    client_id: str,
+    timeout_ms: int = REQUEST_TIMEOUT_MS,
+    tls: ClientTls | None = None,
+) -> KafkaAdminClient:
+    """An admin client that gives up after `timeout_ms`, bootstrap included."""
+    return KafkaAdminClient(
+        **security_options(tls),
+        bootstrap_servers=bootstrap_list(bootstrap_servers),
+        client_id=client_id,
+        request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
+    )
+
+
 def ensure_topics(
     bootstrap_servers: str,
     topics: Iterable[str],
@@ -67,13 +84,7 @@ def ensure_topics(
     tls: ClientTls | None = None,
 ) -> None:
     """Create topics that do not exist yet (auto-created topics get broker defaults we do not want)."""
-    admin = KafkaAdminClient(
-        **security_options(tls),
-        bootstrap_servers=bootstrap_list(bootstrap_servers),
-        client_id="pm-admin",
-        request_timeout_ms=REQUEST_TIMEOUT_MS,
-        bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
-    )
+    admin = make_admin_client(bootstrap_servers, client_id="pm-admin", tls=tls)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -96,13 +107,7 @@ def recreate_topic(
     bootstrap_servers: str, topic: str, *, timeout: float = 15.0, tls: ClientTls | None = None
 ) -> None:
     """Delete `topic` and create it again, empty, with a new id."""
-    admin = KafkaAdminClient(
-        **security_options(tls),
-        bootstrap_servers=bootstrap_list(bootstrap_servers),
-        client_id="pm-admin",
-        request_timeout_ms=REQUEST_TIMEOUT_MS,
-        bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
-    )
+    admin = make_admin_client(bootstrap_servers, client_id="pm-admin", tls=tls)
     try:
         if topic in admin.list_topics():
             admin.delete_topics([topic])
@@ -146,12 +151,11 @@ class BrokerProbe:
             try:
                 probe_broker(self.bootstrap_servers, timeout=self.timeout_ms / 1000)
                 if self._admin is None:
-                    self._admin = KafkaAdminClient(
-                        **security_options(self.tls),
-                        bootstrap_servers=bootstrap_list(self.bootstrap_servers),
+                    self._admin = make_admin_client(
+                        self.bootstrap_servers,
                         client_id="pm-health",
-                        request_timeout_ms=self.timeout_ms,
-                        bootstrap_timeout_ms=self.timeout_ms,
+                        timeout_ms=self.timeout_ms,
+                        tls=self.tls,
                     )
                 self._admin.list_topics()
             except Exception:

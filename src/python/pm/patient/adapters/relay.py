@@ -32,13 +32,11 @@ from kafka import KafkaAdminClient, KafkaProducer
 
 from pm.common.db import Database
 from pm.common.kafka import (
-    REQUEST_TIMEOUT_MS,
-    bootstrap_list,
     close_quietly,
     ensure_topics,
+    make_admin_client,
     make_producer,
     probe_broker,
-    security_options,
 )
 from pm.common.tls import ClientTls
 from pm.patient.adapters.tables import outbox, relay_state
@@ -311,12 +309,8 @@ class OutboxRelay:
             probe_broker(self.settings.bootstrap_servers)
             # The topic is (re)created whenever we (re)connect: a broker may come back empty.
             ensure_topics(self.settings.bootstrap_servers, [self.settings.topic], tls=self.settings.tls)
-            self._admin = KafkaAdminClient(
-                **security_options(self.settings.tls),
-                bootstrap_servers=bootstrap_list(self.settings.bootstrap_servers),
-                client_id="pm-patient-relay-admin",
-                request_timeout_ms=REQUEST_TIMEOUT_MS,
-                bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
+            self._admin = make_admin_client(
+                self.settings.bootstrap_servers, client_id="pm-patient-relay-admin", tls=self.settings.tls
             )
             self._producer = self._producer_factory()
             self._next_log_check = 0.0  # look at the topic's id first thing after (re)connecting

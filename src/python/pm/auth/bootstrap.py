@@ -20,6 +20,7 @@ from pm.auth.entrypoints.validation import VALIDATORS
 from pm.auth.service_layer import services
 from pm.auth.service_layer.ports import PasswordHasher, UnitOfWork
 from pm.common.db import Database, migrate
+from pm.common.routing import SpecRouting
 from pm.common.specapp import spec_app
 from pm.common.tokens import RevocationFeed, RevocationList, StaticKeys, TokenVerifier
 from pm.common.web import ServiceMiddleware
@@ -90,7 +91,9 @@ def create_app(
         validator_map=VALIDATORS,
     )
     return ServiceMiddleware(
-        app,
+        # A control character in a path (`/users/%0A/unlock`) is a 404 here, not a handler without its
+        # operation failing with a 500.
+        SpecRouting(app, API / "openapi.yaml"),
         service=SERVICE,
         health_checks={"database": database.ping},
         health_interval=settings.health_interval,

@@ -78,3 +78,13 @@ def test_a_hostile_value_in_any_field_is_refused_quickly_while_auth_answers(
             f"\nauth: {len(outcomes)} hostile requests; slowest hostile answer {slowest[1].hostile_seconds:.3f} s"
             f" ({slowest[0]}); slowest concurrent /health {max(o.slowest_probe for o in outcomes.values()):.3f} s"
         )
+
+
+@pytest.mark.parametrize("path", ["/users/5%0Au/unlock", "/users/%11/unlock", "/users/a%0Ab"])
+def test_a_control_character_in_a_user_path_names_no_user(base: str, http: httpx.Client, path: str) -> None:
+    # Found by schemathesis: `/users/<newline>/unlock` reached the handler without its operation (a 500).
+    admin = token_for(http, base)
+    method = "PATCH" if path.count("/") == 2 else "POST"
+    response = http.request(method, base + path, json={"disabled": False}, headers=bearer(admin))
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"

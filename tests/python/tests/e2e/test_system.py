@@ -213,9 +213,16 @@ def test_request_id_is_echoed(gateway: httpx.Client) -> None:
 
 
 def test_health_reports_every_downstream_up(gateway: httpx.Client) -> None:
-    response = gateway.get("/health")
-    assert response.status_code == 200
-    assert response.json()["status"] == "UP"
+    # Readiness is the last background round (every 3 s, 3 s timeout per check): on a loaded machine one
+    # round can time out and say DEGRADED; the system is healthy when a round within 30 s says UP.
+    deadline = time.monotonic() + 30
+    while True:
+        response = gateway.get("/health")
+        assert response.status_code == 200, response.text
+        if response.json()["status"] == "UP" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert response.json()["status"] == "UP", response.text
 
 
 def test_passwords_and_tokens_never_reach_the_logs(system: RunningSystem, admin_token: str) -> None:

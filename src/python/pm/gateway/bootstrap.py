@@ -15,9 +15,9 @@ from pm.gateway.domain.clients import ClientAddresses
 from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.ratelimit import RateLimiter
 from pm.gateway.domain.routes import public_routes
-from pm.gateway.entrypoints.app import GatewayApp
+from pm.gateway.entrypoints.app import create_app
 from pm.gateway.entrypoints.authn import BearerAuthenticator
-from pm.gateway.entrypoints.pages import StaticFolder, swagger_ui_folder, without_demo_hint
+from pm.gateway.entrypoints.pages import swagger_ui_folder
 
 SERVICE = "gateway"
 DASHBOARD_FOLDER = Path(__file__).parent / "dashboard"
@@ -34,14 +34,6 @@ class Gateway:
         """Fetch the signing keys up front so that the first requests need no fetch (best effort)."""
         if isinstance(self.keys, JwksKeys):
             self.keys.refresh()
-
-
-def dashboard_folder(*, production: bool) -> StaticFolder:
-    overrides = {}
-    if production:
-        page = without_demo_hint((DASHBOARD_FOLDER / "index.html").read_bytes())
-        overrides = {"index.html": (page, "text/html; charset=utf-8")}
-    return StaticFolder(DASHBOARD_FOLDER, cache_control="no-cache", overrides=overrides)
 
 
 def bootstrap(
@@ -77,7 +69,7 @@ def bootstrap(
         timeouts,
         cache_seconds=settings.docs_cache_seconds,
     )
-    gateway = GatewayApp(
+    gateway = create_app(
         routes=public_routes(),
         proxy=proxy,
         authenticator=BearerAuthenticator(
@@ -85,11 +77,11 @@ def bootstrap(
         ),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         clients=ClientAddresses(settings.trusted_proxies),
-        cors=CorsPolicy(settings.cors_origins),
+        cors_policy=CorsPolicy(settings.cors_origins),
         docs=docs,
-        # The Swagger UI bundle is versioned with the package: browsers may keep it for a day.
-        swagger_ui=StaticFolder(swagger_ui_folder(), cache_control="public, max-age=86400"),
-        dashboard=dashboard_folder(production=settings.is_production),
+        swagger_ui=swagger_ui_folder(),
+        dashboard=DASHBOARD_FOLDER,
+        production=settings.is_production,
         registry=metrics.registry,
     )
     checks = {

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from pm.common.tokens import JwksKeys, KeySource, RevocationList, TokenVerifier, http_revocation_feed
-from pm.common.web import Metrics, ServiceMiddleware
+from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
 from pm.gateway.adapters.health import downstream_check
 from pm.gateway.adapters.openapi import ApiDocs, DocsSource
 from pm.gateway.adapters.upstream import ConnectionPools, Proxy, Timeouts
@@ -88,7 +89,8 @@ def bootstrap(
         name: downstream_check(name, url, settings.health_timeout, tls=tls) for name, url in upstreams.items()
     }
     app = ServiceMiddleware(
-        gateway,
+        # pm.common.web spells the ASGI types with dict where Starlette says MutableMapping.
+        cast(ASGIApp, gateway),
         service=SERVICE,
         # Without auth or patient the gateway cannot serve its purpose; without analytics only the
         # dashboard's figures are missing: it is DEGRADED then, and stays in the load balancer.

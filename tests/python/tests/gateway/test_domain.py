@@ -10,7 +10,6 @@ from pm.gateway.domain.clients import ClientAddresses
 from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.headers import client_response_headers, upstream_request_headers
 from pm.gateway.domain.ratelimit import RateLimiter, retry_after_seconds
-from pm.gateway.domain.routes import public_routes
 
 
 class FakeClock:
@@ -19,35 +18,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.mark.parametrize(
-    ("path", "upstream", "upstream_path", "needs_token"),
-    [
-        ("/auth/login", "auth", "/login", False),
-        ("/auth/validate", "auth", "/validate", False),
-        ("/auth/.well-known/jwks.json", "auth", "/.well-known/jwks.json", False),
-        ("/auth/users", "auth", "/users", True),
-        ("/api/patients", "patient", "/patients", True),
-        ("/api/patients/", "patient", "/patients/", True),
-        ("/api/analytics/summary", "analytics", "/analytics/summary", True),
-    ],
-)
-def test_route_table(path: str, upstream: str, upstream_path: str, needs_token: bool) -> None:
-    match = public_routes().match(path)
-    assert match is not None
-    assert (match.route.upstream, match.upstream_path, match.route.needs_token) == (
-        upstream,
-        upstream_path,
-        needs_token,
-    )
-
-
-@pytest.mark.parametrize(
-    "path", ["/auth/login/extra", "/auth/health", "/auth", "/api", "/api/patientsX", "/"]
-)
-def test_paths_no_route_takes(path: str) -> None:
-    assert public_routes().match(path) is None
 
 
 def test_bucket_allows_a_burst_then_the_steady_rate() -> None:

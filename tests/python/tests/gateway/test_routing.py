@@ -24,6 +24,7 @@ def bearer(signing_key: SigningKey) -> dict[str, str]:
     ("public", "service", "upstream_path"),
     [
         ("/api/patients", "patient", "/patients"),
+        ("/api/patients/", "patient", "/patients/"),
         (f"/api/patients/{ID}", "patient", f"/patients/{ID}"),
         ("/api/analytics/summary", "analytics", "/analytics/summary"),
         ("/api/analytics/events", "analytics", "/analytics/events"),
@@ -62,6 +63,10 @@ def test_public_auth_routes_need_no_token(
     [
         "/auth/health",
         "/auth/metrics",
+        "/auth/login/extra",
+        "/auth/login/",
+        "/auth",
+        "/api",
         "/auth/openapi.json",
         "/api/patientsX",
         "/api/other",
@@ -107,8 +112,12 @@ def test_methods_and_query_strings_are_preserved(
 def test_percent_encoded_path_segments_reach_the_service_unchanged(
     gateway: Gateway, bearer: dict[str, str]
 ) -> None:
-    response = gateway().get("/api/patients/a%2Fb%20c", headers=bearer)
+    client = gateway()
+    response = client.get("/api/patients/a%2Fb%20c", headers=bearer)
     assert response.json()["raw_path"] == "/patients/a%2Fb%20c"
+    # A prefix the client encoded itself still routes, and the rest keeps its encoding.
+    encoded_prefix = client.get("/api/%70atients/a%20b", headers=bearer)
+    assert encoded_prefix.json()["raw_path"] == "/patients/a%20b"
 
 
 def test_a_large_body_is_streamed_through_intact(gateway: Gateway, bearer: dict[str, str]) -> None:
@@ -153,9 +162,7 @@ def test_responses_are_streamed_as_the_service_produces_them(
     assert first_at < 0.35 < total
 
 
-def test_forwarded_headers_and_hop_by_hop(
-    gateway: Gateway, upstreams: dict, signing_key: SigningKey
-) -> None:
+def test_forwarded_headers_and_hop_by_hop(gateway: Gateway, upstreams: dict, signing_key: SigningKey) -> None:
     token = signing_key.token(sub="nurse@example.com", role="USER")
     response = gateway().get(
         "/api/patients",

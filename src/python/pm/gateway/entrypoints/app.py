@@ -4,6 +4,7 @@ CORS, the client gate, and problem+json for every error."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,7 +26,7 @@ from pm.gateway.domain import cors
 from pm.gateway.domain.clients import ClientAddresses
 from pm.gateway.domain.headers import upstream_request_headers
 from pm.gateway.domain.ratelimit import RateLimiter
-from pm.gateway.domain.routes import Route, RouteTable
+from pm.gateway.domain.routes import Route
 from pm.gateway.entrypoints.authn import BearerAuthenticator, Unauthenticated
 from pm.gateway.entrypoints.edge import CLIENT_ADDRESS, ClientGate, PreflightGate
 from pm.gateway.entrypoints.pages import dashboard_routes, docs_routes
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 def create_app(
     *,
-    routes: RouteTable,
+    routes: Sequence[Route],
     proxy: Proxy,
     authenticator: BearerAuthenticator,
     limiter: RateLimiter,
@@ -82,11 +83,11 @@ def create_app(
 
 
 def proxy_routes(
-    table: RouteTable, proxy: Proxy, authenticator: BearerAuthenticator, rejected: Counter
+    table: Sequence[Route], proxy: Proxy, authenticator: BearerAuthenticator, rejected: Counter
 ) -> list[BaseRoute]:
     """Starlette routes for the route table: `prefix` itself, and `prefix/...` unless it is exact."""
     routes: list[BaseRoute] = []
-    for route in table.routes:
+    for route in table:
         endpoint = Forward(route, proxy, authenticator, rejected)
         routes.append(StarletteRoute(route.prefix, endpoint))
         if not route.exact:
@@ -129,11 +130,11 @@ class Forward:
                     challenge += ', error="invalid_token"'
                 return problem_response(401, "Unauthorized", str(exc), {"WWW-Authenticate": challenge})
         # The raw path keeps the client's percent-encoding (`a%2Fb` stays one segment upstream).
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        raw_path: bytes = scope.get("raw_path") or b""
         if raw_path.startswith(self.prefix):
             path = self.target + raw_path[len(self.prefix) :]
-        else:
-            path = quote(route.rewrite(scope["path"]) or "/").encode()
+        else:  # the client encoded part of the prefix itself
+            path = self.target + quote(scope["path"][len(route.prefix) :]).encode()
         query: bytes = scope.get("query_string", b"")
         headers = upstream_request_headers(
             scope["headers"],

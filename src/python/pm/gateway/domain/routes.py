@@ -32,6 +32,10 @@ def public_routes() -> tuple[Route, ...]:
     (health, metrics, the internal revocation feed) is reachable from outside.
     """
     return (
+        # The busiest first: the router tries them in order (no two prefixes overlap).
+        Route("patient", "/api/patients", "/patients", needs_token=True),
+        Route("analytics", "/api/analytics", "/analytics", needs_token=True),
+        Route("auth", "/auth/users", "/users", needs_token=True),
         Route("auth", "/auth/login", "/login", needs_token=False, exact=True),
         Route("auth", "/auth/token/refresh", "/token/refresh", needs_token=False, exact=True),
         Route("auth", "/auth/logout", "/logout", needs_token=True, exact=True),
@@ -43,7 +47,4 @@ def public_routes() -> tuple[Route, ...]:
             needs_token=False,
             exact=True,
         ),
-        Route("auth", "/auth/users", "/users", needs_token=True),
-        Route("patient", "/api/patients", "/patients", needs_token=True),
-        Route("analytics", "/api/analytics", "/analytics", needs_token=True),
     )

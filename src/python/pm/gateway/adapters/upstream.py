@@ -210,19 +210,21 @@ class Proxy:
             )
             raise failure from None
         self.responses.labels(upstream, str(response.status_code)).inc()
-        headers = client_response_headers(response.headers.raw)
-        length = next((value for name, value in headers if name.lower() == b"content-length"), b"")
+        answer_headers = client_response_headers(response.headers.raw)
+        length = next((value for name, value in answer_headers if name.lower() == b"content-length"), b"")
         if not (length.isdigit() and int(length) <= WHOLE_ANSWER_BYTES):
-            return UpstreamStream(self, upstream, response, headers)
+            return UpstreamStream(self, upstream, response, answer_headers)
         try:
-            body = await response.aread()
+            content = await response.aread()
         except httpx.HTTPError as exc:
             self.failures.labels(upstream, "broken_response").inc()
-            log.warning("upstream response broke off", extra={"upstream": upstream, "error": type(exc).__name__})
+            log.warning(
+                "upstream response broke off", extra={"upstream": upstream, "error": type(exc).__name__}
+            )
             raise translate(exc, upstream, self.timeouts) from None
         finally:
             await response.aclose()
         # The service's length, not the body's: a HEAD answer has none of the body it announces.
-        whole = Response(body, response.status_code, headers={"content-length": length.decode()})
-        _copy_headers(headers, whole)
+        whole = Response(content, response.status_code, headers={"content-length": length.decode()})
+        _copy_headers(answer_headers, whole)
         return whole

@@ -119,10 +119,11 @@ def translate(exc: Exception, upstream: str, timeouts: Timeouts) -> UpstreamFail
     )
 
 
-# Answers up to this declared length are read whole and sent in one piece; longer ones, and answers
-# without a length, are streamed. Starlette's StreamingResponse watches for a client disconnect in a
-# task of its own (uvicorn speaks ASGI 2.3), which measured ~0.5 ms a response here: more than the
-# gateway's whole cost per request, for the small JSON documents that nearly every answer is.
+# Answers up to this declared length (and those without a body: 204, 304) are read whole and sent in
+# one piece; longer ones, and answers without a length, are streamed. Starlette's StreamingResponse
+# watches for a client disconnect in a task of its own (uvicorn speaks ASGI 2.3), which measured
+# ~0.5 ms a response here: more than the gateway's whole cost per request, for the small JSON
+# documents that nearly every answer is.
 WHOLE_ANSWER_BYTES = 64 * 1024
 
 
@@ -212,7 +213,8 @@ class Proxy:
         self.responses.labels(upstream, str(response.status_code)).inc()
         answer_headers = client_response_headers(response.headers.raw)
         length = next((value for name, value in answer_headers if name.lower() == b"content-length"), b"")
-        if not (length.isdigit() and int(length) <= WHOLE_ANSWER_BYTES):
+        short = length.isdigit() and int(length) <= WHOLE_ANSWER_BYTES
+        if not (short or response.status_code in (204, 304)):
             return UpstreamStream(self, upstream, response, answer_headers)
         try:
             content = await response.aread()
@@ -225,6 +227,7 @@ class Proxy:
         finally:
             await response.aclose()
         # The service's length, not the body's: a HEAD answer has none of the body it announces.
-        whole = Response(content, response.status_code, headers={"content-length": length.decode()})
+        declared = {"content-length": length.decode()} if length else None
+        whole = Response(content, response.status_code, headers=declared)
         _copy_headers(answer_headers, whole)
         return whole

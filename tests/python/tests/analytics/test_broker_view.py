@@ -86,7 +86,9 @@ def summary(api: LiveServer, headers: dict[str, str]) -> dict:
     return httpx.get(f"{api.url}/analytics/summary", headers=headers, timeout=10).json()
 
 
-def test_offsets_and_lag_agree_with_a_separate_consumer(broker_api, producer, topics, kafka_bootstrap, admin) -> None:
+def test_offsets_and_lag_agree_with_a_separate_consumer(
+    broker_api, producer, topics, kafka_bootstrap, admin
+) -> None:
     server, _desk = broker_api
     n = 23
     for _ in range(n):
@@ -150,10 +152,14 @@ def test_the_newest_messages_of_a_partition_decoded_and_paged(broker_api, produc
     assert newest["error"] is None
     assert newest["headers"] == [{"name": "traceparent", "value": f"00-{'1' * 32}-{'2' * 16}-01"}]
     assert abs(datetime.fromisoformat(newest["timestamp"]) - datetime.now(UTC)).total_seconds() < 120
-    older = httpx.get(url, params={"limit": 3, "before": page["olderBefore"]}, headers=admin, timeout=10).json()
+    older = httpx.get(
+        url, params={"limit": 3, "before": page["olderBefore"]}, headers=admin, timeout=10
+    ).json()
     assert [m["offset"] for m in older["messages"]] == [1, 0]
     assert older["olderBefore"] is None
-    missing = httpx.get(f"{server.url}/broker/topics/{topics[0]}/partitions/99/messages", headers=admin, timeout=10)
+    missing = httpx.get(
+        f"{server.url}/broker/topics/{topics[0]}/partitions/99/messages", headers=admin, timeout=10
+    )
     assert missing.status_code == 404
 
 
@@ -179,19 +185,28 @@ def test_garbage_is_parked_and_a_fixed_letter_redriven_is_counted_once(
         for offset in (1000, 1001):
             session.execute(
                 sa.insert(dead_letter).values(
-                    topic=topics[0], partition=0, offset=offset, key=b"k", payload=fixed,
-                    error="unknown event_type 1", parked_at=datetime.now(UTC),
+                    topic=topics[0],
+                    partition=0,
+                    offset=offset,
+                    key=b"k",
+                    payload=fixed,
+                    error="unknown event_type 1",
+                    parked_at=datetime.now(UTC),
                 )
             )
     items = letters()["items"]
     assert [i["reason"] for i in items] == ["decode error", "unknown type", "unknown type"]
     before = summary(server, admin)["patientsCreated"]
     caplog.set_level(logging.INFO, logger="pm.analytics.audit")
-    redrive = httpx.post(f"{server.url}/broker/dead-letters/{items[1]['id']}/redrive", headers=admin, timeout=10)
+    redrive = httpx.post(
+        f"{server.url}/broker/dead-letters/{items[1]['id']}/redrive", headers=admin, timeout=10
+    )
     assert redrive.status_code == 200
     assert redrive.json() == {"recorded": 1, "duplicates": 0, "stillParked": 0, "missing": 0}
     assert summary(server, admin)["patientsCreated"] == before + 1
-    again = httpx.post(f"{server.url}/broker/dead-letters/{items[1]['id']}/redrive", headers=admin, timeout=10)
+    again = httpx.post(
+        f"{server.url}/broker/dead-letters/{items[1]['id']}/redrive", headers=admin, timeout=10
+    )
     assert again.status_code == 404
     everything = httpx.post(f"{server.url}/broker/dead-letters/redrive", headers=admin, timeout=10).json()
     assert everything == {"recorded": 0, "duplicates": 1, "stillParked": 1, "missing": 0}
@@ -202,12 +217,16 @@ def test_garbage_is_parked_and_a_fixed_letter_redriven_is_counted_once(
     assert letters() == {"total": 0, "items": []}
     audited = [r for r in caplog.records if r.name == "pm.analytics.audit"]
     assert [(r.action, r.actor) for r in audited] == [
-        ("redrive", "ops@example.com"), ("redrive", "ops@example.com"), ("redrive", "ops@example.com"),
+        ("redrive", "ops@example.com"),
+        ("redrive", "ops@example.com"),
+        ("redrive", "ops@example.com"),
         ("discard", "ops@example.com"),
     ]
 
 
-def test_metrics_show_lag_per_partition_and_parked_letters(broker_api, producer, topics, database, admin) -> None:
+def test_metrics_show_lag_per_partition_and_parked_letters(
+    broker_api, producer, topics, database, admin
+) -> None:
     server, desk = broker_api
     producer.send(topics[0], key=b"bad", value=b"garbage")
     producer.flush(timeout=10)
@@ -218,7 +237,9 @@ def test_metrics_show_lag_per_partition_and_parked_letters(broker_api, producer,
     assert "pm_dead_letters_parked 1.0" in text
     assert "pm_broker_reachable 1.0" in text
     partitions = Counter(
-        line.split('partition="')[1].split('"')[0] for line in text.splitlines() if line.startswith("pm_consumer_lag{")
+        line.split('partition="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("pm_consumer_lag{")
     )
     assert set(partitions) == {"0", "1", "2"}
 
@@ -233,13 +254,17 @@ def test_a_stopped_broker_is_reported_not_failed(database, verifier, admin) -> N
         assert topics.json()["reachable"] is False and "cannot be reached" in topics.json()["error"]
         groups = httpx.get(f"{server.url}/broker/consumer-groups", headers=admin, timeout=10).json()
         assert groups["reachable"] is False and groups["groups"] == []
-        page = httpx.get(f"{server.url}/broker/topics/patient/partitions/0/messages", headers=admin, timeout=10)
+        page = httpx.get(
+            f"{server.url}/broker/topics/patient/partitions/0/messages", headers=admin, timeout=10
+        )
         assert page.status_code == 503 and page.headers["content-type"] == "application/problem+json"
         assert httpx.get(f"{server.url}/broker/dead-letters", headers=admin, timeout=10).status_code == 200
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
-def test_a_user_gets_403_on_every_broker_route(database, verifier, signing_key, kafka_bootstrap, method, path) -> None:
+def test_a_user_gets_403_on_every_broker_route(
+    database, verifier, signing_key, kafka_bootstrap, method, path
+) -> None:
     desk = desk_for(kafka_bootstrap, database, "patient", "analytics-service")
     user = {"Authorization": f"Bearer {signing_key.mint(role='USER')}"}
     with LiveServer(create_app(database, verifier, broker=desk, validate_responses=True)) as server:

@@ -31,7 +31,11 @@ def bearer(signing_key: SigningKey) -> dict[str, str]:
         ("/auth/users/42", "auth", "/users/42"),
         ("/api/broker/outbox", "patient", "/broker/outbox"),
         ("/api/broker/topics", "analytics", "/broker/topics"),
-        ("/api/broker/topics/patient/partitions/0/messages", "analytics", "/broker/topics/patient/partitions/0/messages"),
+        (
+            "/api/broker/topics/patient/partitions/0/messages",
+            "analytics",
+            "/broker/topics/patient/partitions/0/messages",
+        ),
         ("/api/broker/consumer-groups", "analytics", "/broker/consumer-groups"),
         ("/api/broker/dead-letters", "analytics", "/broker/dead-letters"),
     ],

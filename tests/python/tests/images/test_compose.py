@@ -83,9 +83,10 @@ def test_kafka_ui_reads_the_compose_broker_with_the_event_schema(services: dict[
     ui = services["kafka-ui"]
     assert ui["image"].startswith("ghcr.io/kafbat/kafka-ui:v")
     environment = ui["environment"]
-    assert environment["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"] == services["patient"]["environment"][
-        "PM_KAFKA_BOOTSTRAP_SERVERS"
-    ]
+    assert (
+        environment["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"]
+        == services["patient"]["environment"]["PM_KAFKA_BOOTSTRAP_SERVERS"]
+    )
     assert ui["depends_on"] == {"kafka": {"condition": "service_healthy"}}
     # The mounted folder holds the schema the topic is decoded with.
     mount, target = ui["volumes"][0].split(":")[:2]

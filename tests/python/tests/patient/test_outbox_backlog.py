@@ -37,7 +37,9 @@ def test_the_backlog_grows_while_the_broker_is_down_and_the_view_says_so(
     mint: Callable[..., str],
 ) -> None:
     for running in start_service(patient_db, verifier, billing_server.target, own_broker.bootstrap, topic):
-        with httpx.Client(base_url=running.url, timeout=15, headers={"Authorization": f"Bearer {mint()}"}) as c:
+        with httpx.Client(
+            base_url=running.url, timeout=15, headers={"Authorization": f"Bearer {mint()}"}
+        ) as c:
             assert c.post("/patients", json=new_patient()).status_code == 201
             read_events(own_broker.bootstrap, topic, expect=1)
             deadline = time.monotonic() + 10
@@ -86,7 +88,9 @@ def test_a_user_gets_403_from_the_outbox_view(
 ) -> None:
     for running in start_service(patient_db, verifier, billing_server.target, kafka_bootstrap, topic):
         user = httpx.get(
-            f"{running.url}/broker/outbox", headers={"Authorization": f"Bearer {mint(role='USER')}"}, timeout=10
+            f"{running.url}/broker/outbox",
+            headers={"Authorization": f"Bearer {mint(role='USER')}"},
+            timeout=10,
         )
         assert user.status_code == 403
         assert user.headers["content-type"] == "application/problem+json"

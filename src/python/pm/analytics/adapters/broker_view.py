@@ -66,7 +66,10 @@ class KafkaBrokerView:
             offsets = self._offsets(consumer, tps)
         admin = self._guarded(
             lambda: make_admin_client(
-                self.bootstrap_servers, client_id="analytics-broker-view", timeout_ms=self.timeout_ms, tls=self.tls
+                self.bootstrap_servers,
+                client_id="analytics-broker-view",
+                timeout_ms=self.timeout_ms,
+                tls=self.tls,
             )
         )
         try:
@@ -108,7 +111,9 @@ class KafkaBrokerView:
             older=start if start > offsets.first else None,
         )
 
-    def _offsets(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, PartitionOffsets]:
+    def _offsets(
+        self, consumer: KafkaConsumer, tps: list[TopicPartition]
+    ) -> dict[TopicPartition, PartitionOffsets]:
         if not tps:
             return {}
         first = self._guarded(lambda: consumer.beginning_offsets(tps, timeout_ms=self.timeout_ms))

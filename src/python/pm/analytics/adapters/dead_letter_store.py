@@ -46,7 +46,11 @@ class SqlDeadLetterReader:
         return self._read(lambda conn: [_parked(row) for row in conn.execute(query)])
 
     def count(self) -> int:
-        return int(self._read(lambda conn: conn.execute(sa.select(sa.func.count()).select_from(dead_letter)).scalar_one()))
+        return int(
+            self._read(
+                lambda conn: conn.execute(sa.select(sa.func.count()).select_from(dead_letter)).scalar_one()
+            )
+        )
 
     def _read(self, query: Any) -> Any:
         try:

@@ -38,7 +38,9 @@ def redrive(uow: DeadLetterUnitOfWork, ids: Sequence[int] | None, decode: Decode
                 uow.still_parked(letter.id, str(exc))
                 still += 1
                 continue
-            sources.append(RawMessage(letter.topic, letter.partition, letter.offset, letter.key, letter.payload))
+            sources.append(
+                RawMessage(letter.topic, letter.partition, letter.offset, letter.key, letter.payload)
+            )
             done.append(letter.id)
         new = uow.add_new_events(events, sources)
         uow.add_to_aggregates(Tally.of(new))

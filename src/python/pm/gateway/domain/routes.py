@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 ADMIN = ("ADMIN",)
 
 
@@ -80,7 +79,9 @@ def public_routes() -> RouteTable:
             Route("patient", "/api/patients", "/patients", needs_token=True),
             Route("analytics", "/api/analytics", "/analytics", needs_token=True),
             # The broker view: the outbox backlog is the patient service's, the rest analytics'.
-            Route("patient", "/api/broker/outbox", "/broker/outbox", needs_token=True, exact=True, roles=ADMIN),
+            Route(
+                "patient", "/api/broker/outbox", "/broker/outbox", needs_token=True, exact=True, roles=ADMIN
+            ),
             Route("analytics", "/api/broker", "/broker", needs_token=True, roles=ADMIN),
         ]
     )

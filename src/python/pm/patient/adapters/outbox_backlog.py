@@ -26,7 +26,9 @@ class Backlog:
 
 def outbox_backlog(database: Database) -> Backlog:
     """One statement over the unpublished rows (the relay's own query uses the same partial index)."""
-    query = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
+    query = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
+        outbox.c.published_at.is_(None)
+    )
     with database.engine.connect() as conn:
         pending, oldest = conn.execute(query).one()
     if oldest is not None and oldest.tzinfo is None:  # SQLite hands timestamps back without a zone
@@ -45,9 +47,9 @@ def register_backlog_metrics(metrics: Metrics, database: Database) -> None:
             return float("nan")
         return float(backlog.pending) if figure == "pending" else backlog.oldest_age_seconds()
 
-    Gauge("pm_outbox_pending", "Outbox rows not yet acknowledged by Kafka", registry=metrics.registry).set_function(
-        lambda: read("pending")
-    )
+    Gauge(
+        "pm_outbox_pending", "Outbox rows not yet acknowledged by Kafka", registry=metrics.registry
+    ).set_function(lambda: read("pending"))
     Gauge(
         "pm_outbox_oldest_pending_seconds",
         "Age of the oldest outbox row not yet acknowledged by Kafka (0 when there is none)",

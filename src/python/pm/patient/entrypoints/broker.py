@@ -21,7 +21,9 @@ def outbox(token_info: dict[str, Any]) -> Any:
     try:
         backlog = outbox_backlog(relay.database)
     except DATABASE_UNAVAILABLE:
-        raise Problem(503, "Service Unavailable", "The patient database is unavailable; retry later.") from None
+        raise Problem(
+            503, "Service Unavailable", "The patient database is unavailable; retry later."
+        ) from None
     try:
         relay.check()
         error = None
@@ -29,9 +31,11 @@ def outbox(token_info: dict[str, Any]) -> Any:
         error = f"The relay cannot publish to the broker: {str(exc)[:200]}"
     body = {
         "pending": backlog.pending,
-        "oldestPendingAt": None
-        if backlog.oldest_created_at is None
-        else backlog.oldest_created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "oldestPendingAt": (
+            None
+            if backlog.oldest_created_at is None
+            else backlog.oldest_created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        ),
         "oldestPendingSeconds": round(backlog.oldest_age_seconds(), 3),
         "publishedSinceStart": relay.published,
         "topic": relay.settings.topic,

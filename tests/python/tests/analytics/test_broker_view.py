@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer, TopicPartition
 
+from pm.analytics.adapters.broker_view import KafkaBrokerView
+from pm.analytics.adapters.dead_letter_store import SqlDeadLetterReader, SqlDeadLetterUnitOfWork
 from pm.analytics.adapters.tables import dead_letter
 from pm.analytics.bootstrap import broker_metrics, create_app
 from pm.analytics.entrypoints.broker import BrokerDesk
-from pm.analytics.adapters.broker_view import KafkaBrokerView
-from pm.analytics.adapters.dead_letter_store import SqlDeadLetterReader, SqlDeadLetterUnitOfWork
 from pm.common.broker import Broker
 from pm.common.db import Database
 from pm.common.testing import LiveServer
@@ -100,7 +100,7 @@ def test_offsets_and_lag_agree_with_a_separate_consumer(
     assert sum(len(v) for v in seen.values()) == n
     listed = httpx.get(f"{server.url}/broker/topics", headers=admin, timeout=10).json()
     assert listed["reachable"] is True and listed["error"] is None
-    (topic,) = [t for t in listed["topics"] if t["name"] == topics[0]]
+    (topic,) = (t for t in listed["topics"] if t["name"] == topics[0])
     assert {p["partition"]: (p["firstOffset"], p["nextOffset"]) for p in topic["partitions"]} == {
         partition: (0, (max(offsets) + 1) if offsets else 0) for partition, offsets in seen.items()
     }

@@ -52,7 +52,9 @@ def next_offsets_read_by_a_separate_consumer(bootstrap: str, topic: str = "patie
         consumer.close(autocommit=False)
 
 
-def test_after_n_creates_offsets_and_lag_agree_with_a_separate_consumer(system: System, api: httpx.Client) -> None:
+def test_after_n_creates_offsets_and_lag_agree_with_a_separate_consumer(
+    system: System, api: httpx.Client
+) -> None:
     for _ in range(12):
         assert api.post("/api/patients", json=patient_body("broker")).status_code == 201
     expected = 15 + 12  # the seeded patients' events and ours
@@ -60,12 +62,14 @@ def test_after_n_creates_offsets_and_lag_agree_with_a_separate_consumer(system: 
     def groups() -> dict:
         return api.get("/api/broker/consumer-groups").json()
 
-    wait_until(lambda: api.get("/api/analytics/summary").json()["patientsCreated"] == expected, 60, "all counted")
+    wait_until(
+        lambda: api.get("/api/analytics/summary").json()["patientsCreated"] == expected, 60, "all counted"
+    )
     wait_until(lambda: groups()["groups"][0]["totalLag"] == 0, 30, "lag 0")
     read = next_offsets_read_by_a_separate_consumer(system.bootstrap)
     assert sum(read.values()) == expected
     topics = api.get("/api/broker/topics").json()
-    (patient,) = [t for t in topics["topics"] if t["name"] == "patient"]
+    (patient,) = (t for t in topics["topics"] if t["name"] == "patient")
     assert {p["partition"]: p["nextOffset"] for p in patient["partitions"]} == read
     group = groups()["groups"][0]
     assert group["group"] == "analytics-service"
@@ -90,16 +94,22 @@ def test_a_parked_message_is_listed_and_a_fixed_one_redriven_is_counted_once(
     stamp = Timestamp()
     stamp.FromDatetime(datetime.now(UTC))
     fixed = pb.PatientEvent(
-        event_id=str(uuid.uuid4()), event_type=pb.PATIENT_CREATED, occurred_at=stamp,
-        patient_id=str(uuid.uuid4()), name="Redriven Patient", email="redriven@example.com", actor="ops",
+        event_id=str(uuid.uuid4()),
+        event_type=pb.PATIENT_CREATED,
+        occurred_at=stamp,
+        patient_id=str(uuid.uuid4()),
+        name="Redriven Patient",
+        email="redriven@example.com",
+        actor="ops",
     ).SerializeToString()
     system.sql(
         "analytics",
-        "INSERT INTO dead_letter (topic, partition, \"offset\", key, payload, error, parked_at) "
+        'INSERT INTO dead_letter (topic, partition, "offset", key, payload, error, parked_at) '
         "VALUES ('patient', 0, 999999, :key, :payload, 'unknown event_type 1', now())",
-        key=b"fixed", payload=fixed,
+        key=b"fixed",
+        payload=fixed,
     )
-    (letter,) = [item for item in parked() if item["offset"] == 999999]
+    (letter,) = (item for item in parked() if item["offset"] == 999999)
     assert letter["reason"] == "unknown type"
     before = api.get("/api/analytics/summary").json()["patientsCreated"]
     redriven = api.post(f"/api/broker/dead-letters/{letter['id']}/redrive")
@@ -120,7 +130,9 @@ def test_a_user_gets_403_on_every_broker_route(system: System, api: httpx.Client
         assert refused.headers["content-type"] == "application/problem+json"
         # The services refuse it too, not only the gateway.
         service = "patient" if path == "/api/broker/outbox" else "analytics"
-        direct = httpx.request(method, system.url(service) + path.removeprefix("/api"), headers=user, timeout=20)
+        direct = httpx.request(
+            method, system.url(service) + path.removeprefix("/api"), headers=user, timeout=20
+        )
         assert direct.status_code == 403, path
 
 
@@ -134,7 +146,9 @@ def test_with_the_broker_stopped_the_backlog_grows_and_the_view_says_unreachable
         outbox = api.get("/api/broker/outbox")
         assert outbox.status_code == 200
         assert outbox.json()["pending"] >= 4
-        wait_until(lambda: api.get("/api/broker/outbox").json()["brokerReachable"] is False, 30, "relay says so")
+        wait_until(
+            lambda: api.get("/api/broker/outbox").json()["brokerReachable"] is False, 30, "relay says so"
+        )
         assert api.post("/api/patients", json=patient_body("stuck")).status_code == 201
         assert api.get("/api/broker/outbox").json()["pending"] >= 5, "the backlog grows"
         topics = api.get("/api/broker/topics")

@@ -18,7 +18,7 @@ from pm.analytics.bootstrap import broker_metrics, create_app
 from pm.analytics.entrypoints.broker import BrokerDesk
 from pm.common.broker import Broker
 from pm.common.db import Database
-from pm.common.testing import LiveServer
+from tests.support.servers import LiveServer
 from pm.common.tokens import TokenVerifier
 from tests.analytics.conftest import event_bytes, wait_until
 

@@ -18,9 +18,9 @@ from pm.analytics.bootstrap import broker_metrics, create_app
 from pm.analytics.entrypoints.broker import BrokerDesk
 from pm.common.broker import Broker
 from pm.common.db import Database
-from tests.support.servers import LiveServer
 from pm.common.tokens import TokenVerifier
 from tests.analytics.conftest import event_bytes, wait_until
+from tests.support.servers import LiveServer
 
 ROUTES = [
     ("GET", "/broker/topics"),

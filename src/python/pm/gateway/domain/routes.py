@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+ADMIN = ("ADMIN",)
+
 
 @dataclass(frozen=True)
 class Route:
@@ -15,6 +17,8 @@ class Route:
     target: str
     needs_token: bool
     exact: bool = False
+    # When set, only a token with one of these roles passes (the service checks again): 403 otherwise.
+    roles: tuple[str, ...] = ()
 
     @property
     def forwarded_prefix(self) -> str:
@@ -32,9 +36,12 @@ def public_routes() -> tuple[Route, ...]:
     (health, metrics, the internal revocation feed) is reachable from outside.
     """
     return (
-        # The busiest first: the router tries them in order (no two prefixes overlap).
+        # The busiest first: the router tries them in order, and the first that takes a path wins.
         Route("patient", "/api/patients", "/patients", needs_token=True),
         Route("analytics", "/api/analytics", "/analytics", needs_token=True),
+        # The broker view: the outbox backlog is the patient service's, the rest analytics'.
+        Route("patient", "/api/broker/outbox", "/broker/outbox", needs_token=True, exact=True, roles=ADMIN),
+        Route("analytics", "/api/broker", "/broker", needs_token=True, roles=ADMIN),
         Route("auth", "/auth/users", "/users", needs_token=True),
         Route("auth", "/auth/login", "/login", needs_token=False, exact=True),
         Route("auth", "/auth/token/refresh", "/token/refresh", needs_token=False, exact=True),

@@ -121,7 +121,7 @@ class Forward:
         if route.needs_token:
             authorization = request.headers.get("authorization")
             try:
-                await self.authenticator.authenticate(authorization)
+                claims = await self.authenticator.authenticate(authorization)
             except Unauthenticated as exc:
                 self.rejected.labels("unauthenticated").inc()
                 log.info("request without a valid token", extra={"reason": str(exc)})
@@ -129,6 +129,10 @@ class Forward:
                 if authorization is not None:
                     challenge += ', error="invalid_token"'
                 return problem_response(401, "Unauthorized", str(exc), {"WWW-Authenticate": challenge})
+            if route.roles and claims.get("role") not in route.roles:
+                self.rejected.labels("forbidden").inc()
+                detail = f"This operation requires role {' or '.join(route.roles)}."
+                return problem_response(403, "Forbidden", detail)
         # The raw path keeps the client's percent-encoding (`a%2Fb` stays one segment upstream).
         raw_path: bytes = scope.get("raw_path") or b""
         if raw_path.startswith(self.prefix):

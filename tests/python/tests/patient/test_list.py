@@ -213,14 +213,20 @@ def test_cursors_carry_no_personal_data(client: httpx.Client, patient_db: Databa
             params = {"size": 3, "sort": sort, **({"search": search} if search else {})}
             second = client.get(links(client.get("/patients", params=params))["next"])
             assert second.status_code == 200
-            cursors += [parse_qs(urlsplit(url).query)["cursor"][0] for url in links(second).values() if "cursor=" in url]
+            cursors += [
+                parse_qs(urlsplit(url).query)["cursor"][0]
+                for url in links(second).values()
+                if "cursor=" in url
+            ]
     assert len(cursors) >= 20
     for cursor in cursors:
         for reading in _decodings(cursor):
             assert not any(secret in reading for secret in secrets), (cursor, reading)
 
 
-def test_a_cursor_whose_row_was_deleted_is_refused_clearly(client: httpx.Client, patient_db: Database) -> None:
+def test_a_cursor_whose_row_was_deleted_is_refused_clearly(
+    client: httpx.Client, patient_db: Database
+) -> None:
     insert_patients(patient_db, 6)
     first = client.get("/patients", params={"size": 2})
     edge = first.json()[-1]["id"]

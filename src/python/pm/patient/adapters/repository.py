@@ -193,7 +193,9 @@ class SqlPatientRepository:
         row = self.session.execute(sa.select(*columns).where(_t.c.id == cursor.id)).first()
         if row is None:
             raise InvalidPatient(
-                {"cursor": "The cursor's position is gone (that patient was deleted); start from the first page."}
+                {
+                    "cursor": "The cursor's position is gone (that patient was deleted); start from the first page."
+                }
             )
         return replace(cursor, values=tuple(row))
 

@@ -207,9 +207,9 @@ class SqlPatientRepository:
         return int(self.session.execute(sa.select(total)).scalar_one())
 
     def _total(self, condition: sa.ColumnElement[bool]) -> tuple[int, bool]:
-        """(count, estimated). On PostgreSQL the planner's row estimate comes first (table statistics for
-        the whole list, trigram statistics for a search): above the limit, it is the answer. Else the
-        rows are counted, at most limit + 1 of them. SQLite has no estimate and counts."""
+        """(count, estimated) of a search's matches (and of the whole list on SQLite). On PostgreSQL the
+        planner's row estimate comes first (trigram statistics): above the limit, it is the answer. Else
+        the rows are counted, at most limit + 1 of them. SQLite has no estimate and counts."""
         limit = self.exact_count_limit
         estimate = self._estimate(condition) if self.session.get_bind().dialect.name == "postgresql" else None
         if estimate is not None and estimate > limit:

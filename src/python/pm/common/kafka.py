@@ -446,7 +446,9 @@ class ConsumerLoop:
         self._rereading.update(replaced)
         # A commit of the old log's offsets may have reached the new log before we saw its id: put the
         # group back at the beginning too, so that another member (or this one, rebuilt) starts there.
-        restart = {tp: OffsetAndMetadata(0, self._log_of[tp] or "", -1) for tp in replaced if self._log_of[tp]}
+        restart = {
+            tp: OffsetAndMetadata(0, self._log_of[tp] or "", -1) for tp in replaced if self._log_of[tp]
+        }
         if restart:
             try:
                 consumer.commit(restart)

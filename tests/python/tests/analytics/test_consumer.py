@@ -202,7 +202,9 @@ def test_after_a_rebuild_the_replayed_events_are_counted_once(
         send(relay, topics[0], *retained, *(event_bytes("created") for _ in range(4)))
     if not consumer_running:
         start_consumer()
-    wait_until(lambda: reader.summary().patients_created == 12, timeout=60, what="12 events after the rebuild")
+    wait_until(
+        lambda: reader.summary().patients_created == 12, timeout=60, what="12 events after the rebuild"
+    )
     time.sleep(1.0)  # anything read twice would have been counted by now
     assert reader.summary().patients_created == 12
     assert count(database, patient_event) == 12

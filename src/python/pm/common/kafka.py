@@ -222,7 +222,7 @@ def _topic_id(described: dict[str, Any] | None) -> str | None:
     return "" if topic_id.strip("0-") == "" else topic_id
 
 
-class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Assignments(ConsumerRebalanceListener):
     """Remembers partitions assigned by a rebalance; the loop positions them itself after the poll."""
 
     def __init__(self) -> None:

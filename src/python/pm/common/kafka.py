@@ -305,6 +305,9 @@ class ConsumerLoop:
             # A topic made by a metadata request gets the broker's default partition count; ours are
             # created explicitly (ensure_topics), also after a broker lost them.
             allow_auto_create_topics=False,
+            # Refreshed every few seconds (default: 5 minutes): a recreated topic's partitions (its count
+            # may differ) are assigned soon after it appears.
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
             max_poll_records=self.max_records,

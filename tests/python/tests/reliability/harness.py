@@ -217,6 +217,13 @@ def write_figures(name: str, figures: Mapping[str, Any]) -> None:
     print(f"FIGURES {name}: {text}")
 
 
+def keep_log(name: str, text: str) -> None:
+    """Keep every log line of a module's system beside its figures, for a failure to be read later."""
+    folder = Path(os.environ.get("PM_FIGURES_DIR", "extra-output")) / "reliability"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.log").write_text(text + "\n")
+
+
 def kill_broker(system: System) -> None:
     """SIGKILL the in-memory broker: everything it held is gone (a fresh one starts empty)."""
     broker = system.stack.broker
@@ -267,7 +274,11 @@ def rebuild_analytics(system: System, token: str) -> dict[str, Any]:
         return {key: body[key] for key in ("patientsCreated", "patientsUpdated", "patientsDeleted")}
 
     def explain(what: str) -> AssertionError:
-        notes = [line for line in system.log_text().splitlines() if "WARN" in line or "ERROR" in line]
+        notes = [
+            line
+            for line in system.log_text().splitlines()
+            if ("WARN" in line or "ERROR" in line) and "blocking the event loop" not in line
+        ]
         return AssertionError(
             f"{what}: summary {summary()} != outbox {expected()}\n" + "\n".join(notes[-30:])
         )

@@ -9,7 +9,8 @@ from typing import Any
 from connexion import FlaskApp
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
-from sqlalchemy import exc as sa_exc
+
+from pm.common import db
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ RETRY_AFTER_SECONDS = "5"
 
 # Failures of the database itself (down, unreachable, too slow, pool exhausted), as opposed to bugs in
 # our SQL: the request may succeed later, so they are 503, not 500.
-DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+DATABASE_UNAVAILABLE = db.DATABASE_UNAVAILABLE
 
 
 class Problem(Exception):

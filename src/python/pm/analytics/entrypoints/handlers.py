@@ -9,7 +9,8 @@ from typing import Any
 from connexion import request
 
 from pm.analytics.domain.model import PatientEvent
-from pm.analytics.service_layer.services import AnalyticsReader, StoreUnavailable
+from pm.analytics.service_layer.services import AnalyticsReader
+from pm.common.db import StoreUnavailable
 from pm.common.problems import Problem
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ from grpc_health.v1 import health, health_pb2
 
 from pm.billing.domain.model import AccountNotFound, BillingAccount, InvalidAccountRequest
 from pm.billing.service_layer import services
-from pm.billing.service_layer.services import AccountRepository, StoreUnavailable
+from pm.billing.service_layer.services import UnitOfWorkFactory
+from pm.common.db import StoreUnavailable
 from pm.proto.billing.v1 import billing_pb2, billing_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -20,8 +21,8 @@ SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_na
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, accounts: AccountRepository, on_store_unavailable: Callable[[], None]) -> None:
-        self.accounts = accounts
+    def __init__(self, uow: UnitOfWorkFactory, on_store_unavailable: Callable[[], None]) -> None:
+        self.uow = uow
         self.on_store_unavailable = on_store_unavailable
 
     def CreateBillingAccount(
@@ -29,7 +30,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     ) -> billing_pb2.BillingAccount:
         with self._errors_as_status(context):
             account = services.create_billing_account(
-                self.accounts, patient_id=request.patient_id, name=request.name, email=request.email
+                self.uow, patient_id=request.patient_id, name=request.name, email=request.email
             )
         log.info("billing account ready", extra={"account_id": str(account.account_id)})
         return to_proto(account)
@@ -38,7 +39,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self, request: billing_pb2.GetBillingAccountRequest, context: grpc.ServicerContext
     ) -> billing_pb2.BillingAccount:
         with self._errors_as_status(context):
-            account = services.get_billing_account(self.accounts, patient_id=request.patient_id)
+            account = services.get_billing_account(self.uow, patient_id=request.patient_id)
         return to_proto(account)
 
     @contextmanager

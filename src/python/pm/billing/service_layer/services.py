@@ -1,17 +1,13 @@
-"""Billing use cases over an abstract account repository."""
+"""Billing use cases over a unit of work holding the account repository."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pm.billing.domain.model import AccountNotFound, BillingAccount, open_account, parse_patient_id
-
-
-class StoreUnavailable(Exception):
-    """The account store cannot be reached right now; the call may succeed if retried."""
 
 
 class AccountRepository(Protocol):
@@ -24,12 +20,28 @@ class AccountRepository(Protocol):
     def get(self, patient_id: uuid.UUID) -> BillingAccount | None: ...
 
 
+class UnitOfWork(Protocol):
+    """One transaction (pm.common.db.UnitOfWork): commit explicitly, the rest is rolled back on exit."""
+
+    @property
+    def accounts(self) -> AccountRepository: ...
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 def create_billing_account(
-    accounts: AccountRepository,
+    uow: UnitOfWorkFactory,
     *,
     patient_id: str,
     name: str,
@@ -40,12 +52,16 @@ def create_billing_account(
     candidate = open_account(
         patient_id=patient_id, name=name, email=email, account_id=uuid.uuid4(), now=now()
     )
-    return accounts.add_if_absent(candidate)
+    with uow() as work:
+        account = work.accounts.add_if_absent(candidate)
+        work.commit()
+    return account
 
 
-def get_billing_account(accounts: AccountRepository, *, patient_id: str) -> BillingAccount:
+def get_billing_account(uow: UnitOfWorkFactory, *, patient_id: str) -> BillingAccount:
     wanted = parse_patient_id(patient_id)
-    account = accounts.get(wanted)
+    with uow() as work:
+        account = work.accounts.get(wanted)
     if account is None:
         raise AccountNotFound(f"no billing account for patient {wanted}")
     return account

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from pm.patient.domain.model import Patient, PatientChanged, PatientPage, PatientQuery
 
@@ -31,7 +30,8 @@ class Outbox(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """One transaction: patient changes and their outbox events commit together or not at all."""
+    """One transaction (pm.common.db.UnitOfWork): patient changes and their outbox events commit
+    together on `commit()`; leaving without it rolls back."""
 
     @property
     def patients(self) -> PatientRepository: ...
@@ -39,8 +39,14 @@ class UnitOfWork(Protocol):
     @property
     def outbox(self) -> Outbox: ...
 
+    def __enter__(self) -> UnitOfWork: ...
 
-UnitOfWorkFactory = Callable[[], AbstractContextManager[UnitOfWork]]
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
 class Billing(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pm.common  # noqa: F401 - first, so its warning filters are in place before Connexion loads
 from pm.auth.bootstrap import bootstrap, prepare_database
 from pm.auth.config import Settings
 from pm.common.service import run

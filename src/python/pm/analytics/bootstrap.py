@@ -7,13 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-from connexion.resolver import RelativeResolver
-
 from pm.analytics.adapters.store import SqlAnalyticsReader, SqlRetention, SqlUnitOfWork
 from pm.analytics.config import Settings
 from pm.analytics.entrypoints.consumer import PatientEventConsumer
+from pm.analytics.entrypoints.handlers import ERRORS, AnalyticsHandlers
 from pm.analytics.entrypoints.retention import RetentionLoop
 from pm.common.db import Database, migrate
+from pm.common.handlers import handler_resolver
 from pm.common.health import DEFAULT_INTERVAL_SECONDS
 from pm.common.kafka import recreate_topic
 from pm.common.routing import SpecRouting
@@ -82,9 +82,10 @@ def create_app(
     app = spec_app(
         __name__,
         API / "openapi.yaml",
-        resolver=RelativeResolver("pm.analytics.entrypoints"),
+        resolver=handler_resolver(AnalyticsHandlers(SqlAnalyticsReader(database))),
         validate_responses=validate_responses,
         validator_map=VALIDATOR_MAP,
+        errors=ERRORS,
     )
     return ServiceMiddleware(
         # A control character in a path is a 404 here, not a handler without its operation failing.
@@ -93,7 +94,7 @@ def create_app(
         health_checks={"database": database.ping},
         informational_checks={"kafka": consumer_check} if consumer_check is not None else None,
         health_interval=health_interval,
-        state={"token_verifier": verifier, "analytics": SqlAnalyticsReader(database)},
+        state={"token_verifier": verifier},
     )
 
 

@@ -8,19 +8,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from connexion.resolver import RelativeResolver
-
 from pm.auth.adapters.keys import KeySet, load_key_set
 from pm.auth.adapters.passwords import BcryptHasher
 from pm.auth.adapters.repositories import SqlUnitOfWork
 from pm.auth.adapters.tokens import JwtIssuer
 from pm.auth.config import Settings
 from pm.auth.domain.throttle import ThrottlePolicy
-from pm.auth.entrypoints.handlers import REVOCATION_PAGE, revocation_page
+from pm.auth.entrypoints.handlers import ERRORS, REVOCATION_PAGE, AuthHandlers, revocation_page
 from pm.auth.entrypoints.validation import VALIDATORS
 from pm.auth.service_layer import services
 from pm.auth.service_layer.ports import PasswordHasher, UnitOfWork
 from pm.common.db import Database, migrate
+from pm.common.handlers import handler_resolver
 from pm.common.routing import SpecRouting
 from pm.common.service import Service
 from pm.common.specapp import spec_app
@@ -102,9 +101,10 @@ def bootstrap(
     api = spec_app(
         __name__,
         API / "openapi.yaml",
-        resolver=RelativeResolver("pm.auth.entrypoints.handlers"),
+        resolver=handler_resolver(AuthHandlers(auth, keys, revocations)),
         validate_responses=settings.validate_responses,
         validator_map=VALIDATORS,
+        errors=ERRORS,
     )
     app = ServiceMiddleware(
         # A control character in a path (`/users/%0A/unlock`) is a 404 here, not a handler without its
@@ -113,7 +113,7 @@ def bootstrap(
         service=SERVICE,
         health_checks={"database": database.ping},
         health_interval=settings.health_interval,
-        state={"token_verifier": verifier, "auth": auth, "keys": keys, "revocations": revocations},
+        state={"token_verifier": verifier},
     )
     return Service(SERVICE, app, workers=[revocations], close=[database.dispose] if owned else [])
 

@@ -13,20 +13,14 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from pm.common.errors import DATABASE_UNAVAILABLE as DATABASE_UNAVAILABLE
+from pm.common.errors import StoreUnavailable as StoreUnavailable
+
 log = logging.getLogger(__name__)
-
-# Failures of the database itself (down, unreachable, too slow, pool exhausted), as opposed to bugs in
-# our SQL: the call may succeed later (HTTP 503, gRPC UNAVAILABLE), not 500.
-DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
-
-
-class StoreUnavailable(Exception):
-    """The service's database cannot be reached right now; the call may succeed if retried."""
 
 
 @contextmanager

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from connexion.resolver import RelativeResolver
 from prometheus_client import Gauge
 
 from pm.common import kafka
 from pm.common.db import Database, migrate
+from pm.common.handlers import handler_resolver
 from pm.common.routing import SpecRouting
 from pm.common.service import Service, Worker
 from pm.common.specapp import spec_app
@@ -22,6 +22,7 @@ from pm.patient.adapters.repository import SqlUnitOfWork
 from pm.patient.adapters.seed import seed
 from pm.patient.config import Settings
 from pm.patient.entrypoints.floor import FloorRoute
+from pm.patient.entrypoints.patients import ERRORS, PatientHandlers
 from pm.patient.service_layer.ports import Billing
 from pm.patient.service_layer.services import PatientService
 
@@ -83,10 +84,11 @@ def bootstrap(
     app = spec_app(
         __name__,
         SPEC,
-        resolver=RelativeResolver("pm.patient.entrypoints"),
+        resolver=handler_resolver(PatientHandlers(service)),
         validate_responses=settings.validate_responses,
         validator_map=VALIDATOR_MAP,
         pythonic_params=True,
+        errors=ERRORS,
     )
 
     # Only the database makes the service DOWN. Billing down only stops creations (503, nothing stored)
@@ -108,7 +110,7 @@ def bootstrap(
         health_checks={"database": database.ping},
         informational_checks=informational,
         health_interval=settings.health_interval,
-        state={"token_verifier": verifier, "patients": service},
+        state={"token_verifier": verifier},
     )
     workers: list[Worker] = [Topics(settings), relay]
     if verifier.revocations is not None:

@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
 
+# Domain error -> (status code, message; None: the error's own text).
+GRPC_ERRORS: dict[type[Exception], tuple[grpc.StatusCode, str | None]] = {
+    InvalidAccountRequest: (grpc.StatusCode.INVALID_ARGUMENT, None),
+    AccountNotFound: (grpc.StatusCode.NOT_FOUND, None),
+    StoreUnavailable: (grpc.StatusCode.UNAVAILABLE, "billing storage is unavailable, retry later"),
+}
+
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, uow: UnitOfWorkFactory, on_store_unavailable: Callable[[], None]) -> None:
@@ -44,17 +51,16 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
 
     @contextmanager
     def _errors_as_status(self, context: grpc.ServicerContext) -> Iterator[None]:
-        # context.abort raises, so nothing after a mapped error runs.
+        """The one place domain errors become status codes, from GRPC_ERRORS (context.abort raises, so
+        nothing after a mapped error runs)."""
         try:
             yield
-        except InvalidAccountRequest as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except AccountNotFound as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except StoreUnavailable as exc:
-            log.warning("account store unavailable", extra={"error": str(exc)})
-            self.on_store_unavailable()
-            context.abort(grpc.StatusCode.UNAVAILABLE, "billing storage is unavailable, retry later")
+        except tuple(GRPC_ERRORS) as exc:
+            code, message = next(GRPC_ERRORS[c] for c in type(exc).__mro__ if c in GRPC_ERRORS)
+            if isinstance(exc, StoreUnavailable):
+                log.warning("account store unavailable", extra={"error": str(exc)})
+                self.on_store_unavailable()
+            context.abort(code, message or str(exc))
 
 
 def to_proto(account: BillingAccount) -> billing_pb2.BillingAccount:

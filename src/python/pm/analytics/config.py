@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pm.common.config import Env
 from pm.common.settings import TokenCheckingSettings, kafka_bootstrap_servers
 from pm.common.tls import ClientTls, client_tls
@@ -11,11 +9,7 @@ from pm.common.tls import ClientTls, client_tls
 CONSUMER_GROUP = "analytics-service"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings(TokenCheckingSettings):
-    SERVICE = "analytics"
-    DEFAULT_PORT = 4002
-
+class Settings(TokenCheckingSettings, service="analytics", port=4002):
     kafka_bootstrap_servers: str
     patient_topic: str
     dead_letter_topic: str

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from pm.common.config import PRODUCTION, ConfigError, Env
 from pm.common.settings import ServiceSettings
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings(ServiceSettings):
-    SERVICE = "auth"
-    DEFAULT_PORT = 4005
-
+class Settings(ServiceSettings, service="auth", port=4005):
     data_dir: Path
     jwt_issuer: str
     token_ttl_seconds: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from pm.common.config import PRODUCTION, ConfigError, Env
 from pm.common.settings import ServiceSettings
@@ -11,12 +11,8 @@ from pm.common.tls import ServerTls, server_tls
 MIN_SERVICE_TOKEN_CHARS = 32
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, service="billing", port=4001):
     """`port` (PM_BILLING_PORT) is the HTTP side: health and metrics; the API is gRPC on `grpc_port`."""
-
-    SERVICE = "billing"
-    DEFAULT_PORT = 4001
 
     grpc_port: int
     grpc_max_workers: int

@@ -1,12 +1,10 @@
 """The settings every service shares, read from the same `PM_*` variables with the same defaults.
 
 A service's `config.py` subclasses `ServiceSettings` (or `TokenCheckingSettings` when it checks tokens
-issued by auth), names itself and its default port, and adds only its own variables:
+issued by auth), names itself and its default port, and adds only its own variables; every subclass is
+a frozen, keyword-only dataclass without saying so:
 
-    @dataclass(frozen=True, kw_only=True)
-    class Settings(ServiceSettings):
-        SERVICE = "billing"
-        DEFAULT_PORT = 4001
+    class Settings(ServiceSettings, service="billing", port=4001):
         grpc_port: int
 
         @classmethod
@@ -18,7 +16,7 @@ issued by auth), names itself and its default port, and adds only its own variab
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 from pm.common.config import PRODUCTION, ConfigError, Env, revocations_url, sqlite_default
 from pm.common.tls import ClientTls, ServerTls, client_tls, server_tls
@@ -26,10 +24,19 @@ from pm.common.tls import ClientTls, ServerTls, client_tls, server_tls
 DEFAULT_AUTH_URL = "http://127.0.0.1:4005"
 
 
-@dataclass(frozen=True, kw_only=True)
-class ServiceSettings:
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))
+class _SettingsBase:
     SERVICE: ClassVar[str]
     DEFAULT_PORT: ClassVar[int]
+
+    def __init_subclass__(cls, *, service: str = "", port: int = 0, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if service:
+            cls.SERVICE, cls.DEFAULT_PORT = service, port
+        dataclass(frozen=True, kw_only=True)(cls)
+
+
+class ServiceSettings(_SettingsBase):
 
     host: str = "127.0.0.1"
     port: int
@@ -67,7 +74,6 @@ class ServiceSettings:
         }
 
 
-@dataclass(frozen=True, kw_only=True)
 class TokenCheckingSettings(ServiceSettings):
     """A service that checks auth's tokens itself: auth's keys (JWKS), its revocation feed, the issuer."""
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from pm.common.config import PRODUCTION, ConfigError, Env
 from pm.common.settings import TokenCheckingSettings, kafka_bootstrap_servers
 from pm.common.tls import ClientTls, client_tls
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings(TokenCheckingSettings):
-    SERVICE = "patient"
-    DEFAULT_PORT = 4000
-
+class Settings(TokenCheckingSettings, service="patient", port=4000):
     kafka_bootstrap_servers: str
     patient_topic: str
     billing_target: str

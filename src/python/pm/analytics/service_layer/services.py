@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from pm.analytics.domain.model import InvalidEvent, PatientEvent, Summary, Tally
+from pm.common.ports import Transaction
 
 
 @dataclass(frozen=True)
@@ -45,19 +46,12 @@ class EventStore(Protocol):
         """Store dead letters not parked before (by topic, partition, offset); return exactly those."""
 
 
-class AnalyticsUnitOfWork(Protocol):
+class AnalyticsUnitOfWork(Transaction, Protocol):
     """One transaction over analytics' store (pm.common.db.UnitOfWork): everything in it is kept together
     or not at all."""
 
     @property
     def events(self) -> EventStore: ...
-
-    def __enter__(self) -> AnalyticsUnitOfWork: ...
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        """Roll back whatever was not committed."""
-
-    def commit(self) -> None: ...
 
 
 Decoder = Callable[[bytes | None], PatientEvent]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import sqlalchemy as sa
@@ -22,14 +23,7 @@ class SqlAccountRepository:
         # SELECT after it (a new snapshot under READ COMMITTED) always sees the one stored account.
         statement = (
             self._insert(billing_account)
-            .values(
-                account_id=account.account_id,
-                patient_id=account.patient_id,
-                name=account.name,
-                email=account.email,
-                status=account.status,
-                created_at=account.created_at,
-            )
+            .values(**dataclasses.asdict(account))  # the columns are the entity's fields
             .on_conflict_do_nothing(index_elements=["patient_id"])
         )
         self.session.execute(statement)
@@ -46,14 +40,7 @@ class SqlAccountRepository:
         )
         if row is None:
             return None
-        return BillingAccount(
-            account_id=row["account_id"],
-            patient_id=row["patient_id"],
-            name=row["name"],
-            email=row["email"],
-            status=row["status"],
-            created_at=utc(row["created_at"]),
-        )
+        return BillingAccount(**{**row, "created_at": utc(row["created_at"])})
 
 
 class SqlUnitOfWork(UnitOfWork):

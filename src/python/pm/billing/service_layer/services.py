@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from pm.billing.domain.model import AccountNotFound, BillingAccount, open_account, parse_patient_id
+from pm.common.ports import Transaction
 
 
 class AccountRepository(Protocol):
@@ -20,17 +21,9 @@ class AccountRepository(Protocol):
     def get(self, patient_id: uuid.UUID) -> BillingAccount | None: ...
 
 
-class UnitOfWork(Protocol):
-    """One transaction (pm.common.db.UnitOfWork): commit explicitly, the rest is rolled back on exit."""
-
+class UnitOfWork(Transaction, Protocol):
     @property
     def accounts(self) -> AccountRepository: ...
-
-    def __enter__(self) -> UnitOfWork: ...
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
-
-    def commit(self) -> None: ...
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

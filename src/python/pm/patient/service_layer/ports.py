@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
+from pm.common.ports import Transaction
 from pm.patient.domain.model import Patient, PatientChanged, PatientPage, PatientQuery
 
 
@@ -29,7 +30,7 @@ class Outbox(Protocol):
     def add(self, event: PatientChanged) -> None: ...
 
 
-class UnitOfWork(Protocol):
+class UnitOfWork(Transaction, Protocol):
     """One transaction (pm.common.db.UnitOfWork): patient changes and their outbox events commit
     together on `commit()`; leaving without it rolls back."""
 
@@ -38,12 +39,6 @@ class UnitOfWork(Protocol):
 
     @property
     def outbox(self) -> Outbox: ...
-
-    def __enter__(self) -> UnitOfWork: ...
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
-
-    def commit(self) -> None: ...
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

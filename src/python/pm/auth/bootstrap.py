@@ -1,4 +1,5 @@
-"""Composition root: the auth app built from Settings, every collaborator swappable in tests."""
+"""Composition root: the auth service built from Settings, every collaborator swappable in tests; the
+only place objects are built."""
 
 from __future__ import annotations
 
@@ -7,20 +8,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from connexion.resolver import RelativeResolver
-
-from pm.auth.adapters.keys import KeySet
+from pm.auth.adapters.keys import KeySet, load_key_set
 from pm.auth.adapters.passwords import BcryptHasher
 from pm.auth.adapters.repositories import SqlUnitOfWork
 from pm.auth.adapters.tokens import JwtIssuer
 from pm.auth.config import Settings
 from pm.auth.domain.throttle import ThrottlePolicy
-from pm.auth.entrypoints.handlers import REVOCATION_PAGE, revocation_page
+from pm.auth.entrypoints.handlers import ERRORS, REVOCATION_PAGE, AuthHandlers, revocation_page
 from pm.auth.entrypoints.validation import VALIDATORS
 from pm.auth.service_layer import services
 from pm.auth.service_layer.ports import PasswordHasher, UnitOfWork
 from pm.common.db import Database, migrate
+from pm.common.handlers import handler_resolver
 from pm.common.routing import SpecRouting
+from pm.common.service import Service
 from pm.common.specapp import spec_app
 from pm.common.tokens import RevocationFeed, RevocationList, StaticKeys, TokenVerifier
 from pm.common.web import ServiceMiddleware
@@ -39,16 +40,23 @@ def unit_of_work(database: Database) -> Callable[[], UnitOfWork]:
     return lambda: SqlUnitOfWork(database)
 
 
-def migrate_and_seed(settings: Settings, database: Database, *, hasher: PasswordHasher | None = None) -> bool:
+def prepare_database(
+    settings: Settings, *, database: Database | None = None, hasher: PasswordHasher | None = None
+) -> bool:
     """Apply migrations, then seed the demo user if enabled; True if the demo user was created now."""
     migrate(settings.database_url, MIGRATIONS)
     if not settings.seed_demo_user:
         return False
-    return services.seed_demo_user(
-        uow=unit_of_work(database),
-        hasher=hasher or BcryptHasher(settings.bcrypt_rounds),
-        clock=utc_now,
-    )
+    own = Database(settings.database_url) if database is None else None
+    try:
+        return services.seed_demo_user(
+            uow=unit_of_work(database or own),  # type: ignore[arg-type]
+            hasher=hasher or BcryptHasher(settings.bcrypt_rounds),
+            clock=utc_now,
+        )
+    finally:
+        if own is not None:
+            own.dispose()
 
 
 def throttle_policy(settings: Settings) -> ThrottlePolicy:
@@ -61,19 +69,24 @@ def throttle_policy(settings: Settings) -> ThrottlePolicy:
     )
 
 
-def create_app(
+def bootstrap(
     settings: Settings,
-    keys: KeySet,
-    database: Database,
     *,
+    database: Database | None = None,
+    keys: KeySet | None = None,
     hasher: PasswordHasher | None = None,
     clock: Callable[[], datetime] = utc_now,
-) -> ServiceMiddleware:
+) -> Service:
+    """The auth API and its revocation poller. The keys are loaded first: a bad key setting (ConfigError)
+    stops the service before it touches the database."""
+    keys = keys or load_key_set(settings)
+    owned = database is None
+    database = database or Database(settings.database_url)
     auth = services.AuthService(
         uow=unit_of_work(database),
         hasher=hasher or BcryptHasher(settings.bcrypt_rounds),
         issuer=JwtIssuer(
-            keys.signing, issuer=settings.issuer, ttl_seconds=settings.token_ttl_seconds, clock=clock
+            keys.signing, issuer=settings.jwt_issuer, ttl_seconds=settings.token_ttl_seconds, clock=clock
         ),
         policy=throttle_policy(settings),
         clock=clock,
@@ -82,23 +95,27 @@ def create_app(
     # Auth checks its own tokens with its own public keys and reads revocations from its own database:
     # no HTTP call to itself.
     revocations = RevocationList(database_feed(auth), name="auth")
-    verifier = TokenVerifier(StaticKeys(keys.public_keys()), issuer=settings.issuer, revocations=revocations)
-    app = spec_app(
+    verifier = TokenVerifier(
+        StaticKeys(keys.public_keys()), issuer=settings.jwt_issuer, revocations=revocations
+    )
+    api = spec_app(
         __name__,
         API / "openapi.yaml",
-        resolver=RelativeResolver("pm.auth.entrypoints.handlers"),
+        resolver=handler_resolver(AuthHandlers(auth, keys, revocations)),
         validate_responses=settings.validate_responses,
         validator_map=VALIDATORS,
+        errors=ERRORS,
     )
-    return ServiceMiddleware(
+    app = ServiceMiddleware(
         # A control character in a path (`/users/%0A/unlock`) is a 404 here, not a handler without its
         # operation failing with a 500.
-        SpecRouting(app, API / "openapi.yaml"),
+        SpecRouting(api, API / "openapi.yaml"),
         service=SERVICE,
         health_checks={"database": database.ping},
         health_interval=settings.health_interval,
-        state={"token_verifier": verifier, "auth": auth, "keys": keys, "revocations": revocations},
+        state={"token_verifier": verifier},
     )
+    return Service(SERVICE, app, workers=[revocations], close=[database.dispose] if owned else [])
 
 
 def database_feed(auth: services.AuthService) -> RevocationFeed:

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
-from pm.common.config import PRODUCTION, ConfigError, Env, sqlite_default
-from pm.common.tls import ServerTls, server_tls
+from pm.common.config import PRODUCTION, ConfigError, Env
+from pm.common.settings import ServiceSettings
 
 
-@dataclass(frozen=True)
-class Settings:
-    environment: str
-    host: str
-    port: int
-    log_level: str
+class Settings(ServiceSettings, service="auth", port=4005):
     data_dir: Path
-    database_url: str = field(repr=False)
-    migrate_on_start: bool
-    issuer: str
+    jwt_issuer: str
     token_ttl_seconds: int
     refresh_ttl_seconds: int
     private_key_file: Path | None
@@ -31,18 +24,10 @@ class Settings:
     throttle_base_seconds: float
     throttle_max_seconds: float
     seed_demo_user: bool
-    validate_responses: bool = False
-    http_tls: ServerTls | None = None
-    trusted_proxies: tuple[str, ...] = ()
-
-    @property
-    def is_production(self) -> bool:
-        return self.environment == PRODUCTION
-
-    health_interval: float = 3.0
 
     @classmethod
-    def from_env(cls, env: Env) -> Settings:
+    def from_env(cls, env: Env | None = None) -> Settings:
+        env = env or Env()
         environment = env.environment()
         private_key_file = env.optional("PM_JWT_PRIVATE_KEY_FILE")
         private_key_pem = env.optional("PM_JWT_PRIVATE_KEY")
@@ -68,17 +53,9 @@ class Settings:
                 f"PM_AUTH_THROTTLE_BASE_SECONDS ({base_delay:g})"
             )
         return cls(
-            environment=environment,
-            host=env.text("PM_HOST", "127.0.0.1"),
-            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
-            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
-            port=env.port("PM_AUTH_PORT", 4005),
-            log_level=env.log_level(),
-            health_interval=env.health_interval(),
+            **cls.shared(env),
             data_dir=env.data_dir(),
-            database_url=env.database_url("PM_AUTH_DATABASE_URL", sqlite_default(env, "auth")),
-            migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
-            issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
+            jwt_issuer=env.text("PM_JWT_ISSUER", "pm-auth"),
             # Short-lived access tokens (RFC 9700 4.14): a session continues through its refresh token.
             token_ttl_seconds=env.integer("PM_JWT_TTL_SECONDS", 900, minimum=60, maximum=30 * 86400),
             refresh_ttl_seconds=env.integer(
@@ -98,6 +75,4 @@ class Settings:
             throttle_base_seconds=base_delay,
             throttle_max_seconds=max_delay,
             seed_demo_user=seed_demo_user,
-            validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
-            http_tls=server_tls(env, "PM_HTTP_TLS"),
         )

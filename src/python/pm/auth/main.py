@@ -2,63 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
-
-from sqlalchemy.exc import OperationalError
-
-from pm.auth.adapters.keys import load_key_set
-from pm.auth.bootstrap import SERVICE, create_app, migrate_and_seed
+import pm.common  # noqa: F401 - first, so its warning filters are in place before Connexion loads
+from pm.auth.bootstrap import bootstrap, prepare_database
 from pm.auth.config import Settings
-from pm.common.config import Env, load_or_exit
-from pm.common.db import Database
-from pm.common.logs import configure_logging
-from pm.common.web import serve
+from pm.common.service import run
 
-log = logging.getLogger("pm.auth")
+HELP = (
+    "serve (default): migrate and seed unless PM_MIGRATE_ON_START=false, then serve; "
+    "migrate: migrate and seed, then exit"
+)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="pm.auth.main", description="The auth service.")
-    parser.add_argument(
-        "command",
-        nargs="?",
-        default="serve",
-        choices=["serve", "migrate"],
-        help="serve (default): migrate and seed unless PM_MIGRATE_ON_START=false, then serve; "
-        "migrate: migrate and seed, then exit",
-    )
-    args = parser.parse_args(argv)
-    settings = load_or_exit(lambda: Settings.from_env(Env()), SERVICE)
-    configure_logging(SERVICE, settings.log_level)
-    # Keys first: a bad key setting stops the service before it touches the database.
-    keys = load_or_exit(lambda: load_key_set(settings), SERVICE) if args.command == "serve" else None
-    database = Database(settings.database_url)
-    try:
-        if args.command == "migrate" or settings.migrate_on_start:
-            try:
-                created = migrate_and_seed(settings, database)
-            except OperationalError as exc:
-                log.error("database unavailable", extra={"error": str(exc.orig).strip()[:200]})
-                sys.exit(1)
-            log.info("database ready", extra={"demo_user_created": created})
-        if keys is None:
-            return
-        app = create_app(settings, keys, database)
-        revocations = app.state["revocations"]
-        serve(
-            app,
-            host=settings.host,
-            port=settings.port,
-            service=SERVICE,
-            tls=settings.http_tls,
-            trusted_proxies=settings.trusted_proxies,
-            on_start=[revocations.start],
-            on_stop=[revocations.stop],
-        )
-    finally:
-        database.dispose()
+    run(Settings, bootstrap, prepare_database, argv, help=HELP)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Composition root: billing's gRPC server and HTTP side, built from a Database and plain settings."""
+"""Composition root: billing's gRPC server and HTTP side, built from Settings; the only place objects are built."""
 
 from __future__ import annotations
 
@@ -12,21 +12,22 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pm.billing.adapters.repository import SqlAccountRepository
+from pm.billing.adapters.repository import SqlUnitOfWork
+from pm.billing.config import Settings
 from pm.billing.entrypoints.grpc_auth import ServiceTokenInterceptor
 from pm.billing.entrypoints.grpc_metrics import MetricsInterceptor
 from pm.billing.entrypoints.grpc_service import SERVICE_NAME, BillingServicer, DatabaseHealth
 from pm.billing.entrypoints.http_app import not_found_app
-from pm.common.db import Database
+from pm.common.db import Database, migrate
 from pm.common.health import DEFAULT_INTERVAL_SECONDS
-from pm.common.tls import ServerTls
+from pm.common.service import Service
 from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
 from pm.proto.billing.v1 import billing_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+SERVICE = "billing"
 MIGRATIONS = Path(__file__).parent / "migrations"
-MAX_MESSAGE_BYTES = 1_048_576
 
 
 @dataclass
@@ -37,6 +38,7 @@ class BillingGrpcServer:
     port: int
     health: DatabaseHealth
     health_interval: float = 5.0
+    grace: float = 4.0
     _stopping: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
 
@@ -47,7 +49,8 @@ class BillingGrpcServer:
         self._watcher.start()
         log.info("gRPC listening", extra={"port": self.port})
 
-    def stop(self, grace: float = 4.0) -> None:
+    def stop(self, grace: float | None = None) -> None:
+        grace = self.grace if grace is None else grace
         self._stopping.set()
         self.health.shutting_down()
         self.server.stop(grace).wait(grace + 1)
@@ -60,48 +63,43 @@ class BillingGrpcServer:
             self.health.refresh()
 
 
-def build_grpc_server(
-    database: Database,
-    address: str = "127.0.0.1:0",
-    *,
-    max_workers: int = 8,
-    max_message_bytes: int = MAX_MESSAGE_BYTES,
-    metrics: Metrics | None = None,
-    tls: ServerTls | None = None,
-    service_token: str | None = None,
-    reflection_on: bool = True,
-) -> BillingGrpcServer:
-    """The gRPC server with BillingService, health and (unless turned off) reflection, bound to
-    `address` but not started. With `tls` it listens over TLS only (mutual when the settings name a
-    client CA); with `service_token`, BillingService answers only calls that present it.
+def create_server(
+    settings: Settings, database: Database, *, metrics: Metrics | None = None, address: str | None = None
+) -> tuple[BillingGrpcServer, int]:
+    """The gRPC server with BillingService, health and (unless turned off) reflection, bound to `address`
+    (by default `PM_HOST`:`PM_BILLING_GRPC_PORT`; tests pass `127.0.0.1:0`) but not started, and its
+    port. With `grpc_tls` it listens over TLS only (mutual when the settings name a client CA); with a
+    `service_token`, BillingService answers only calls that present it.
 
     Raises RuntimeError when the address cannot be bound.
     """
+    address = address or grpc_address(settings.host, settings.grpc_port)
     health_state = DatabaseHealth(database.ping)
     servicer = BillingServicer(
-        SqlAccountRepository(database), on_store_unavailable=health_state.mark_unavailable
+        lambda: SqlUnitOfWork(database), on_store_unavailable=health_state.mark_unavailable
     )
     interceptors: list[grpc.ServerInterceptor] = []
     if metrics is not None:
         interceptors.append(MetricsInterceptor(metrics))  # first: it also counts refused calls
-    if service_token is not None:
-        interceptors.append(ServiceTokenInterceptor(service_token))
+    if settings.service_token is not None:
+        interceptors.append(ServiceTokenInterceptor(settings.service_token))
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="billing-grpc"),
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_max_workers, thread_name_prefix="billing-grpc"),
         interceptors=interceptors,
         options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+            ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
             # Without this a second server could silently share a port already in use.
             ("grpc.so_reuseport", 0),
         ],
     )
     billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
-    if reflection_on:
+    if settings.reflection:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+    tls = settings.grpc_tls
     if tls is not None:
         key, chain, client_ca = tls.pem()
         credentials = grpc.ssl_server_credentials(
@@ -113,24 +111,48 @@ def build_grpc_server(
     if port == 0:
         raise RuntimeError(f"cannot bind gRPC to {address}")
     health_state.refresh()
-    return BillingGrpcServer(server=server, port=port, health=health_state)
+    built = BillingGrpcServer(server=server, port=port, health=health_state, grace=settings.grace_seconds)
+    return built, port
 
 
-def create_grpc_server(
-    database: Database, address: str = "127.0.0.1:0", *, max_workers: int = 8
-) -> tuple[grpc.Server, int]:
-    """The billing gRPC server bound to `address`, NOT yet started, and its bound port."""
-    built = build_grpc_server(database, address, max_workers=max_workers)
-    return built.server, built.port
+def grpc_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def create_http_app(
+def bootstrap(settings: Settings, *, database: Database | None = None) -> Service:
+    """Billing: the gRPC server (a worker started once the HTTP port is bound) and the HTTP side for
+    /health and /metrics."""
+    owned = database is None
+    database = database or Database(settings.database_url)
+    metrics = Metrics(SERVICE)
+    if settings.service_token is None and not (settings.grpc_tls and settings.grpc_tls.mutual):
+        log.warning("BillingService answers any caller: set PM_BILLING_SERVICE_TOKEN outside dev")
+    try:
+        grpc_server, _port = create_server(settings, database, metrics=metrics)
+    except RuntimeError:
+        address = grpc_address(settings.host, settings.grpc_port)
+        raise SystemExit(f"billing: cannot listen for gRPC on {address} (set PM_BILLING_GRPC_PORT)") from None
+    return Service(
+        SERVICE,
+        http_app(database, metrics, health_interval=settings.health_interval),
+        workers=[grpc_server],
+        close=[database.dispose] if owned else [],
+        graceful_seconds=settings.grace_seconds,
+    )
+
+
+def prepare_database(settings: Settings) -> None:
+    """Migrations only: accounts are opened by the patient service per patient."""
+    migrate(settings.database_url, MIGRATIONS)
+
+
+def http_app(
     database: Database, metrics: Metrics, *, health_interval: float = DEFAULT_INTERVAL_SECONDS
 ) -> ASGIApp:
     """/health (database), /health/live and /metrics over HTTP; every other path is a 404 problem."""
     return ServiceMiddleware(
         not_found_app,
-        service="billing",
+        service=SERVICE,
         metrics=metrics,
         health_checks={"database": database.ping},
         health_interval=health_interval,

@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
-from pm.common.config import PRODUCTION, ConfigError, Env, sqlite_default
+from pm.common.config import PRODUCTION, ConfigError, Env
+from pm.common.settings import ServiceSettings
 from pm.common.tls import ServerTls, server_tls
 
 MIN_SERVICE_TOKEN_CHARS = 32
 
 
-@dataclass(frozen=True)
-class Settings:
-    host: str
-    http_port: int
+class Settings(ServiceSettings, service="billing", port=4001):
+    """`port` (PM_BILLING_PORT) is the HTTP side: health and metrics; the API is gRPC on `grpc_port`."""
+
     grpc_port: int
-    database_url: str
-    log_level: str
-    migrate_on_start: bool
     grpc_max_workers: int
     grpc_max_message_bytes: int
     grace_seconds: int
-    environment: str = "dev"
     service_token: str | None = field(default=None, repr=False)
     grpc_tls: ServerTls | None = None
     reflection: bool = True
-    http_tls: ServerTls | None = None
-    trusted_proxies: tuple[str, ...] = ()
-    health_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -48,24 +41,15 @@ class Settings:
         if reflection and environment == PRODUCTION:
             raise ConfigError("PM_BILLING_GRPC_REFLECTION must be off when PM_ENV=production")
         return cls(
-            host=env.text("PM_HOST", "127.0.0.1"),
-            # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
-            trusted_proxies=env.networks("PM_TRUSTED_PROXIES"),
-            http_port=env.port("PM_BILLING_PORT", 4001),
+            **cls.shared(env),
             grpc_port=env.port("PM_BILLING_GRPC_PORT", 9001),
-            database_url=env.database_url("PM_BILLING_DATABASE_URL", sqlite_default(env, "billing")),
-            log_level=env.log_level(),
-            health_interval=env.health_interval(),
-            migrate_on_start=env.flag("PM_MIGRATE_ON_START", True),
             grpc_max_workers=env.integer("PM_BILLING_GRPC_WORKERS", 8, minimum=1, maximum=256),
             grpc_max_message_bytes=env.integer(
                 "PM_BILLING_GRPC_MAX_MESSAGE_BYTES", 1_048_576, minimum=1024, maximum=64 * 1_048_576
             ),
             grace_seconds=env.integer("PM_BILLING_GRACE_SECONDS", 4, minimum=0, maximum=8),
-            environment=environment,
             service_token=token,
             grpc_tls=grpc_tls,
             # Reflection describes the API to anyone who asks: a development aid, never in production.
             reflection=reflection,
-            http_tls=server_tls(env, "PM_HTTP_TLS"),
         )

@@ -1,23 +1,46 @@
-"""Database plumbing: an engine from a SQLAlchemy URL (PostgreSQL or SQLite), transactions, Alembic."""
+"""Database plumbing: an engine from a SQLAlchemy URL (PostgreSQL or SQLite), the unit of work, Alembic."""
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pm.common.logs import scrub
+from pm.common.errors import DATABASE_UNAVAILABLE as DATABASE_UNAVAILABLE
+from pm.common.errors import StoreUnavailable as StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def unavailable_as_store_unavailable() -> Iterator[None]:
+    """Turn the database's own failures into StoreUnavailable (the class name only: the driver's message
+    may quote the statement and its values)."""
+    try:
+        yield
+    except DATABASE_UNAVAILABLE as exc:
+        raise StoreUnavailable(type(exc).__name__) from exc
+
+
+def dialect_insert(session: Session) -> Any:
+    """`insert` with ON CONFLICT clauses for the dialect the session talks to (PostgreSQL or SQLite)."""
+    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
+
+
+def utc(value: datetime) -> datetime:
+    """A timestamp read back from the database, in UTC: SQLite returns them without a zone."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def make_engine(url: str, *, pool_size: int = 5, statement_timeout_ms: int = 15000) -> Engine:
@@ -63,16 +86,16 @@ def make_engine(url: str, *, pool_size: int = 5, statement_timeout_ms: int = 150
 
 
 class Database:
-    """An engine plus a session factory; the unit of work is `with db.transaction() as session:`."""
+    """An engine plus a session factory. Use cases work through a `UnitOfWork`; background jobs (outbox
+    relay, retention) that own their statements use `with db.transaction() as session:`."""
 
     def __init__(self, url: str, **engine_options: int) -> None:
         self.url = url
         self.engine = make_engine(url, **engine_options)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
+    def session(self) -> Session:
+        return self._sessions()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -96,6 +119,48 @@ class Database:
         self.engine.dispose()
 
 
+class UnitOfWork:
+    """One transaction: `with uow:` opens it, `uow.commit()` keeps it, leaving without a commit rolls it
+    back. A service's unit of work subclasses this and attaches its repositories in `attach(session)`.
+    A database that cannot be reached surfaces as StoreUnavailable (mapped to 503 / UNAVAILABLE)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._session: Session | None = None
+
+    def attach(self, session: Session) -> None:
+        """Build the repositories over `session` (one transaction for all of them)."""
+
+    @property
+    def session(self) -> Session:
+        assert self._session is not None, "use the unit of work inside `with`"
+        return self._session
+
+    def __enter__(self) -> Any:
+        self._session = self.database.session()
+        self.attach(self._session)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        session, self._session = self._session, None
+        assert session is not None
+        try:
+            session.rollback()
+        finally:
+            session.close()
+        if isinstance(exc, DATABASE_UNAVAILABLE):
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+    def commit(self) -> None:
+        with unavailable_as_store_unavailable():
+            self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+
 def alembic_config(url: str, migrations_dir: Path) -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
@@ -108,16 +173,6 @@ def migrate(url: str, migrations_dir: Path, revision: str = "head") -> None:
     """Bring the schema up to `revision` (idempotent)."""
     log.info("applying migrations", extra={"target": revision, "migrations": migrations_dir.parent.name})
     command.upgrade(alembic_config(url, migrations_dir), revision)
-
-
-def migrate_or_exit(service: str, variable: str, url: str, migrations_dir: Path) -> None:
-    """Migrate at start; an unusable database stops the service with one line naming the variable."""
-    try:
-        migrate(url, migrations_dir)
-    except SQLAlchemyError as exc:
-        reason = scrub(str(exc).strip().splitlines()[0])[:200]
-        sys.stderr.write(f"{service}: cannot migrate {variable}: {reason}\n")
-        sys.exit(1)
 
 
 def downgrade(url: str, migrations_dir: Path, revision: str = "base") -> None:

@@ -37,7 +37,7 @@ from connexion import FlaskApp
 from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 
-from pm.common.problems import install_problem_handlers
+from pm.common.problems import ErrorTable, install_problem_handlers
 from pm.common.web import Receive, Scope, Send, read_body
 
 COMPACT_JSON = Jsonifier(json, separators=(",", ":"))
@@ -51,8 +51,10 @@ def spec_app(
     validate_responses: bool,
     validator_map: Mapping[str, Any] | None = None,
     pythonic_params: bool = False,
+    errors: ErrorTable | None = None,
 ) -> FlaskApp:
-    """A FlaskApp serving `spec` (a YAML file) with strict validation and problem+json errors."""
+    """A FlaskApp serving `spec` (a YAML file) with strict validation and problem+json errors; `errors`
+    is the service's table from domain errors to problems (pm.common.problems)."""
     cache_security_signatures()
     app = FlaskApp(import_name, specification_dir=str(spec.parent), jsonifier=COMPACT_JSON)
     app.add_api(
@@ -63,7 +65,7 @@ def spec_app(
         pythonic_params=pythonic_params,
         validator_map=dict(validator_map) if validator_map is not None else None,
     )
-    install_problem_handlers(app)
+    install_problem_handlers(app, errors)
     flask_side = app._middleware_app  # the one place Connexion keeps its WSGI bridge
     flask_side.asgi_app = OneHopWSGI(flask_side.app.wsgi_app)
     return app

@@ -395,7 +395,9 @@ async def bearer_info(token: str, request: Any) -> dict[str, Any] | None:
 
 def require_role(token_info: Mapping[str, Any] | None, *roles: str) -> None:
     """Raise a 403 problem unless the caller has one of `roles`."""
-    from pm.common.problems import Problem
+    from connexion.exceptions import ProblemException  # only Connexion apps call this
 
     if not token_info or token_info.get("role") not in roles:
-        raise Problem(403, "Forbidden", f"This operation requires role {' or '.join(roles)}.")
+        raise ProblemException(
+            status=403, title="Forbidden", detail=f"This operation requires role {' or '.join(roles)}."
+        )

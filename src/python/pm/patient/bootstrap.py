@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
 from pathlib import Path
 
-from connexion.resolver import RelativeResolver
 from prometheus_client import Gauge
 
 from pm.common import kafka
 from pm.common.db import Database, migrate
+from pm.common.handlers import handler_resolver
 from pm.common.routing import SpecRouting
+from pm.common.service import Service, Worker
 from pm.common.specapp import spec_app
 from pm.common.tokens import JwksKeys, RevocationList, TokenVerifier, http_revocation_feed
 from pm.common.validation import VALIDATOR_MAP
@@ -18,11 +19,14 @@ from pm.common.web import Metrics, ServiceMiddleware
 from pm.patient.adapters.billing import GrpcBilling
 from pm.patient.adapters.outbox_backlog import register_backlog_metrics
 from pm.patient.adapters.relay import OutboxRelay, RelaySettings, pending_count
-from pm.patient.adapters.repository import unit_of_work_factory
+from pm.patient.adapters.repository import SqlUnitOfWork
 from pm.patient.adapters.seed import seed
 from pm.patient.config import Settings
+from pm.patient.entrypoints.patients import ERRORS, PatientHandlers
 from pm.patient.service_layer.ports import Billing
 from pm.patient.service_layer.services import PatientService
+
+log = logging.getLogger(__name__)
 
 SERVICE = "patient"
 HERE = Path(__file__).parent
@@ -30,49 +34,26 @@ SPEC = HERE / "api" / "openapi.yaml"
 MIGRATIONS = HERE / "migrations"
 
 
-def migrate_and_seed(database_url: str) -> int:
-    migrate(database_url, MIGRATIONS)
-    database = Database(database_url)
+def prepare_database(settings: Settings) -> int:
+    """Migrations, then the original patients on an empty table; how many were added."""
+    migrate(settings.database_url, MIGRATIONS)
+    database = Database(settings.database_url)
     try:
         return seed(database)
     finally:
         database.dispose()
 
 
-@dataclass
-class PatientApp:
-    """The running pieces: the ASGI app to serve, the relay to start and stop, and what to close."""
-
-    asgi: ServiceMiddleware
-    service: PatientService
-    relay: OutboxRelay
-    database: Database
-    billing: Billing
-    revocations: RevocationList | None = None
-
-    def start(self) -> None:
-        self.relay.start()
-        if self.revocations is not None:
-            self.revocations.start()
-
-    def stop(self) -> None:
-        if self.revocations is not None:
-            self.revocations.stop()
-        self.relay.stop()
-        close = getattr(self.billing, "close", None)
-        if close is not None:
-            close()
-        self.database.dispose()
-
-
-def build(
+def bootstrap(
     settings: Settings,
     *,
     database: Database | None = None,
     billing: Billing | None = None,
     verifier: TokenVerifier | None = None,
     relay_settings: RelaySettings | None = None,
-) -> PatientApp:
+) -> Service:
+    """The HTTP API over the patient use cases; the outbox relay and the revocation poller beside it."""
+    owned = database is None
     database = database or Database(settings.database_url)
     billing = billing or GrpcBilling(
         settings.billing_target,
@@ -95,7 +76,7 @@ def build(
         ),
     )
     service = PatientService(
-        unit_of_work_factory(database, exact_count_limit=settings.exact_count_limit),
+        lambda: SqlUnitOfWork(database, exact_count_limit=settings.exact_count_limit),
         billing,
         on_event=relay.wake,
     )
@@ -103,10 +84,11 @@ def build(
     app = spec_app(
         __name__,
         SPEC,
-        resolver=RelativeResolver("pm.patient.entrypoints"),
+        resolver=handler_resolver(PatientHandlers(service, relay)),
         validate_responses=settings.validate_responses,
         validator_map=VALIDATOR_MAP,
         pythonic_params=True,
+        errors=ERRORS,
     )
 
     # Only the database makes the service DOWN. Billing down only stops creations (503, nothing stored)
@@ -126,15 +108,17 @@ def build(
         health_checks={"database": database.ping},
         informational_checks=informational,
         health_interval=settings.health_interval,
-        state={"token_verifier": verifier, "patients": service, "relay": relay},
+        state={"token_verifier": verifier},
     )
-    return PatientApp(
-        asgi=asgi,
-        service=service,
-        relay=relay,
-        database=database,
-        billing=billing,
-        revocations=verifier.revocations,
+    workers: list[Worker] = [Topics(settings), relay]
+    if verifier.revocations is not None:
+        workers.append(verifier.revocations)
+    close = getattr(billing, "close", None)
+    return Service(
+        SERVICE,
+        asgi,
+        workers=workers,
+        close=[c for c in (close, database.dispose if owned else None) if c is not None],
     )
 
 
@@ -168,7 +152,24 @@ def register_outbox_metrics(metrics: Metrics, relay: OutboxRelay, database: Data
     ).set_function(lambda: float(relay.published))
 
 
-def topics_ready(settings: Settings) -> None:
-    """Create the topic at start when the broker is reachable (the relay retries it otherwise)."""
-    kafka.probe_broker(settings.kafka_bootstrap_servers)
-    kafka.ensure_topics(settings.kafka_bootstrap_servers, [settings.patient_topic], tls=settings.kafka_tls)
+class Topics:
+    """Creates the topic at start when the broker is reachable (the relay retries it otherwise)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def start(self) -> None:
+        settings = self.settings
+        try:
+            kafka.probe_broker(settings.kafka_bootstrap_servers)
+            kafka.ensure_topics(
+                settings.kafka_bootstrap_servers, [settings.patient_topic], tls=settings.kafka_tls
+            )
+        except Exception as exc:  # noqa: BLE001 - the relay keeps retrying; the service still serves
+            log.warning(
+                "cannot create the topic yet",
+                extra={"topic": settings.patient_topic, "error": str(exc)[:200]},
+            )
+
+    def stop(self) -> None:
+        """Nothing runs after start."""

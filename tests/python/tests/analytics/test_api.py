@@ -106,3 +106,14 @@ def test_openapi_document_is_served(api) -> None:
         "/broker/dead-letters/{letter}/redrive",
         "/broker/dead-letters/{letter}",
     }
+
+
+@pytest.mark.parametrize(
+    "path", ["/analytics/summary%0A", "/analytics/%0Aevents", "/openapi.json%0A", "/ui/%0A"]
+)
+def test_a_control_character_in_the_path_is_a_404_problem(api, token, path: str) -> None:
+    # Without SpecRouting the spec and the docs were served for `/openapi.json<newline>` (200), and
+    # Connexion's router and Flask's disagree on such paths (a 500 in auth and patient).
+    response = httpx.get(api.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"

@@ -11,7 +11,8 @@ from tests.analytics.conftest import event_bytes
 
 class FakeUnitOfWork:
     def __init__(self) -> None:
-        self.events: dict[uuid.UUID, PatientEvent] = {}
+        self.events = self  # the store attached to this unit of work
+        self.stored: dict[uuid.UUID, PatientEvent] = {}
         self.tallies: list[Tally] = []
         self.parked: dict[tuple[str, int, int], DeadLetter] = {}
         self.commits = 0
@@ -30,8 +31,8 @@ class FakeUnitOfWork:
     ) -> list[PatientEvent]:
         new = []
         for event in events:
-            if event.event_id not in self.events:
-                self.events[event.event_id] = event
+            if event.event_id not in self.stored:
+                self.stored[event.event_id] = event
                 new.append(event)
         return new
 

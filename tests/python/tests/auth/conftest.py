@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from pm.auth.adapters.keys import generate_rsa_pem, load_key_set
-from pm.auth.bootstrap import create_app, migrate_and_seed
+from pm.auth.bootstrap import bootstrap, prepare_database
 from pm.auth.config import Settings
 from pm.common.config import Env
 from pm.common.db import Database
@@ -66,12 +66,11 @@ def auth_server(tmp_path: Path, postgres_url: str, key_dir: Path) -> Iterator[Au
             settings = make_settings(tmp_path, postgres_url, **overrides)
             database = Database(settings.database_url)
             stack.callback(database.dispose)
-            migrate_and_seed(settings, database)
-            app = create_app(settings, load_key_set(settings), database)
-            revocations = app.state["revocations"]
-            revocations.start()
-            stack.callback(revocations.stop)
-            return stack.enter_context(LiveServer(app, trusted_proxies=settings.trusted_proxies)).url
+            prepare_database(settings, database=database)
+            service = bootstrap(settings, database=database, keys=load_key_set(settings))
+            service.start()
+            stack.callback(service.stop)
+            return stack.enter_context(LiveServer(service.app, trusted_proxies=settings.trusted_proxies)).url
 
         yield start
 

@@ -10,7 +10,7 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
-from pm.auth.bootstrap import migrate_and_seed
+from pm.auth.bootstrap import prepare_database
 from pm.common.db import Database
 from pm.common.tokens import JwksKeys, TokenVerifier
 from tests.auth.conftest import DEMO, AuthServer, bearer, login, make_settings, token_for
@@ -108,8 +108,8 @@ def test_seed_is_idempotent(tmp_path: Path, postgres_url: str) -> None:
     settings = make_settings(tmp_path, postgres_url)
     database = Database(postgres_url)
     try:
-        assert migrate_and_seed(settings, database) is True
-        assert migrate_and_seed(settings, database) is False
+        assert prepare_database(settings, database=database) is True
+        assert prepare_database(settings, database=database) is False
         with database.engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT email, role FROM users")).all()
     finally:

@@ -26,7 +26,7 @@ def settings(tmp_path: Path, **environ: str) -> Settings:
 
 def test_defaults_follow_the_pinned_interface(tmp_path: Path) -> None:
     s = settings(tmp_path)
-    assert (s.host, s.port, s.issuer, s.token_ttl_seconds) == ("127.0.0.1", 4005, "pm-auth", 900)
+    assert (s.host, s.port, s.jwt_issuer, s.token_ttl_seconds) == ("127.0.0.1", 4005, "pm-auth", 900)
     assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'auth.db'}"
     assert (s.bcrypt_rounds, s.max_failures_per_email, s.max_failures_per_client) == (12, 5, 20)
     # Issue 12: delays instead of a five-minute lock; a day's window keeps the longest delay meaningful.

@@ -8,10 +8,12 @@ import httpx
 import pytest
 
 from pm.bench.floor import FloorRoute
+from pm.common.config import Env
 from pm.common.db import Database
 from pm.common.tokens import StaticKeys, TokenVerifier
 from pm.common.web import ServiceMiddleware
-from pm.patient.bootstrap import migrate_and_seed
+from pm.patient.bootstrap import prepare_database
+from pm.patient.config import Settings
 from tests.support.servers import LiveServer
 from tests.support.tokens import ISSUER, SigningKey
 
@@ -21,7 +23,7 @@ KEY = SigningKey("floor-test")
 
 @pytest.fixture
 def floor(postgres_url: str) -> Iterator[str]:
-    migrate_and_seed(postgres_url)
+    prepare_database(Settings.from_env(Env({"PM_PATIENT_DATABASE_URL": postgres_url})))
     database = Database(postgres_url)
     verifier = TokenVerifier(StaticKeys({KEY.kid: KEY.public}), issuer=ISSUER)
     app = ServiceMiddleware(FloorRoute(database, verifier), service="floor-test")

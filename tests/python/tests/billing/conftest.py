@@ -3,7 +3,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from pm.billing.bootstrap import MIGRATIONS, BillingGrpcServer, build_grpc_server
+from pm.billing.bootstrap import MIGRATIONS, BillingGrpcServer, create_server
+from pm.billing.config import Settings
+from pm.common.config import Env
 from pm.common.db import Database, migrate
 from pm.common.web import Metrics
 from pm.proto.billing.v1 import billing_pb2_grpc
@@ -17,6 +19,11 @@ def database(postgres_url: str) -> Iterator[Database]:
     db.dispose()
 
 
+def settings(**env: str) -> Settings:
+    """Billing's settings for a test: the defaults, with `PM_*` variables given as keywords."""
+    return Settings.from_env(Env(env))
+
+
 @pytest.fixture
 def metrics() -> Metrics:
     return Metrics("billing")
@@ -24,7 +31,7 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 def billing(database: Database, metrics: Metrics) -> Iterator[BillingGrpcServer]:
-    server = build_grpc_server(database, metrics=metrics)
+    server, _port = create_server(settings(), database, metrics=metrics, address="127.0.0.1:0")
     server.start()
     yield server
     server.stop(grace=1)

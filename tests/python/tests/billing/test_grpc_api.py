@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import func, select
 
 from pm.billing.adapters.tables import billing_account
-from pm.billing.bootstrap import create_grpc_server
+from pm.billing.bootstrap import create_server
 from pm.common.db import Database
 from pm.proto.billing.v1 import billing_pb2, billing_pb2_grpc
+from tests.billing.conftest import settings
 
 TIMEOUT = 5
 
@@ -115,7 +116,7 @@ def test_oversized_message_is_refused_and_the_server_keeps_serving(stub) -> None
 
 
 def test_create_grpc_server_returns_an_unstarted_server_on_the_bound_port(database) -> None:
-    server, port = create_grpc_server(database)
+    server, port = create_server(settings(), database, address="127.0.0.1:0")
     assert port > 0
     with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
         with pytest.raises(grpc.FutureTimeoutError):
@@ -126,9 +127,9 @@ def test_create_grpc_server_returns_an_unstarted_server_on_the_bound_port(databa
             account = create(billing_pb2_grpc.BillingServiceStub(chan), str(uuid.uuid4()))
         assert account.status == "ACTIVE"
     finally:
-        server.stop(0).wait(5)
+        server.stop(0)
 
 
 def test_create_grpc_server_refuses_a_port_in_use(billing, database) -> None:
     with pytest.raises(RuntimeError):
-        create_grpc_server(database, f"127.0.0.1:{billing.port}")
+        create_server(settings(), database, address=f"127.0.0.1:{billing.port}")

@@ -7,14 +7,14 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from pm.billing.bootstrap import create_http_app
+from pm.billing.bootstrap import http_app
 from pm.common.pgadmin import drop_database
 from pm.proto.billing.v1 import billing_pb2
 from tests.support.servers import LiveServer
 
 
 def test_health_is_up_with_the_database(database, metrics) -> None:
-    with LiveServer(create_http_app(database, metrics)) as server:
+    with LiveServer(http_app(database, metrics)) as server:
         response = httpx.get(f"{server.url}/health", timeout=5)
     assert response.status_code == 200
     assert response.json()["status"] == "UP"
@@ -23,7 +23,7 @@ def test_health_is_up_with_the_database(database, metrics) -> None:
 
 def test_health_is_down_naming_the_database_when_it_is_gone(database, metrics, postgres_databases) -> None:
     drop_database(postgres_databases.admin_url, make_url(database.url).database or "")
-    with LiveServer(create_http_app(database, metrics)) as server:
+    with LiveServer(http_app(database, metrics)) as server:
         response = httpx.get(f"{server.url}/health", timeout=10)
     assert response.status_code == 503
     assert response.json()["status"] == "DOWN"
@@ -39,7 +39,7 @@ def test_metrics_count_grpc_calls_by_method_and_code(database, metrics, stub) ->
     )
     with pytest.raises(grpc.RpcError):
         stub.GetBillingAccount(billing_pb2.GetBillingAccountRequest(patient_id=str(uuid.uuid4())), timeout=5)
-    with LiveServer(create_http_app(database, metrics)) as server:
+    with LiveServer(http_app(database, metrics)) as server:
         response = httpx.get(f"{server.url}/metrics", timeout=5)
     assert response.status_code == 200
     text = response.text
@@ -52,7 +52,7 @@ def test_metrics_count_grpc_calls_by_method_and_code(database, metrics, stub) ->
 
 
 def test_any_other_path_is_a_404_problem(database, metrics) -> None:
-    with LiveServer(create_http_app(database, metrics)) as server:
+    with LiveServer(http_app(database, metrics)) as server:
         response = httpx.post(f"{server.url}/accounts", json={}, timeout=5)
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"

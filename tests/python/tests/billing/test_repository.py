@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pm.billing.adapters.repository import SqlAccountRepository
+from pm.billing.adapters.repository import SqlAccountRepository, SqlUnitOfWork
 from pm.billing.bootstrap import MIGRATIONS
 from pm.billing.domain.model import BillingAccount
 from pm.common.db import Database, migrate
@@ -20,7 +20,8 @@ def repository(request: pytest.FixtureRequest, tmp_path: Path):
         url = request.getfixturevalue("postgres_url")
     migrate(url, MIGRATIONS)
     db = Database(url)
-    yield SqlAccountRepository(db)
+    with SqlUnitOfWork(db) as uow:
+        yield uow.accounts
     db.dispose()
 
 

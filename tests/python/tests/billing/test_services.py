@@ -21,6 +21,22 @@ class FakeAccounts:
     def get(self, patient_id: uuid.UUID) -> BillingAccount | None:
         return self.by_patient.get(patient_id)
 
+    def __call__(self) -> "FakeAccounts":  # the unit of work factory: one in-memory transaction
+        return self
+
+    @property
+    def accounts(self) -> "FakeAccounts":
+        return self
+
+    def __enter__(self) -> "FakeAccounts":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
 
 def create(accounts: FakeAccounts, patient_id: str, name: str = "Jane", email: str = "jane@example.com"):
     return services.create_billing_account(

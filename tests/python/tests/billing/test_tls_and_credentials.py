@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from pm.billing.bootstrap import BillingGrpcServer, build_grpc_server
+from pm.billing.bootstrap import BillingGrpcServer, create_server
 from pm.billing.config import Settings
 from pm.billing.entrypoints.grpc_auth import bearer
 from pm.common.config import ConfigError, Env
@@ -37,7 +38,8 @@ def server_tls(ca: CertificateAuthority) -> ServerTls:
 
 
 def started(database: Database, **options: object) -> Iterator[BillingGrpcServer]:
-    server = build_grpc_server(database, **options)  # type: ignore[arg-type]
+    configured = dataclasses.replace(Settings.from_env(Env({})), **options)  # type: ignore[arg-type]
+    server, _port = create_server(configured, database, address="127.0.0.1:0")
     server.start()
     yield server
     server.stop(grace=1)
@@ -45,7 +47,7 @@ def started(database: Database, **options: object) -> Iterator[BillingGrpcServer
 
 @pytest.fixture
 def tls_billing(database: Database, server_tls: ServerTls) -> Iterator[BillingGrpcServer]:
-    yield from started(database, tls=server_tls)
+    yield from started(database, grpc_tls=server_tls)
 
 
 @pytest.fixture
@@ -53,12 +55,12 @@ def mutual_billing(
     database: Database, server_tls: ServerTls, ca: CertificateAuthority
 ) -> Iterator[BillingGrpcServer]:
     mutual = ServerTls(server_tls.cert_file, server_tls.key_file, client_ca_file=ca.cert_file)
-    yield from started(database, tls=mutual)
+    yield from started(database, grpc_tls=mutual)
 
 
 @pytest.fixture
 def token_billing(database: Database) -> Iterator[BillingGrpcServer]:
-    yield from started(database, service_token=TOKEN, reflection_on=False)
+    yield from started(database, service_token=TOKEN, reflection=False)
 
 
 def patient_client(port: int, tls: ClientTls | None = None, token: str | None = None) -> GrpcBilling:

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from connexion import FlaskApp, request
+from connexion.exceptions import ProblemException
 
 from pm.common.logs import request_id_var
-from pm.common.problems import Problem, install_problem_handlers
+from pm.common.problems import AsProblem, ErrorTable, install_problem_handlers
 from pm.common.tokens import TokenVerifier, require_role
 from pm.common.web import HealthCheck, ServiceMiddleware
 
@@ -20,9 +21,20 @@ ITEMS = {1: {"id": 1, "name": "first"}}
 INTERNAL_DETAIL = "connection string postgresql://admin:hunter2@db"
 
 
+class ItemMissing(Exception):
+    """A domain error, answered through the error table."""
+
+    def __init__(self, item_id: int) -> None:
+        super().__init__(f"Item {item_id} does not exist.")
+        self.item_id = item_id
+
+
+ERRORS: ErrorTable = {ItemMissing: AsProblem(404, "Not Found", ext=lambda exc: {"item_id": exc.item_id})}
+
+
 def get_item(item_id: int) -> dict[str, Any]:
     if item_id not in ITEMS:
-        raise Problem(404, "Not Found", f"Item {item_id} does not exist.", item_id=item_id)
+        raise ItemMissing(item_id)
     return ITEMS[item_id]
 
 
@@ -49,7 +61,9 @@ def admin_only(token_info: dict[str, Any]) -> dict[str, Any]:
 
 
 def busy() -> None:
-    raise Problem(429, "Too Many Requests", "Slow down.", headers={"Retry-After": "30"})
+    raise ProblemException(
+        status=429, title="Too Many Requests", detail="Slow down.", headers={"Retry-After": "30"}
+    )
 
 
 def build(
@@ -63,7 +77,7 @@ def build(
 ) -> ServiceMiddleware:
     app = FlaskApp(__name__, specification_dir=str(SPEC.parent))
     app.add_api(SPEC.name, strict_validation=True, validate_responses=True)
-    install_problem_handlers(app)
+    install_problem_handlers(app, ERRORS)
     return ServiceMiddleware(
         app,
         service="testapp",

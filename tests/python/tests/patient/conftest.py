@@ -8,21 +8,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from pm.billing.bootstrap import MIGRATIONS as BILLING_MIGRATIONS
-from pm.billing.bootstrap import create_grpc_server
+from pm.billing.bootstrap import BillingGrpcServer, create_server
+from pm.billing.config import Settings as BillingSettings
 from pm.common.broker import free_port
 from pm.common.config import Env
 from pm.common.db import Database, migrate
 from pm.common.kafka import ensure_topics
+from pm.common.service import Service
 from pm.common.tokens import StaticKeys, TokenVerifier
+from pm.patient import bootstrap as wiring
 from pm.patient.adapters.billing import GrpcBilling
-from pm.patient.adapters.relay import RelaySettings
-from pm.patient.bootstrap import MIGRATIONS, PatientApp, build
+from pm.patient.adapters.relay import OutboxRelay, RelaySettings
+from pm.patient.bootstrap import MIGRATIONS
 from pm.patient.config import Settings
 from pm.proto.events.v1 import patient_event_pb2 as pb
 from tests.support.databases import PostgresDatabases
@@ -54,7 +56,7 @@ def verifier(signing_key: SigningKey) -> TokenVerifier:
 
 @dataclass
 class BillingServer:
-    server: grpc.Server
+    server: BillingGrpcServer
     port: int
     database: Database
 
@@ -69,10 +71,10 @@ def billing_server(postgres_databases: PostgresDatabases) -> Iterator[BillingSer
     url = postgres_databases.new("billing")
     migrate(url, BILLING_MIGRATIONS)
     database = Database(url)
-    server, port = create_grpc_server(database)
+    server, port = create_server(BillingSettings.from_env(Env({})), database, address="127.0.0.1:0")
     server.start()
     yield BillingServer(server, port, database)
-    server.stop(0).wait(5)
+    server.stop(0)
     database.dispose()
 
 
@@ -120,10 +122,15 @@ def relay_settings(bootstrap: str, topic: str, **overrides: Any) -> RelaySetting
 
 @dataclass
 class Running:
-    app: PatientApp
+    app: Service
     url: str
     topic: str
     bootstrap: str
+    database: Database
+
+    @property
+    def relay(self) -> OutboxRelay:
+        return next(w for w in self.app.workers if isinstance(w, OutboxRelay))
 
 
 def start_service(
@@ -136,19 +143,19 @@ def start_service(
     **relay_overrides: Any,
 ) -> Iterator[Running]:
     settings = settings_for(database.url, bootstrap, topic, billing_target, **(extra_env or {}))
-    app = build(
+    app = wiring.bootstrap(
         settings,
         database=database,
         billing=GrpcBilling(billing_target, deadline_seconds=1.0, attempts=3, backoff_seconds=0.05),
         verifier=verifier,
         relay_settings=relay_settings(bootstrap, topic, **relay_overrides),
     )
-    with LiveServer(app.asgi) as server:
+    with LiveServer(app.app) as server:
         app.start()
         try:
-            yield Running(app, server.url, topic, bootstrap)
+            yield Running(app, server.url, topic, bootstrap, database)
         finally:
-            app.relay.stop()
+            app.stop()
 
 
 @pytest.fixture

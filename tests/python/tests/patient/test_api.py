@@ -18,7 +18,7 @@ from tests.patient.conftest import USER, BillingServer, Running, decode, new_pat
 
 
 def rows(running: Running, table: str) -> int:
-    with running.app.database.engine.connect() as conn:
+    with running.database.engine.connect() as conn:
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 

@@ -15,10 +15,12 @@ import sqlalchemy as sa
 
 import pm.patient.main  # noqa: F401 - run as a child process; the import makes Pants ship it
 from pm.common.broker import free_port
+from pm.common.config import Env
 from pm.common.db import Database
 from pm.patient.adapters.relay import pending_count
 from pm.patient.adapters.seed import demo_patients
-from pm.patient.bootstrap import migrate_and_seed
+from pm.patient.bootstrap import prepare_database
+from pm.patient.config import Settings
 from tests.patient.conftest import BillingServer
 
 
@@ -55,7 +57,7 @@ def test_production_without_billing_credential_stops_the_service_with_one_line(t
 
 
 def test_seed_loads_the_15_original_patients_once(postgres_url: str) -> None:
-    assert migrate_and_seed(postgres_url) == 15
+    assert prepare_database(Settings.from_env(Env({"PM_PATIENT_DATABASE_URL": postgres_url}))) == 15
     database = Database(postgres_url)
     try:
         with database.engine.connect() as conn:
@@ -70,7 +72,7 @@ def test_seed_loads_the_15_original_patients_once(postgres_url: str) -> None:
         with database.transaction() as session:
             session.execute(sa.text("DELETE FROM patients WHERE id = :id"), {"id": john})
 
-        assert migrate_and_seed(postgres_url) == 0
+        assert prepare_database(Settings.from_env(Env({"PM_PATIENT_DATABASE_URL": postgres_url}))) == 0
         with database.engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM patients")).scalar_one() == 14
     finally:

@@ -20,7 +20,7 @@ from pm.common.db import Database
 from pm.common.kafka import ensure_topics, make_producer
 from pm.common.tokens import TokenVerifier
 from pm.patient.adapters.relay import OutboxRelay, pending_count
-from pm.patient.adapters.repository import unit_of_work_factory
+from pm.patient.adapters.repository import SqlUnitOfWork
 from pm.patient.adapters.tables import relay_state
 from pm.patient.domain.model import Patient, PatientDetails
 from pm.patient.service_layer.services import PatientService
@@ -144,7 +144,7 @@ def details(i: int) -> PatientDetails:
 
 
 def patient_service(database: Database) -> PatientService:
-    return PatientService(unit_of_work_factory(database), StaticBilling())
+    return PatientService(lambda: SqlUnitOfWork(database), StaticBilling())
 
 
 def store_patients(service: PatientService, how_many: int) -> list[Patient]:
@@ -315,7 +315,7 @@ def test_published_rows_past_their_retention_are_purged_without_blocking_creates
     for running in start_service(
         patient_db, verifier, billing_server.target, kafka_bootstrap, topic, purge_interval_seconds=0.5
     ):
-        relay = running.app.relay
+        relay = running.relay
         with httpx.Client(
             base_url=running.url, timeout=15, headers={"Authorization": f"Bearer {mint()}"}
         ) as c:

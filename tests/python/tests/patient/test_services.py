@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
 
 import pytest
@@ -60,20 +58,26 @@ class FakeOutbox:
 
 
 class FakeUnitOfWork:
-    """Changes become visible only when the block ends without an error, like a transaction."""
+    """Changes are kept only by `commit()`; leaving the block without it rolls them back."""
 
     def __init__(self) -> None:
         self.patients = FakePatients()
         self.outbox = FakeOutbox()
+        self.commits = 0
 
-    @contextmanager
-    def __call__(self) -> Iterator[FakeUnitOfWork]:
-        rows, events = dict(self.patients.rows), list(self.outbox.events)
-        try:
-            yield self
-        except BaseException:
-            self.patients.rows, self.outbox.events = rows, events
-            raise
+    def __call__(self) -> FakeUnitOfWork:
+        return self
+
+    def __enter__(self) -> FakeUnitOfWork:
+        self._saved = dict(self.patients.rows), list(self.outbox.events)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.patients.rows, self.outbox.events = self._saved
+
+    def commit(self) -> None:
+        self.commits += 1
+        self._saved = dict(self.patients.rows), list(self.outbox.events)
 
 
 class FakeBilling:

@@ -30,7 +30,7 @@ def test_an_empty_body_reports_every_required_field(client: httpx.Client, servic
         "dateOfBirth": "Date of birth is required",
         "registeredDate": "Registered date is required",
     }
-    with service.app.database.engine.connect() as conn:
+    with service.database.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM patients")).scalar_one() == 0
 
 
@@ -110,7 +110,7 @@ def test_bodies_that_are_not_utf8_or_carry_lone_surrogates_are_bad_requests(
     response = client.post("/patients", content=text.encode(), headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert response.headers["Content-Type"] == "application/problem+json"
-    with service.app.database.engine.connect() as conn:
+    with service.database.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM patients")).scalar_one() == 0
 
 

@@ -7,14 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pm.analytics.adapters.store import SqlUnitOfWork, _utc
+from pm.analytics.adapters.store import SqlUnitOfWork
 from pm.analytics.adapters.tables import dead_letter
 from pm.analytics.domain.broker import ParkedMessage
-from pm.analytics.service_layer.services import StoreUnavailable
-from pm.common.db import Database
-from pm.common.problems import DATABASE_UNAVAILABLE
-
-_UNAVAILABLE = DATABASE_UNAVAILABLE
+from pm.common.db import Database, unavailable_as_store_unavailable, utc
 
 
 class SqlDeadLetterUnitOfWork(SqlUnitOfWork):
@@ -53,11 +49,8 @@ class SqlDeadLetterReader:
         )
 
     def _read(self, query: Any) -> Any:
-        try:
-            with self.database.engine.connect() as conn:
-                return query(conn)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+        with unavailable_as_store_unavailable(), self.database.engine.connect() as conn:
+            return query(conn)
 
 
 def _parked(row: Any) -> ParkedMessage:
@@ -69,5 +62,5 @@ def _parked(row: Any) -> ParkedMessage:
         key=row.key,
         payload=row.payload,
         error=row.error,
-        parked_at=_utc(row.parked_at),
+        parked_at=utc(row.parked_at),
     )

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pm.analytics.adapters.tables import (
@@ -21,41 +17,16 @@ from pm.analytics.adapters.tables import (
     totals,
 )
 from pm.analytics.domain.model import EventType, PatientEvent, Summary, Tally
-from pm.analytics.service_layer.services import DeadLetter, RawMessage, StoreUnavailable
-from pm.common.db import Database
+from pm.analytics.service_layer.services import DeadLetter, RawMessage
+from pm.common.db import Database, UnitOfWork, dialect_insert, utc
 
 
-def _dialect_insert(database: Database) -> Any:
-    return (postgresql if database.engine.dialect.name == "postgresql" else sqlite).insert
+class SqlEventStore:
+    """Events, aggregates and dead letters inside the unit of work's transaction."""
 
-
-class SqlUnitOfWork:
-    """`with uow:` opens a transaction; `commit()` keeps it; leaving without commit rolls it back."""
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
-        self._insert = _dialect_insert(database)
-        self._session: Session | None = None
-
-    def __enter__(self) -> SqlUnitOfWork:
-        self._session = Session(self.database.engine, expire_on_commit=False)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._session is not None
-        try:
-            self._session.rollback()
-        finally:
-            self._session.close()
-            self._session = None
-
-    @property
-    def session(self) -> Session:
-        assert self._session is not None, "use the unit of work inside `with`"
-        return self._session
-
-    def commit(self) -> None:
-        self.session.commit()
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._insert = dialect_insert(session)
 
     def add_new_events(
         self, events: Sequence[PatientEvent], messages: Sequence[RawMessage]
@@ -155,24 +126,15 @@ class SqlUnitOfWork:
         return parked
 
 
-# Failures of the database itself (down, unreachable, pool exhausted), as opposed to bugs in our SQL.
-_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
-
-
 class SqlAnalyticsReader:
+    """The read side: each query in its own unit of work."""
+
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Session]:
-        try:
-            with self.database.transaction() as session:
-                yield session
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-
     def summary(self) -> Summary:
-        with self._transaction() as session:
+        with UnitOfWork(self.database) as uow:
+            session = uow.session
             row = session.execute(sa.select(totals).where(totals.c.id == TOTALS_ROW)).one()
             months = session.execute(
                 sa.select(registrations_per_month.c.month, registrations_per_month.c.count).order_by(
@@ -184,7 +146,7 @@ class SqlAnalyticsReader:
             patients_updated=row.patients_updated,
             patients_deleted=row.patients_deleted,
             registrations_per_month=[(month, count) for month, count in months],
-            last_event_at=None if row.last_event_at is None else _utc(row.last_event_at),
+            last_event_at=None if row.last_event_at is None else utc(row.last_event_at),
         )
 
     def recent_events(self, limit: int) -> list[PatientEvent]:
@@ -193,8 +155,8 @@ class SqlAnalyticsReader:
             .order_by(patient_event.c.occurred_at.desc(), patient_event.c.seq.desc())
             .limit(limit)
         )
-        with self._transaction() as session:
-            rows = session.execute(query).all()
+        with UnitOfWork(self.database) as uow:
+            rows = uow.session.execute(query).all()
         return [
             PatientEvent(
                 event_id=row.event_id,
@@ -203,16 +165,20 @@ class SqlAnalyticsReader:
                 name=row.name,
                 email=row.email,
                 actor=row.actor,
-                occurred_at=_utc(row.occurred_at),
+                occurred_at=utc(row.occurred_at),
                 registered_date=row.registered_date,
             )
             for row in rows
         ]
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; they were written in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+class SqlUnitOfWork(UnitOfWork):
+    """A batch from the topic: `events` stores, counts and parks, committed together."""
+
+    events: SqlEventStore
+
+    def attach(self, session: Session) -> None:
+        self.events = SqlEventStore(session)
 
 
 class SqlRetention:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connexion import request
+from connexion.exceptions import ProblemException
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
 
@@ -22,8 +22,7 @@ from pm.analytics.domain.broker import BrokerMessage, BrokerUnreachable, ParkedM
 from pm.analytics.domain.model import InvalidEvent
 from pm.analytics.service_layer import dead_letters
 from pm.analytics.service_layer.dead_letters import DeadLetterUnitOfWork
-from pm.analytics.service_layer.services import StoreUnavailable
-from pm.common.problems import Problem
+from pm.common.errors import StoreUnavailable
 from pm.common.tokens import require_role
 from pm.proto.events.v1 import patient_event_pb2 as pb
 
@@ -35,7 +34,7 @@ Response = tuple[Any, int, dict[str, str]]
 
 @dataclass
 class BrokerDesk:
-    """What the broker view needs, put in `request.state.broker` by the composition root."""
+    """What the broker view needs, built by the composition root."""
 
     view: Any  # KafkaBrokerView or a fake with the same methods
     dead_letters: Any  # SqlDeadLetterReader
@@ -44,135 +43,139 @@ class BrokerDesk:
     group: str
 
 
-def topics(token_info: dict[str, Any]) -> Response:
-    desk = _desk(token_info)
-    try:
-        found = desk.view.topics()
-    except BrokerUnreachable as exc:
-        return _json(_unreachable(exc, topics=[]))
-    return _json(
-        {
-            "reachable": True,
-            "error": None,
-            "topics": [
-                {
-                    "name": t.name,
-                    "partitions": [
-                        {
-                            "partition": p.partition,
-                            "firstOffset": p.first,
-                            "nextOffset": p.next,
-                            "messages": p.messages,
-                        }
-                        for p in t.partitions
-                    ],
-                }
-                for t in found
-            ],
-        }
-    )
+class BrokerHandlers:
+    """The broker operations of api/openapi.yaml (operationId `broker.<method>`), bound by bootstrap."""
+
+    def __init__(self, desk: BrokerDesk | None) -> None:
+        self.desk = desk
+
+    def topics(self, token_info: dict[str, Any]) -> Response:
+        desk = self._desk(token_info)
+        try:
+            found = desk.view.topics()
+        except BrokerUnreachable as exc:
+            return _json(_unreachable(exc, topics=[]))
+        return _json(
+            {
+                "reachable": True,
+                "error": None,
+                "topics": [
+                    {
+                        "name": t.name,
+                        "partitions": [
+                            {
+                                "partition": p.partition,
+                                "firstOffset": p.first,
+                                "nextOffset": p.next,
+                                "messages": p.messages,
+                            }
+                            for p in t.partitions
+                        ],
+                    }
+                    for t in found
+                ],
+            }
+        )
 
 
-def messages(
-    topic: str, partition: int, token_info: dict[str, Any], limit: int = 20, before: int | None = None
-) -> Response:
-    desk = _desk(token_info)
-    try:
-        page = desk.view.messages(topic, partition, before=before, limit=limit)
-    except LookupError:
-        raise Problem(404, "Not Found", "No such topic or partition.") from None
-    except BrokerUnreachable as exc:
-        raise Problem(
-            503, "Broker Unreachable", f"The broker cannot be reached: {exc}", headers={"Retry-After": "5"}
-        ) from None
-    return _json(
-        {
-            "topic": topic,
-            "partition": partition,
-            "firstOffset": page.first,
-            "nextOffset": page.next,
-            "olderBefore": page.older,
-            "messages": [_message(m) for m in page.messages],
-        }
-    )
+    def messages(self, 
+        topic: str, partition: int, token_info: dict[str, Any], limit: int = 20, before: int | None = None
+    ) -> Response:
+        desk = self._desk(token_info)
+        try:
+            page = desk.view.messages(topic, partition, before=before, limit=limit)
+        except LookupError:
+            raise ProblemException(status=404, title="Not Found", detail="No such topic or partition.") from None
+        except BrokerUnreachable as exc:
+            raise ProblemException(status=503, title="Broker Unreachable", detail=f"The broker cannot be reached: {exc}", headers={"Retry-After": "5"}) from None
+        return _json(
+            {
+                "topic": topic,
+                "partition": partition,
+                "firstOffset": page.first,
+                "nextOffset": page.next,
+                "olderBefore": page.older,
+                "messages": [_message(m) for m in page.messages],
+            }
+        )
 
 
-def consumer_groups(token_info: dict[str, Any]) -> Response:
-    desk = _desk(token_info)
-    try:
-        lags = desk.view.group_lag(desk.group, desk.topic)
-    except BrokerUnreachable as exc:
-        return _json(_unreachable(exc, groups=[]))
-    return _json(
-        {
-            "reachable": True,
-            "error": None,
-            "groups": [
-                {
-                    "group": desk.group,
-                    "topic": desk.topic,
-                    "totalLag": sum(p.lag for p in lags),
-                    "partitions": [
-                        {
-                            "partition": p.partition,
-                            "committedOffset": p.committed,
-                            "firstOffset": p.first,
-                            "nextOffset": p.next,
-                            "lag": p.lag,
-                        }
-                        for p in lags
-                    ],
-                }
-            ],
-        }
-    )
+    def consumer_groups(self, token_info: dict[str, Any]) -> Response:
+        desk = self._desk(token_info)
+        try:
+            lags = desk.view.group_lag(desk.group, desk.topic)
+        except BrokerUnreachable as exc:
+            return _json(_unreachable(exc, groups=[]))
+        return _json(
+            {
+                "reachable": True,
+                "error": None,
+                "groups": [
+                    {
+                        "group": desk.group,
+                        "topic": desk.topic,
+                        "totalLag": sum(p.lag for p in lags),
+                        "partitions": [
+                            {
+                                "partition": p.partition,
+                                "committedOffset": p.committed,
+                                "firstOffset": p.first,
+                                "nextOffset": p.next,
+                                "lag": p.lag,
+                            }
+                            for p in lags
+                        ],
+                    }
+                ],
+            }
+        )
 
 
-def list_dead_letters(token_info: dict[str, Any], limit: int = 50, after: int | None = None) -> Response:
-    desk = _desk(token_info)
-    page = _stored(lambda: desk.dead_letters.page(limit=limit, after=after))
-    total = _stored(desk.dead_letters.count)
-    return _json({"total": total, "items": [_parked(letter) for letter in page]})
+    def list_dead_letters(self, token_info: dict[str, Any], limit: int = 50, after: int | None = None) -> Response:
+        desk = self._desk(token_info)
+        page = _stored(lambda: desk.dead_letters.page(limit=limit, after=after))
+        total = _stored(desk.dead_letters.count)
+        return _json({"total": total, "items": [_parked(letter) for letter in page]})
 
 
-def redrive_dead_letter(letter: int, token_info: dict[str, Any]) -> Response:
-    desk = _desk(token_info)
-    outcome = _stored(lambda: dead_letters.redrive(desk.unit_of_work(), [letter], decode_patient_event))
-    _audit(token_info, "redrive", [letter], outcome.as_json())
-    if outcome.missing:
-        raise Problem(404, "Not Found", "No such parked message.")
-    return _json(outcome.as_json())
+    def redrive_dead_letter(self, letter: int, token_info: dict[str, Any]) -> Response:
+        desk = self._desk(token_info)
+        outcome = _stored(lambda: dead_letters.redrive(desk.unit_of_work(), [letter], decode_patient_event))
+        _audit(token_info, "redrive", [letter], outcome.as_json())
+        if outcome.missing:
+            raise ProblemException(status=404, title="Not Found", detail="No such parked message.")
+        return _json(outcome.as_json())
 
 
-def redrive_all(token_info: dict[str, Any]) -> Response:
-    desk = _desk(token_info)
-    outcome = _stored(lambda: dead_letters.redrive(desk.unit_of_work(), None, decode_patient_event))
-    _audit(token_info, "redrive", "all", outcome.as_json())
-    return _json(outcome.as_json())
+    def redrive_all(self, token_info: dict[str, Any]) -> Response:
+        desk = self._desk(token_info)
+        outcome = _stored(lambda: dead_letters.redrive(desk.unit_of_work(), None, decode_patient_event))
+        _audit(token_info, "redrive", "all", outcome.as_json())
+        return _json(outcome.as_json())
 
 
-def discard_dead_letter(letter: int, token_info: dict[str, Any]) -> Any:
-    desk = _desk(token_info)
-    gone = _stored(lambda: dead_letters.discard(desk.unit_of_work(), [letter]))
-    _audit(token_info, "discard", [letter], {"discarded": gone})
-    if not gone:
-        raise Problem(404, "Not Found", "No such parked message.")
-    return None, 204, {}
+    def discard_dead_letter(self, letter: int, token_info: dict[str, Any]) -> Any:
+        desk = self._desk(token_info)
+        gone = _stored(lambda: dead_letters.discard(desk.unit_of_work(), [letter]))
+        _audit(token_info, "discard", [letter], {"discarded": gone})
+        if not gone:
+            raise ProblemException(status=404, title="Not Found", detail="No such parked message.")
+        return None, 204, {}
 
 
-def discard_all(token_info: dict[str, Any]) -> Response:
-    desk = _desk(token_info)
-    gone = _stored(lambda: dead_letters.discard(desk.unit_of_work(), None))
-    _audit(token_info, "discard", "all", {"discarded": gone})
-    return _json({"discarded": gone})
+    def discard_all(self, token_info: dict[str, Any]) -> Response:
+        desk = self._desk(token_info)
+        gone = _stored(lambda: dead_letters.discard(desk.unit_of_work(), None))
+        _audit(token_info, "discard", "all", {"discarded": gone})
+        return _json({"discarded": gone})
 
 
-def _desk(token_info: dict[str, Any]) -> BrokerDesk:
-    require_role(token_info, "ADMIN")
-    desk: BrokerDesk | None = request.state.broker
-    if desk is None:  # an app built without one (some tests): said plainly, never a 500
-        raise Problem(503, "Service Unavailable", "The broker view is not configured in this process.")
-    return desk
+    def _desk(self, token_info: dict[str, Any]) -> BrokerDesk:
+        require_role(token_info, "ADMIN")
+        desk = self.desk
+        if desk is None:  # an app built without one (some tests): said plainly, never a 500
+            raise ProblemException(status=503, title="Service Unavailable", detail="The broker view is not configured in this process.")
+        return desk
 
 
 def _audit(token_info: dict[str, Any], action: str, ids: Any, outcome: dict[str, Any]) -> None:
@@ -187,9 +190,7 @@ def _stored(call: Callable[[], Any]) -> Any:
         return call()
     except StoreUnavailable as exc:
         log.warning("analytics database unavailable", extra={"error": str(exc)})
-        raise Problem(
-            503, "Service Unavailable", "The analytics database is unavailable; retry later."
-        ) from None
+        raise ProblemException(status=503, title="Service Unavailable", detail="The analytics database is unavailable; retry later.") from None
 
 
 def _unreachable(exc: BrokerUnreachable, **empty: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pm.analytics.domain.model import InvalidEvent, PatientEvent, Summary, Tally
+from pm.common.ports import Transaction
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,7 @@ class BatchResult:
     parked: list[DeadLetter]
 
 
-class AnalyticsUnitOfWork(Protocol):
-    """One transaction over analytics' store: everything in it is kept together or not at all."""
-
-    def __enter__(self) -> AnalyticsUnitOfWork: ...
-
-    def __exit__(self, *exc: object) -> None:
-        """Roll back whatever was not committed."""
-
-    def commit(self) -> None: ...
-
+class EventStore(Protocol):
     def add_new_events(
         self, events: Sequence[PatientEvent], messages: Sequence[RawMessage]
     ) -> list[PatientEvent]:
@@ -52,6 +44,14 @@ class AnalyticsUnitOfWork(Protocol):
 
     def park(self, dead_letters: Sequence[DeadLetter]) -> list[DeadLetter]:
         """Store dead letters not parked before (by topic, partition, offset); return exactly those."""
+
+
+class AnalyticsUnitOfWork(Transaction, Protocol):
+    """One transaction over analytics' store (pm.common.db.UnitOfWork): everything in it is kept together
+    or not at all."""
+
+    @property
+    def events(self) -> EventStore: ...
 
 
 Decoder = Callable[[bytes | None], PatientEvent]
@@ -69,15 +69,11 @@ def record_batch(uow: AnalyticsUnitOfWork, messages: Sequence[RawMessage], decod
         except InvalidEvent as exc:
             dead.append(DeadLetter(message, str(exc)))
     with uow:
-        new = uow.add_new_events(events, sources)
-        uow.add_to_aggregates(Tally.of(new))
-        parked = uow.park(dead)
+        new = uow.events.add_new_events(events, sources)
+        uow.events.add_to_aggregates(Tally.of(new))
+        parked = uow.events.park(dead)
         uow.commit()
     return BatchResult(recorded=len(new), duplicates=len(events) - len(new), parked=parked)
-
-
-class StoreUnavailable(Exception):
-    """The analytics database cannot be reached right now."""
 
 
 class AnalyticsReader(Protocol):

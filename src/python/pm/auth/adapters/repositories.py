@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -15,12 +15,8 @@ from pm.auth.adapters.tables import login_failures, revocations, sessions, spent
 from pm.auth.domain.model import DuplicateEmail, Role, Session, User
 from pm.auth.domain.throttle import ACCOUNT, Key, account_prefix
 from pm.auth.service_layer.ports import FailureLog, Revocation, SessionStore, UnitOfWork, UserRepository
-from pm.common.db import Database
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+from pm.common import db
+from pm.common.db import utc
 
 
 def _user(row: Any) -> User:
@@ -29,7 +25,7 @@ def _user(row: Any) -> User:
         email=row.email,
         password_hash=row.password,
         role=Role(row.role),
-        created_at=_utc(row.created_at),
+        created_at=utc(row.created_at),
         disabled=bool(row.disabled),
     )
 
@@ -89,10 +85,10 @@ def _session(row: Any) -> Session:
         id=row.id,
         user_id=row.user_id,
         refresh_token_hash=row.refresh_token_hash,
-        created_at=_utc(row.created_at),
-        expires_at=_utc(row.expires_at),
-        access_expires_at=_utc(row.access_expires_at),
-        revoked_at=_utc(row.revoked_at) if row.revoked_at is not None else None,
+        created_at=utc(row.created_at),
+        expires_at=utc(row.expires_at),
+        access_expires_at=utc(row.access_expires_at),
+        revoked_at=utc(row.revoked_at) if row.revoked_at is not None else None,
     )
 
 
@@ -182,7 +178,7 @@ class SqlSessionStore(SessionStore):
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = int(rows[-1].id) if rows else after
-        found = [Revocation(int(row.id), row.session_id, _utc(row.until)) for row in rows]
+        found = [Revocation(int(row.id), row.session_id, utc(row.until)) for row in rows]
         return [entry for entry in found if entry.until > now], cursor, more
 
     def prune(self, now: datetime) -> None:
@@ -238,7 +234,7 @@ class SqlFailureLog(FailureLog):
         if not include_pending:
             query = query.where(login_failures.c.pending.is_(False))
         count, latest = self.session.execute(query).one()
-        return int(count), _utc(latest) if latest is not None else None
+        return int(count), utc(latest) if latest is not None else None
 
     def clear(self, key: Key) -> None:
         self.session.execute(
@@ -259,30 +255,8 @@ class SqlFailureLog(FailureLog):
         self.session.execute(login_failures.delete().where(login_failures.c.failed_at <= before))
 
 
-class SqlUnitOfWork(UnitOfWork):
-    def __init__(self, database: Database) -> None:
-        self.database = database
-        self.session: OrmSession | None = None
-
-    def __enter__(self) -> UnitOfWork:
-        self.session = OrmSession(self.database.engine, expire_on_commit=False)
-        self.users = SqlUserRepository(self.session)
-        self.failures = SqlFailureLog(self.session)
-        self.sessions = SqlSessionStore(self.session)
-        return self
-
-    def __exit__(self, *args: Any) -> None:
-        assert self.session is not None
-        try:
-            self.session.rollback()
-        finally:
-            self.session.close()
-            self.session = None
-
-    def commit(self) -> None:
-        assert self.session is not None
-        self.session.commit()
-
-    def rollback(self) -> None:
-        assert self.session is not None
-        self.session.rollback()
+class SqlUnitOfWork(db.UnitOfWork, UnitOfWork):
+    def attach(self, session: OrmSession) -> None:
+        self.users = SqlUserRepository(session)
+        self.failures = SqlFailureLog(session)
+        self.sessions = SqlSessionStore(session)

@@ -11,17 +11,25 @@ from grpc_health.v1 import health, health_pb2
 
 from pm.billing.domain.model import AccountNotFound, BillingAccount, InvalidAccountRequest
 from pm.billing.service_layer import services
-from pm.billing.service_layer.services import AccountRepository, StoreUnavailable
+from pm.billing.service_layer.services import UnitOfWorkFactory
+from pm.common.db import StoreUnavailable
 from pm.proto.billing.v1 import billing_pb2, billing_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
 
+# Domain error -> (status code, message; None: the error's own text).
+GRPC_ERRORS: dict[type[Exception], tuple[grpc.StatusCode, str | None]] = {
+    InvalidAccountRequest: (grpc.StatusCode.INVALID_ARGUMENT, None),
+    AccountNotFound: (grpc.StatusCode.NOT_FOUND, None),
+    StoreUnavailable: (grpc.StatusCode.UNAVAILABLE, "billing storage is unavailable, retry later"),
+}
+
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, accounts: AccountRepository, on_store_unavailable: Callable[[], None]) -> None:
-        self.accounts = accounts
+    def __init__(self, uow: UnitOfWorkFactory, on_store_unavailable: Callable[[], None]) -> None:
+        self.uow = uow
         self.on_store_unavailable = on_store_unavailable
 
     def CreateBillingAccount(
@@ -29,7 +37,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     ) -> billing_pb2.BillingAccount:
         with self._errors_as_status(context):
             account = services.create_billing_account(
-                self.accounts, patient_id=request.patient_id, name=request.name, email=request.email
+                self.uow, patient_id=request.patient_id, name=request.name, email=request.email
             )
         log.info("billing account ready", extra={"account_id": str(account.account_id)})
         return to_proto(account)
@@ -38,22 +46,21 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self, request: billing_pb2.GetBillingAccountRequest, context: grpc.ServicerContext
     ) -> billing_pb2.BillingAccount:
         with self._errors_as_status(context):
-            account = services.get_billing_account(self.accounts, patient_id=request.patient_id)
+            account = services.get_billing_account(self.uow, patient_id=request.patient_id)
         return to_proto(account)
 
     @contextmanager
     def _errors_as_status(self, context: grpc.ServicerContext) -> Iterator[None]:
-        # context.abort raises, so nothing after a mapped error runs.
+        """The one place domain errors become status codes, from GRPC_ERRORS (context.abort raises, so
+        nothing after a mapped error runs)."""
         try:
             yield
-        except InvalidAccountRequest as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except AccountNotFound as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except StoreUnavailable as exc:
-            log.warning("account store unavailable", extra={"error": str(exc)})
-            self.on_store_unavailable()
-            context.abort(grpc.StatusCode.UNAVAILABLE, "billing storage is unavailable, retry later")
+        except tuple(GRPC_ERRORS) as exc:
+            code, message = next(GRPC_ERRORS[c] for c in type(exc).__mro__ if c in GRPC_ERRORS)
+            if isinstance(exc, StoreUnavailable):
+                log.warning("account store unavailable", extra={"error": str(exc)})
+                self.on_store_unavailable()
+            context.abort(code, message or str(exc))
 
 
 def to_proto(account: BillingAccount) -> billing_pb2.BillingAccount:

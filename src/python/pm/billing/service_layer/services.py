@@ -1,4 +1,4 @@
-"""Billing use cases over an abstract account repository."""
+"""Billing use cases over a unit of work holding the account repository."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from pm.billing.domain.model import AccountNotFound, BillingAccount, open_account, parse_patient_id
-
-
-class StoreUnavailable(Exception):
-    """The account store cannot be reached right now; the call may succeed if retried."""
+from pm.common.ports import Transaction
 
 
 class AccountRepository(Protocol):
@@ -24,12 +21,20 @@ class AccountRepository(Protocol):
     def get(self, patient_id: uuid.UUID) -> BillingAccount | None: ...
 
 
+class UnitOfWork(Transaction, Protocol):
+    @property
+    def accounts(self) -> AccountRepository: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 def create_billing_account(
-    accounts: AccountRepository,
+    uow: UnitOfWorkFactory,
     *,
     patient_id: str,
     name: str,
@@ -40,12 +45,16 @@ def create_billing_account(
     candidate = open_account(
         patient_id=patient_id, name=name, email=email, account_id=uuid.uuid4(), now=now()
     )
-    return accounts.add_if_absent(candidate)
+    with uow() as work:
+        account = work.accounts.add_if_absent(candidate)
+        work.commit()
+    return account
 
 
-def get_billing_account(accounts: AccountRepository, *, patient_id: str) -> BillingAccount:
+def get_billing_account(uow: UnitOfWorkFactory, *, patient_id: str) -> BillingAccount:
     wanted = parse_patient_id(patient_id)
-    account = accounts.get(wanted)
+    with uow() as work:
+        account = work.accounts.get(wanted)
     if account is None:
         raise AccountNotFound(f"no billing account for patient {wanted}")
     return account

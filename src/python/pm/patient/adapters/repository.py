@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pm.common.db import Database
+from pm.common.db import Database, UnitOfWork
 from pm.patient.adapters import tables
 from pm.patient.adapters.events import serialize
 from pm.patient.domain.model import (
@@ -278,18 +276,14 @@ class SqlOutbox:
         )
 
 
-class SqlUnitOfWork:
-    def __init__(self, session: Session, *, exact_count_limit: int = EXACT_COUNT_LIMIT) -> None:
-        self.patients = SqlPatientRepository(session, exact_count_limit=exact_count_limit)
+class SqlUnitOfWork(UnitOfWork):
+    patients: SqlPatientRepository
+    outbox: SqlOutbox
+
+    def __init__(self, database: Database, *, exact_count_limit: int = EXACT_COUNT_LIMIT) -> None:
+        super().__init__(database)
+        self.exact_count_limit = exact_count_limit
+
+    def attach(self, session: Session) -> None:
+        self.patients = SqlPatientRepository(session, exact_count_limit=self.exact_count_limit)
         self.outbox = SqlOutbox(session)
-
-
-def unit_of_work_factory(
-    database: Database, *, exact_count_limit: int = EXACT_COUNT_LIMIT
-) -> Callable[[], AbstractContextManager[SqlUnitOfWork]]:
-    @contextmanager
-    def unit_of_work() -> Iterator[SqlUnitOfWork]:
-        with database.transaction() as session:
-            yield SqlUnitOfWork(session, exact_count_limit=exact_count_limit)
-
-    return unit_of_work

@@ -5,18 +5,17 @@ Bodies and parameters were validated against api/openapi.yaml before these run.
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
-from collections.abc import Callable
 from datetime import date
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
 from connexion import request
 
-from pm.common.problems import Problem
+from pm.common.problems import AsProblem, ErrorTable
 from pm.common.tokens import require_role
+from pm.patient.adapters.relay import OutboxRelay
 from pm.patient.domain.model import (
     BillingRejected,
     BillingUnavailable,
@@ -26,7 +25,6 @@ from pm.patient.domain.model import (
     InvalidPatient,
     Patient,
     PatientDetails,
-    PatientError,
     PatientNotFound,
     PatientPage,
     PatientQuery,
@@ -35,9 +33,8 @@ from pm.patient.domain.model import (
     sort_text,
 )
 from pm.patient.entrypoints import cursors
+from pm.patient.entrypoints.broker import outbox_view
 from pm.patient.service_layer.services import PatientService
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 RETRY_AFTER_SECONDS = "5"
 # Operations declare JSON and problem+json responses: Connexion needs the success type spelled out.
@@ -45,42 +42,22 @@ JSON = {"Content-Type": "application/json"}
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 
 
-def _problem(exc: PatientError) -> Problem:
-    """The one place domain errors become HTTP problems."""
-    if isinstance(exc, InvalidPatient):
-        return Problem(400, "Bad Request", "The request has invalid fields.", errors=exc.errors)
-    if isinstance(exc, PatientNotFound):
-        return Problem(404, "Not Found", str(exc))
-    if isinstance(exc, DuplicateEmail):
-        return Problem(409, "Conflict", str(exc))
-    if isinstance(exc, StalePatient):
-        return Problem(412, "Precondition Failed", str(exc))
-    if isinstance(exc, BillingUnavailable):
-        return Problem(
-            503,
-            "Service Unavailable",
-            f"{exc} Nothing was stored; try again later.",
-            headers={"Retry-After": RETRY_AFTER_SECONDS},
-        )
-    if isinstance(exc, BillingRejected):
-        return Problem(502, "Bad Gateway", f"{exc} Nothing was stored.")
-    raise exc
-
-
-def translating_errors(handler: F) -> F:
-    @functools.wraps(handler)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return handler(*args, **kwargs)
-        except PatientError as exc:
-            raise _problem(exc) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _service() -> PatientService:
-    service: PatientService = request.state.patients
-    return service
+# The one place patient domain errors become HTTP problems (installed by spec_app).
+ERRORS: ErrorTable = {
+    InvalidPatient: AsProblem(
+        400, "Bad Request", "The request has invalid fields.", ext=lambda exc: {"errors": exc.errors}
+    ),
+    PatientNotFound: AsProblem(404, "Not Found"),
+    DuplicateEmail: AsProblem(409, "Conflict"),
+    StalePatient: AsProblem(412, "Precondition Failed"),
+    BillingUnavailable: AsProblem(
+        503,
+        "Service Unavailable",
+        lambda exc: f"{exc} Nothing was stored; try again later.",
+        headers=lambda _: {"Retry-After": RETRY_AFTER_SECONDS},
+    ),
+    BillingRejected: AsProblem(502, "Bad Gateway", lambda exc: f"{exc} Nothing was stored."),
+}
 
 
 def _patient_id(text: str) -> uuid.UUID:
@@ -144,47 +121,60 @@ def _links(page: PatientPage, search: str | None, sort: str) -> str:
     return ", ".join(links)
 
 
-@translating_errors
-def list_patients(
-    page: int = 0, size: int = 20, search: str | None = None, sort: str = "name", cursor: str | None = None
-) -> Any:
-    search = (search.strip() if search else None) or None
-    keys = parse_sort(sort)
-    sort = sort_text(keys)
-    position = cursors.decode(cursor, sort, search) if cursor else None
-    result = _service().find(PatientQuery(page, size, search, keys, position))
-    headers = {
-        "X-Total-Count": str(result.total),
-        "X-Total-Count-Estimated": "true" if result.total_estimated else "false",
-        "Link": _links(result, search, sort),
-        **JSON,
-    }
-    return [_json(p) for p in result.items], 200, headers
+class PatientHandlers:
+    """The operations of api/openapi.yaml (operationId `patients.<method>`), bound to the use cases by
+    bootstrap (`handler_resolver`)."""
 
+    def __init__(self, patients: PatientService, relay: OutboxRelay) -> None:
+        self.patients = patients
+        self.relay = relay
 
-@translating_errors
-def get_patient(id_: str) -> Any:
-    patient = _service().get(_patient_id(id_))
-    return _json(patient), 200, {"ETag": patient.etag, **JSON}
+    def outbox(self, token_info: dict[str, Any]) -> Any:
+        """`broker.outbox`: the outbox side of the broker view (ADMIN)."""
+        return outbox_view(self.relay, token_info)
 
+    def list_patients(
+        self,
+        page: int = 0,
+        size: int = 20,
+        search: str | None = None,
+        sort: str = "name",
+        cursor: str | None = None,
+    ) -> Any:
+        search = (search.strip() if search else None) or None
+        keys = parse_sort(sort)
+        sort = sort_text(keys)
+        position = cursors.decode(cursor, sort, search) if cursor else None
+        result = self.patients.find(PatientQuery(page, size, search, keys, position))
+        headers = {
+            "X-Total-Count": str(result.total),
+            "X-Total-Count-Estimated": "true" if result.total_estimated else "false",
+            "Link": _links(result, search, sort),
+            **JSON,
+        }
+        return [_json(p) for p in result.items], 200, headers
 
-@translating_errors
-def create_patient(body: dict[str, Any], token_info: dict[str, Any]) -> Any:
-    patient = _service().register(_details(body), actor=token_info["sub"])
-    location = f"{_prefix()}/patients/{patient.id}"
-    return _json(patient), 201, {"Location": location, "ETag": patient.etag, **JSON}
+    def get_patient(self, id_: str) -> Any:
+        patient = self.patients.get(_patient_id(id_))
+        return _json(patient), 200, {"ETag": patient.etag, **JSON}
 
+    def create_patient(self, body: dict[str, Any], token_info: dict[str, Any]) -> Any:
+        patient = self.patients.register(_details(body), actor=token_info["sub"])
+        location = f"{_prefix()}/patients/{patient.id}"
+        return _json(patient), 201, {"Location": location, "ETag": patient.etag, **JSON}
 
-@translating_errors
-def update_patient(id_: str, body: dict[str, Any], token_info: dict[str, Any]) -> Any:
-    patient = _service().update(
-        _patient_id(id_), _details(body), actor=token_info["sub"], if_match=request.headers.get("if-match")
-    )
-    return _json(patient), 200, {"ETag": patient.etag, **JSON}
+    def update_patient(self, id_: str, body: dict[str, Any], token_info: dict[str, Any]) -> Any:
+        patient = self.patients.update(
+            _patient_id(id_),
+            _details(body),
+            actor=token_info["sub"],
+            if_match=request.headers.get("if-match"),
+        )
+        return _json(patient), 200, {"ETag": patient.etag, **JSON}
 
-
-@translating_errors
-def delete_patient(id_: str, token_info: dict[str, Any]) -> Any:
-    require_role(token_info, "ADMIN")
-    _service().delete(_patient_id(id_), actor=token_info["sub"], if_match=request.headers.get("if-match"))
-    return None, 204
+    def delete_patient(self, id_: str, token_info: dict[str, Any]) -> Any:
+        require_role(token_info, "ADMIN")
+        self.patients.delete(
+            _patient_id(id_), actor=token_info["sub"], if_match=request.headers.get("if-match")
+        )
+        return None, 204

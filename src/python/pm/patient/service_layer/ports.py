@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Protocol
 
+from pm.common.ports import Transaction
 from pm.patient.domain.model import Patient, PatientChanged, PatientPage, PatientQuery
 
 
@@ -30,8 +30,9 @@ class Outbox(Protocol):
     def add(self, event: PatientChanged) -> None: ...
 
 
-class UnitOfWork(Protocol):
-    """One transaction: patient changes and their outbox events commit together or not at all."""
+class UnitOfWork(Transaction, Protocol):
+    """One transaction (pm.common.db.UnitOfWork): patient changes and their outbox events commit
+    together on `commit()`; leaving without it rolls back."""
 
     @property
     def patients(self) -> PatientRepository: ...
@@ -40,7 +41,7 @@ class UnitOfWork(Protocol):
     def outbox(self) -> Outbox: ...
 
 
-UnitOfWorkFactory = Callable[[], AbstractContextManager[UnitOfWork]]
+UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
 class Billing(Protocol):

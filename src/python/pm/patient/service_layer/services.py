@@ -63,6 +63,7 @@ class PatientService:
         with self._uow() as uow:
             uow.patients.add(patient)
             uow.outbox.add(self._event(EventType.CREATED, patient, actor))
+            uow.commit()
         self._on_event()
         return patient
 
@@ -77,6 +78,7 @@ class PatientService:
             patient = current.changed(details)
             uow.patients.save(patient)
             uow.outbox.add(self._event(EventType.UPDATED, patient, actor))
+            uow.commit()
         self._on_event()
         return patient
 
@@ -85,6 +87,7 @@ class PatientService:
             current = self._current(uow.patients.get(patient_id, for_update=True), patient_id, if_match)
             uow.patients.remove(patient_id)
             uow.outbox.add(self._event(EventType.DELETED, current, actor))
+            uow.commit()
         self._on_event()
 
     def get(self, patient_id: uuid.UUID) -> Patient:

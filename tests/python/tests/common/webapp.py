@@ -1,4 +1,4 @@
-"""A small Connexion service built the way every service is, to test pm.common over a real socket."""
+"""A small Connexion service built the way every service is (`spec_app`), to test pm.common over a real socket."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from connexion import FlaskApp, request
+import threading
+
+from connexion import request
+from connexion.resolver import Resolver
 
 from pm.common.logs import request_id_var
-from pm.common.problems import Problem, install_problem_handlers
+from pm.common.problems import Problem
+from pm.common.specapp import spec_app
 from pm.common.tokens import TokenVerifier, require_role
 from pm.common.web import HealthCheck, ServiceMiddleware
 
@@ -48,6 +52,10 @@ def admin_only(token_info: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True}
 
 
+def thread() -> dict[str, Any]:
+    return {"thread": threading.current_thread().name}
+
+
 def busy() -> None:
     raise Problem(429, "Too Many Requests", "Slow down.", headers={"Retry-After": "30"})
 
@@ -61,9 +69,7 @@ def build(
     health_timeout: float = 3.0,
     health_interval: float = 3.0,
 ) -> ServiceMiddleware:
-    app = FlaskApp(__name__, specification_dir=str(SPEC.parent))
-    app.add_api(SPEC.name, strict_validation=True, validate_responses=True)
-    install_problem_handlers(app)
+    app = spec_app(__name__, SPEC, resolver=Resolver(), validate_responses=True)
     return ServiceMiddleware(
         app,
         service="testapp",

@@ -168,7 +168,9 @@ def test_the_claims_of_a_token_reach_the_handler_through_connexions_context(
 @pytest.mark.parametrize(
     "authorization", [None, "", "Bearer", "Basic dXNlcjpwYXNz", "Bearer a b", "Bearer Bearer x"]
 )
-def test_anything_but_one_bearer_token_is_a_401_problem(service: httpx.Client, authorization: str | None) -> None:
+def test_anything_but_one_bearer_token_is_a_401_problem(
+    service: httpx.Client, authorization: str | None
+) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     response = service.get("/me", headers=headers)
     assert response.status_code == 401

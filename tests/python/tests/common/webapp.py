@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
-
-import threading
 
 from connexion import request
 from connexion.resolver import Resolver

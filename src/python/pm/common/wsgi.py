@@ -18,7 +18,9 @@ scope (PEP 3333); it carries the scope under `asgi.scope`, where Connexion's Fla
 per-request context (tests/python/tests/common/test_specapp.py fails if that changes).
 
 Not for streaming responses: a WSGI iterable is drained before anything is sent. Our handlers answer
-small JSON documents.
+small JSON documents. WSGI middleware goes around the Flask app the Flask way
+(`app.app.wsgi_app = Middleware(app.app.wsgi_app)`); Connexion's `add_wsgi_middleware` wraps the bridge
+this layer bypasses, so it would have no effect.
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ import pytest
 
 from pm.common.logs import request_id_var
 from pm.common.specapp import COMPACT_JSON, bearer_info_function
-from pm.common.testing import LiveServer
 from pm.common.tokens import StaticKeys, TokenVerifier
 from pm.common.web import Receive, Scope, Send
 from pm.common.wsgi import OneHopWSGI, wsgi_environ
 from tests.common import webapp
-from tests.common.signing import ISSUER, SigningKey
+from tests.support.servers import LiveServer
+from tests.support.tokens import ISSUER, SigningKey
 
 StartResponse = Callable[..., Any]
 

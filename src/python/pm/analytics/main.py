@@ -8,7 +8,14 @@ import sys
 
 import pm.common  # noqa: F401 - first, so its warning filters are in place before Connexion loads
 from pm.analytics.adapters.store import SqlRetention
-from pm.analytics.bootstrap import MIGRATIONS, create_app, create_consumer, jwks_verifier
+from pm.analytics.bootstrap import (
+    MIGRATIONS,
+    broker_desk,
+    broker_metrics,
+    create_app,
+    create_consumer,
+    jwks_verifier,
+)
 from pm.analytics.config import Settings
 from pm.analytics.entrypoints.retention import RetentionLoop
 from pm.common.config import load_or_exit
@@ -81,10 +88,14 @@ def run(settings: Settings) -> None:
     revocations = verifier.revocations
     assert revocations is not None
     purger = RetentionLoop(retention(settings, database))
+    desk = broker_desk(settings, database)
+    metrics, sampler = broker_metrics(desk)
     serve(
         create_app(
             database,
             verifier,
+            broker=desk,
+            metrics=metrics,
             consumer_check=consumer.check,
             validate_responses=settings.validate_responses,
             health_interval=settings.health_interval,
@@ -95,8 +106,8 @@ def run(settings: Settings) -> None:
         service="analytics",
         # Reads are short; with the consumer's stop budget this keeps a SIGTERM stop within 10 s.
         graceful_seconds=3,
-        on_start=[consumer.start, purger.start, revocations.start],
-        on_stop=[revocations.stop, consumer.stop, purger.stop, database.dispose],
+        on_start=[consumer.start, purger.start, revocations.start, sampler.start],
+        on_stop=[sampler.stop, revocations.stop, consumer.stop, purger.stop, database.dispose],
         tls=settings.http_tls,
     )
 

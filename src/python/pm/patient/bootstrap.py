@@ -16,6 +16,7 @@ from pm.common.tokens import JwksKeys, RevocationList, TokenVerifier, http_revoc
 from pm.common.validation import VALIDATOR_MAP
 from pm.common.web import Metrics, ServiceMiddleware
 from pm.patient.adapters.billing import GrpcBilling
+from pm.patient.adapters.outbox_backlog import register_backlog_metrics
 from pm.patient.adapters.relay import OutboxRelay, RelaySettings, pending_count
 from pm.patient.adapters.repository import unit_of_work_factory
 from pm.patient.adapters.seed import seed
@@ -117,6 +118,7 @@ def build(
         informational["billing"] = ping
     metrics = Metrics(SERVICE)
     register_outbox_metrics(metrics, relay, database)
+    register_backlog_metrics(metrics, database)
     asgi = ServiceMiddleware(
         SpecRouting(app, SPEC),
         service=SERVICE,
@@ -124,7 +126,7 @@ def build(
         health_checks={"database": database.ping},
         informational_checks=informational,
         health_interval=settings.health_interval,
-        state={"token_verifier": verifier, "patients": service},
+        state={"token_verifier": verifier, "patients": service, "relay": relay},
     )
     return PatientApp(
         asgi=asgi,

@@ -70,7 +70,7 @@ class Settings:
             outbox_max_backoff_seconds=env.number("PM_OUTBOX_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),
             outbox_retention_seconds=env.duration("PM_OUTBOX_RETENTION", "7d", minimum=1.0),
             validate_responses=env.flag("PM_VALIDATE_RESPONSES", False),
-            # X-Total-Count is exact up to this many matches, an estimate (flagged) above.
+            # With a search, X-Total-Count is exact up to this many matches, an estimate (flagged) above.
             exact_count_limit=env.integer(
                 "PM_PATIENT_EXACT_COUNT_LIMIT", 1_000, minimum=1, maximum=10_000_000
             ),

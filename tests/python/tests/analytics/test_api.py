@@ -95,4 +95,14 @@ def test_database_down_is_503_problem_and_health_names_it(api, token, database, 
 
 def test_openapi_document_is_served(api) -> None:
     document = httpx.get(f"{api.url}/openapi.json", timeout=5).json()
-    assert set(document["paths"]) == {"/analytics/summary", "/analytics/events"}
+    assert set(document["paths"]) == {
+        "/analytics/summary",
+        "/analytics/events",
+        "/broker/topics",
+        "/broker/topics/{topic}/partitions/{partition}/messages",
+        "/broker/consumer-groups",
+        "/broker/dead-letters",
+        "/broker/dead-letters/redrive",
+        "/broker/dead-letters/{letter}/redrive",
+        "/broker/dead-letters/{letter}",
+    }

@@ -52,6 +52,8 @@ PORT_VARIABLES = (
 @dataclass(frozen=True)
 class System:
     url: str
+    # The system's broker (host:port), for tests that put messages on a topic themselves.
+    kafka: str | None = None
 
     def token(self, email: str = DEMO_EMAIL, password: str = DEMO_PASSWORD) -> str:
         response = httpx.post(
@@ -73,7 +75,7 @@ def _die_with_the_tests() -> None:
         pass
 
 
-def _start_devstack(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_devstack(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     env = dict(os.environ)
     env.update({name: str(free_port()) for name in PORT_VARIABLES})
     env.pop("PM_KAFKA_BOOTSTRAP_SERVERS", None)
@@ -102,7 +104,7 @@ def _start_devstack(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[by
     while time.monotonic() < deadline:
         for line in log_path.read_text(errors="replace").splitlines():
             if line.startswith("READY "):
-                return process, line.split(" ", 1)[1].strip()
+                return process, line.split(" ", 1)[1].strip(), f"127.0.0.1:{env['PM_KAFKA_PORT']}"
         if process.poll() is not None:
             break
         time.sleep(0.2)
@@ -125,17 +127,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """The real system, started once for the dashboard tests by the devstack command.
 
-    PM_DASHBOARD_GATEWAY_URL points the tests at a system that is already running instead.
+    PM_DASHBOARD_GATEWAY_URL points the tests at a system that is already running instead (and
+    PM_DASHBOARD_KAFKA_BOOTSTRAP at its broker, for the tests that need it).
     """
     running = os.environ.get("PM_DASHBOARD_GATEWAY_URL")
     if running:
-        yield System(url=running.rstrip("/"))
+        yield System(url=running.rstrip("/"), kafka=os.environ.get("PM_DASHBOARD_KAFKA_BOOTSTRAP"))
         return
     folder = tmp_path_factory.mktemp("devstack")
     log_path = folder / "devstack.log"
-    process, url = _start_devstack(folder / "data", log_path)
+    process, url, kafka = _start_devstack(folder / "data", log_path)
     try:
-        yield System(url=url)
+        yield System(url=url, kafka=kafka)
     finally:
         _stop(process)
 

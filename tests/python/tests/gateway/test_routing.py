@@ -29,6 +29,15 @@ def bearer(signing_key: SigningKey) -> dict[str, str]:
         ("/api/analytics/events", "analytics", "/analytics/events"),
         ("/auth/users", "auth", "/users"),
         ("/auth/users/42", "auth", "/users/42"),
+        ("/api/broker/outbox", "patient", "/broker/outbox"),
+        ("/api/broker/topics", "analytics", "/broker/topics"),
+        (
+            "/api/broker/topics/patient/partitions/0/messages",
+            "analytics",
+            "/broker/topics/patient/partitions/0/messages",
+        ),
+        ("/api/broker/consumer-groups", "analytics", "/broker/consumer-groups"),
+        ("/api/broker/dead-letters", "analytics", "/broker/dead-letters"),
     ],
 )
 def test_protected_routes_reach_their_service_with_the_prefix_replaced(
@@ -244,3 +253,30 @@ def test_services_learn_where_they_are_mounted_so_their_links_work_through_the_g
 ) -> None:
     response = gateway().get(public, headers={**bearer, "X-Forwarded-Prefix": "/evil"})
     assert echoed_headers(response)["x-forwarded-prefix"] == [prefix]
+
+
+@pytest.mark.parametrize(
+    ("method", "public"),
+    [
+        ("GET", "/api/broker/outbox"),
+        ("GET", "/api/broker/topics"),
+        ("GET", "/api/broker/topics/patient/partitions/0/messages"),
+        ("GET", "/api/broker/consumer-groups"),
+        ("GET", "/api/broker/dead-letters"),
+        ("DELETE", "/api/broker/dead-letters"),
+        ("POST", "/api/broker/dead-letters/redrive"),
+        ("POST", "/api/broker/dead-letters/7/redrive"),
+        ("DELETE", "/api/broker/dead-letters/7"),
+    ],
+)
+def test_broker_routes_are_admin_only_at_the_gateway(
+    gateway: Gateway, signing_key: SigningKey, method: str, public: str
+) -> None:
+    client = gateway()
+    user = {"Authorization": f"Bearer {signing_key.token(role='USER')}"}
+    refused = client.request(method, public, headers=user)
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert client.request(method, public).status_code == 401
+    admin = {"Authorization": f"Bearer {signing_key.token()}"}
+    assert client.request(method, public, headers=admin).status_code == 200

@@ -41,7 +41,7 @@ def settings_read_by(service: str) -> set[str]:
 
 
 def test_every_service_runs_its_image_beside_postgres_and_kafka(services: dict[str, Any]) -> None:
-    assert set(services) == {*PORTS, "postgres", "kafka"}
+    assert set(services) == {*PORTS, "postgres", "kafka", "kafka-ui"}
     for name in PORTS:
         assert services[name]["image"] == f"pm-{name}:latest"
 
@@ -74,9 +74,28 @@ def test_ports_urls_and_health_checks_match_the_pinned_defaults(
     assert f"http://127.0.0.1:{port}/health'" in " ".join(services[service]["healthcheck"]["test"])
 
 
-def test_only_the_gateway_is_published_on_4004(services: dict[str, Any]) -> None:
+def test_only_the_gateway_is_published_on_4004_and_kafka_ui_on_loopback(services: dict[str, Any]) -> None:
     published = {name: spec["ports"] for name, spec in services.items() if "ports" in spec}
-    assert published == {"gateway": ["4004:4004"]}
+    assert published == {"gateway": ["4004:4004"], "kafka-ui": ["127.0.0.1:8080:8080"]}
+
+
+def test_kafka_ui_reads_the_compose_broker_with_the_event_schema(services: dict[str, Any]) -> None:
+    ui = services["kafka-ui"]
+    assert ui["image"].startswith("ghcr.io/kafbat/kafka-ui:v")
+    environment = ui["environment"]
+    assert (
+        environment["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"]
+        == services["patient"]["environment"]["PM_KAFKA_BOOTSTRAP_SERVERS"]
+    )
+    assert ui["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    # The mounted folder holds the schema the topic is decoded with.
+    mount, target = ui["volumes"][0].split(":")[:2]
+    assert target == environment["KAFKA_CLUSTERS_0_SERDE_0_PROPERTIES_PROTOBUFFILESDIR"]
+    proto = list((COMPOSE.parent / mount).glob("*.proto"))
+    assert proto, mount
+    message = environment["KAFKA_CLUSTERS_0_SERDE_0_PROPERTIES_PROTOBUFMESSAGENAMEBYTOPIC_PATIENT"]
+    package, _, name = message.rpartition(".")
+    assert any(f"package {package};" in p.read_text() and f"message {name} " in p.read_text() for p in proto)
 
 
 def test_each_data_owner_has_its_own_postgres_database(services: dict[str, Any]) -> None:

@@ -161,6 +161,7 @@
     $("session").hidden = false;
     $("login-view").hidden = true;
     $("app-view").hidden = false;
+    $("broker-toggle").hidden = session.claims.role !== "ADMIN";
     loadPatients();
     live.start();
     return true;
@@ -178,6 +179,8 @@
     closeDialog($("delete-dialog"));
     $("session").hidden = true;
     $("app-view").hidden = true;
+    $("broker-view").hidden = true;
+    brokerView.open = false;
     $("login-view").hidden = false;
     $("login-password").value = "";
     $("login-error").textContent = message || "";
@@ -782,11 +785,182 @@
     overall.className = down.length ? "status error" : "status ok";
   }
 
+  // ---------------------------------------------------------------- broker (ADMIN)
+  // Topics and offsets, a partition's newest messages, analytics' consumer lag, the outbox backlog and the
+  // dead letters, from /api/broker/*. Loaded when the view is opened and on "Refresh", never polled.
+
+  const MESSAGE_PAGE = 20;
+  const brokerView = { open: false, partition: null, before: null };
+
+  function cell(label, text) {
+    return el("td", { "data-label": label, text: text === null || text === undefined ? "–" : String(text) });
+  }
+
+  function toggleBroker(open) {
+    brokerView.open = open;
+    $("broker-view").hidden = !open;
+    $("app-view").hidden = open;
+    $("broker-toggle").textContent = open ? "Patients" : "Broker";
+    $("broker-toggle").setAttribute("aria-pressed", String(open));
+    if (open) loadBroker();
+  }
+
+  async function loadBroker() {
+    $("broker-status").textContent = "Loading…";
+    $("broker-status").className = "status";
+    const results = await Promise.allSettled([loadOutbox(), loadTopics(), loadLag(), loadDeadLetters()]);
+    const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
+    $("broker-status").textContent = failed.length ? failed.join(" ") : `Updated ${new Date().toLocaleTimeString()}.`;
+    $("broker-status").className = failed.length ? "status error" : "status";
+  }
+
+  async function loadOutbox() {
+    const { data } = await api("/api/broker/outbox");
+    const oldest = data.pending ? `, the oldest waiting ${Math.round(data.oldestPendingSeconds)} s` : "";
+    $("outbox-summary").textContent = `${data.pending} event${data.pending === 1 ? "" : "s"} waiting to be published${oldest}. ${
+      data.brokerReachable ? "The relay reaches the broker." : data.error || "The broker is unreachable."
+    }`;
+    $("outbox-summary").className = data.brokerReachable ? "status" : "status error";
+  }
+
+  function unreachable(rows, columns, data) {
+    rows.replaceChildren(el("tr", {}, el("td", { colspan: String(columns), class: "status error", text: data.error || "The broker is unreachable." })));
+  }
+
+  async function loadTopics() {
+    const { data } = await api("/api/broker/topics");
+    const rows = $("topics-rows");
+    if (!data.reachable) return unreachable(rows, 6, data);
+    rows.replaceChildren(
+      ...data.topics.flatMap((topic) =>
+        topic.partitions.map((p) =>
+          el(
+            "tr",
+            { "data-topic": topic.name, "data-partition": String(p.partition) },
+            cell("Topic", topic.name),
+            cell("Partition", p.partition),
+            cell("First offset", p.firstOffset),
+            cell("Next offset", p.nextOffset),
+            cell("Messages", p.messages),
+            el(
+              "td",
+              { class: "row-actions" },
+              actionButton("Messages", `Messages of ${topic.name} partition ${p.partition}`, () => {
+                brokerView.partition = { topic: topic.name, partition: p.partition };
+                brokerView.before = null;
+                loadMessages(false);
+              }),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  async function loadMessages(older) {
+    const { topic, partition } = brokerView.partition;
+    const query = new URLSearchParams({ limit: String(MESSAGE_PAGE) });
+    if (older && brokerView.before !== null) query.set("before", String(brokerView.before));
+    $("messages-panel").hidden = false;
+    $("messages-title").textContent = `Messages of ${topic}, partition ${partition}`;
+    try {
+      const { data } = await api(`/api/broker/topics/${encodeURIComponent(topic)}/partitions/${partition}/messages?${query}`);
+      brokerView.before = data.olderBefore;
+      $("messages-older").hidden = data.olderBefore === null;
+      const items = data.messages.map((m) =>
+        el(
+          "li",
+          { "data-offset": String(m.offset) },
+          el("strong", { text: `#${m.offset}` }),
+          " ",
+          el("span", { class: "muted", text: `${m.timestamp ? formatTime(m.timestamp) : "no time"} · key ${m.key ?? "–"} · ${m.size} bytes` }),
+          m.error ? el("p", { class: "status error", text: `Not a usable event: ${m.error}` }) : "",
+          m.event ? el("pre", { text: JSON.stringify(m.event, null, 1) }) : "",
+          m.headers.length ? el("p", { class: "muted small-text", text: m.headers.map((h) => `${h.name}: ${h.value ?? ""}`).join(" · ") }) : "",
+        ),
+      );
+      $("messages").replaceChildren(...(items.length ? items : [el("li", { class: "empty", text: "No messages." })]));
+    } catch (err) {
+      $("messages").replaceChildren(el("li", { class: "status error", text: err.message }));
+    }
+  }
+
+  async function loadLag() {
+    const { data } = await api("/api/broker/consumer-groups");
+    const rows = $("lag-rows");
+    if (!data.reachable) return unreachable(rows, 5, data);
+    rows.replaceChildren(
+      ...data.groups.flatMap((group) =>
+        group.partitions.map((p) =>
+          el(
+            "tr",
+            { "data-partition": String(p.partition) },
+            cell("Group", `${group.group} (${group.topic})`),
+            cell("Partition", p.partition),
+            cell("Committed", p.committedOffset),
+            cell("Next offset", p.nextOffset),
+            cell("Lag", p.lag),
+          ),
+        ),
+      ),
+    );
+  }
+
+  async function loadDeadLetters() {
+    const { data } = await api("/api/broker/dead-letters?limit=100");
+    const rows = $("dead-letters-rows");
+    rows.replaceChildren(
+      ...data.items.map((letter) =>
+        el(
+          "tr",
+          { "data-letter": String(letter.id) },
+          el("td", { "data-label": "Parked" }, el("time", { datetime: letter.parkedAt, text: formatTime(letter.parkedAt) })),
+          cell("Where", `${letter.topic} / ${letter.partition} @ ${letter.offset}`),
+          cell("Key", letter.key),
+          cell("Why", `${letter.reason}: ${letter.error}`),
+          el(
+            "td",
+            { class: "row-actions" },
+            actionButton("Redrive", `Redrive message ${letter.id}`, () => deadLetterAction(`/api/broker/dead-letters/${letter.id}/redrive`, "POST")),
+            actionButton("Discard", `Discard message ${letter.id}`, () => deadLetterAction(`/api/broker/dead-letters/${letter.id}`, "DELETE"), "danger"),
+          ),
+        ),
+      ),
+    );
+    if (data.items.length === 0) rows.append(el("tr", {}, el("td", { colspan: "5", class: "empty", text: "Nothing is parked." })));
+    $("redrive-all").disabled = data.total === 0;
+    $("discard-all").disabled = data.total === 0;
+  }
+
+  function describeRedrive(outcome) {
+    return `Redrive: ${outcome.recorded} counted, ${outcome.duplicates} already counted, ${outcome.stillParked} still parked.`;
+  }
+
+  async function deadLetterAction(path, method) {
+    const status = $("dead-letters-status");
+    try {
+      const { data } = await api(path, { method });
+      status.textContent = data && "recorded" in data ? describeRedrive(data) : `Discarded ${data && "discarded" in data ? data.discarded : 1}.`;
+      status.className = "status ok";
+    } catch (err) {
+      status.textContent = err.message;
+      status.className = "status error";
+    }
+    await Promise.allSettled([loadDeadLetters(), loadLag()]);
+  }
+
   // ---------------------------------------------------------------- wiring
 
   function bind() {
     $("login-form").addEventListener("submit", onLogin);
     $("sign-out").addEventListener("click", onSignOut);
+    $("broker-toggle").addEventListener("click", () => toggleBroker(!brokerView.open));
+    $("broker-refresh").addEventListener("click", loadBroker);
+    $("messages-older").addEventListener("click", () => loadMessages(true));
+    $("redrive-all").addEventListener("click", () => deadLetterAction("/api/broker/dead-letters/redrive", "POST"));
+    $("discard-all").addEventListener("click", () => {
+      if (window.confirm("Discard every parked message for good?")) deadLetterAction("/api/broker/dead-letters", "DELETE");
+    });
     $("new-patient").addEventListener("click", () => {
       setPatientsStatus("");
       openCreate();

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+ADMIN = ("ADMIN",)
+
 
 @dataclass(frozen=True)
 class Route:
@@ -14,6 +16,8 @@ class Route:
     target: str
     needs_token: bool
     exact: bool = False
+    # When set, only a token with one of these roles passes (the service checks again): 403 otherwise.
+    roles: tuple[str, ...] = ()
 
     @property
     def forwarded_prefix(self) -> str:
@@ -74,5 +78,10 @@ def public_routes() -> RouteTable:
             Route("auth", "/auth/users", "/users", needs_token=True),
             Route("patient", "/api/patients", "/patients", needs_token=True),
             Route("analytics", "/api/analytics", "/analytics", needs_token=True),
+            # The broker view: the outbox backlog is the patient service's, the rest analytics'.
+            Route(
+                "patient", "/api/broker/outbox", "/broker/outbox", needs_token=True, exact=True, roles=ADMIN
+            ),
+            Route("analytics", "/api/broker", "/broker", needs_token=True, roles=ADMIN),
         ]
     )

@@ -142,6 +142,12 @@ class GatewayApp:
                 await _problem(send, 401, "Unauthorized", str(exc), [(WWW_AUTHENTICATE, challenge)])
                 return
             identity = (str(claims["sub"]), str(claims["role"]))
+            if route.roles and identity[1] not in route.roles:
+                self.rejected.labels("forbidden").inc()
+                await _problem(
+                    send, 403, "Forbidden", f"This operation requires role {' or '.join(route.roles)}.", []
+                )
+                return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         prefix = route.prefix.encode()
         if raw_path.startswith(prefix):

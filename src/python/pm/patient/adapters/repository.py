@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from pm.patient.domain.model import (
     Cursor,
     Direction,
     DuplicateEmail,
+    InvalidPatient,
     Patient,
     PatientChanged,
     PatientPage,
@@ -106,10 +108,10 @@ class SqlPatientRepository:
 
     def _write(self, statement: Any, patient: Patient) -> None:
         # A concurrent request may take the email between our check and this write: the unique index
-        # has the last word. The savepoint keeps the transaction usable on PostgreSQL after the error.
+        # has the last word. No savepoint (two more round trips per write): DuplicateEmail ends the unit
+        # of work, which rolls the whole transaction back.
         try:
-            with self.session.begin_nested():
-                self.session.execute(statement)
+            self.session.execute(statement)
         except IntegrityError as exc:
             if "email_key" in str(exc.orig):
                 raise DuplicateEmail(patient.email) from None
@@ -129,25 +131,41 @@ class SqlPatientRepository:
         # serves the order both ways and a keyset position is a plain row comparison.
         keys = [(_SORT_COLUMNS[key.field], key.descending) for key in query.sort]
         keys.append((_t.c.id, query.sort[-1].descending))
-        cursor = query.cursor
-        backwards = cursor is not None and cursor.direction is not Direction.AFTER
+        cursor = self._resolved(query.cursor, keys)
+        # On PostgreSQL the whole list's size is exact and cheap (kept by triggers, migration 0004).
+        counted = None if query.search else self._count_all()
+        # A page number past the middle is read backwards from the end: fewer index entries to skip.
+        from_end = cursor is None and counted is not None and query.offset > counted // 2
+        backwards = from_end or (cursor is not None and cursor.direction is not Direction.AFTER)
         order = [column.desc() if descending != backwards else column.asc() for column, descending in keys]
         # The page's ids first, then their rows: the ids come from the sort index alone (an index-only
         # scan, the search filter included for the name order), so the rows skipped by `page=N` or
         # filtered out by a search are never read from the table.
         ids = sa.select(_t.c.id).where(condition).order_by(*order)
-        if cursor is None:
-            ids = ids.offset(query.offset)
-        elif cursor.direction is not Direction.LAST:
-            ids = ids.where(_beyond(keys, (*cursor.values, cursor.id), backwards))
-        page = ids.limit(query.size + 1).subquery()
+        if from_end:
+            assert counted is not None
+            # The page and the row after it (is there more?) are the entries counted-1-offset-size
+            # ... counted-1-offset of the reversed list.
+            skip = max(0, counted - query.offset - query.size - 1)
+            ids = ids.offset(skip).limit(max(0, counted - query.offset - skip))
+        elif cursor is None:
+            ids = ids.offset(query.offset).limit(query.size + 1)
+        elif cursor.direction is Direction.LAST:
+            ids = ids.limit(query.size + 1)
+        else:
+            ids = ids.where(_beyond(keys, (*cursor.values, cursor.id), backwards)).limit(query.size + 1)
+        page = ids.subquery()
         statement = sa.select(_t, *(column.label(f"k{i}") for i, (column, _) in enumerate(keys[:-1])))
         rows = list(self.session.execute(statement.join(page, page.c.id == _t.c.id).order_by(*order)))
+        if from_end:
+            rows.reverse()  # the row after the page, if any, is now the last one
         more = len(rows) > query.size
         rows = rows[: query.size]
-        if backwards:
+        if backwards and not from_end:
             rows.reverse()
-        if cursor is None and not more and (rows or query.page == 0):
+        if counted is not None:
+            total, estimated = counted, False
+        elif cursor is None and not more and (rows or query.page == 0):
             total, estimated = query.offset + len(rows), False  # this page holds the end of the list
         else:
             total, estimated = self._total(condition)
@@ -167,10 +185,31 @@ class SqlPatientRepository:
             prev, next_ = before, (after if more else None)
         return PatientPage([_patient(r) for r in rows], total, query, estimated, next_, prev)
 
+    def _resolved(self, cursor: Cursor | None, keys: list[tuple[Any, bool]]) -> Cursor | None:
+        """A cursor from a link names a row by id only: read that row's sort key."""
+        if cursor is None or cursor.direction is Direction.LAST or cursor.values:
+            return cursor
+        columns = [column for column, _ in keys[:-1]]
+        row = self.session.execute(sa.select(*columns).where(_t.c.id == cursor.id)).first()
+        if row is None:
+            raise InvalidPatient(
+                {
+                    "cursor": "The cursor's position is gone (that patient was deleted); start from the first page."
+                }
+            )
+        return replace(cursor, values=tuple(row))
+
+    def _count_all(self) -> int | None:
+        """The number of patients on PostgreSQL (the triggers' slots summed); None elsewhere."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return None
+        total = sa.func.coalesce(sa.func.sum(tables.patient_count.c.total), 0)
+        return int(self.session.execute(sa.select(total)).scalar_one())
+
     def _total(self, condition: sa.ColumnElement[bool]) -> tuple[int, bool]:
-        """(count, estimated). On PostgreSQL the planner's row estimate comes first (table statistics for
-        the whole list, trigram statistics for a search): above the limit, it is the answer. Else the
-        rows are counted, at most limit + 1 of them. SQLite has no estimate and counts."""
+        """(count, estimated) of a search's matches (and of the whole list on SQLite). On PostgreSQL the
+        planner's row estimate comes first (trigram statistics): above the limit, it is the answer. Else
+        the rows are counted, at most limit + 1 of them. SQLite has no estimate and counts."""
         limit = self.exact_count_limit
         estimate = self._estimate(condition) if self.session.get_bind().dialect.name == "postgresql" else None
         if estimate is not None and estimate > limit:

@@ -53,3 +53,11 @@ seeds = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# PostgreSQL only: the number of patients, kept by triggers in slots that sum to the total (migration 0004).
+patient_count = sa.Table(
+    "patient_count",
+    metadata,
+    sa.Column("slot", sa.SmallInteger, primary_key=True),
+    sa.Column("total", sa.BigInteger, nullable=False),
+)

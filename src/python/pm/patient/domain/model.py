@@ -126,7 +126,8 @@ Value = str | date
 
 @dataclass(frozen=True)
 class Cursor:
-    """A keyset position: the sort key values and id of a row, and which side of it to read."""
+    """A keyset position: the sort key values and id of a row, and which side of it to read. A cursor
+    from a link carries the id only (no personal data in URLs); the repository reads the values."""
 
     direction: Direction
     values: tuple[Value, ...] = ()

@@ -1,9 +1,11 @@
-"""The `cursor` query parameter: a keyset position as opaque base64url text.
+"""The `cursor` query parameter: a keyset position as opaque base64url text that carries no personal data.
 
-It carries the sort and search it was made for (a cursor is refused under another one) and a digest, so
-that an edited or truncated cursor is refused rather than read as some other position. The digest is an
-integrity check, not a secret: every field is validated, so a hand-made cursor can only choose where in a
-list the caller may read anyway the page starts.
+Links end up in access logs, proxies and browser history, so a cursor holds only the id of the row at
+the page's edge (the service reads that row's sort key when the cursor comes back), which side of it to
+read, and digests: one of the sort and search it was made for (a cursor is refused under another one),
+one of the rest, so that an edited or truncated cursor is refused rather than read as some other
+position. The digests are integrity checks, not secrets: the id is looked up, so a hand-made cursor can
+only choose where in a list the caller may read anyway the page starts.
 """
 
 from __future__ import annotations
@@ -11,62 +13,49 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import uuid
-from datetime import date
-from typing import Any
 
-from pm.patient.domain.model import Cursor, Direction, InvalidPatient, SortKey, Value
+from pm.patient.domain.model import Cursor, Direction, InvalidPatient
 
+_VERSION = b"\x01"
 _DIGEST_BYTES = 8
-_DATE_FIELDS = frozenset({"dateOfBirth", "registeredDate"})
-_MAX_TEXT = 400
+_DIRECTIONS = {d.value.encode("ascii"): d for d in Direction}
 
 
-def _digest(payload: bytes) -> bytes:
-    return hashlib.sha256(b"pm.patient.cursor\0" + payload).digest()[:_DIGEST_BYTES]
+def _digest(label: bytes, payload: bytes) -> bytes:
+    return hashlib.sha256(b"pm.patient.cursor." + label + b"\0" + payload).digest()[:_DIGEST_BYTES]
+
+
+def _made_for(sort: str, search: str | None) -> bytes:
+    return _digest(b"list", f"{sort}\0{search or ''}".encode())
 
 
 def encode(cursor: Cursor, sort: str, search: str | None) -> str:
-    fields: dict[str, Any] = {"d": cursor.direction.value, "s": sort, "q": search or ""}
+    body = _VERSION + cursor.direction.value.encode("ascii")
     if cursor.direction is not Direction.LAST:
         assert cursor.id is not None
-        fields["k"] = [v.isoformat() if isinstance(v, date) else v for v in cursor.values]
-        fields["i"] = cursor.id.hex
-    payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
-    return base64.urlsafe_b64encode(_digest(payload) + payload).rstrip(b"=").decode("ascii")
+        body += cursor.id.bytes
+    body += _made_for(sort, search)
+    return base64.urlsafe_b64encode(body + _digest(b"check", body)).rstrip(b"=").decode("ascii")
 
 
-def decode(text: str, keys: tuple[SortKey, ...], sort: str, search: str | None) -> Cursor:
-    """The position in `text`; InvalidPatient (400) unless it is intact and made for this sort and search."""
+def decode(text: str, sort: str, search: str | None) -> Cursor:
+    """The position in `text` (its id only: the repository reads the sort key of that row); InvalidPatient
+    (400) unless it is intact and made for this sort and search."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise _invalid("is not a cursor this service made") from None
-    digest, payload = raw[:_DIGEST_BYTES], raw[_DIGEST_BYTES:]
-    if len(digest) != _DIGEST_BYTES or _digest(payload) != digest:
+    body, check = raw[:-_DIGEST_BYTES], raw[-_DIGEST_BYTES:]
+    if len(body) < 2 + _DIGEST_BYTES or body[:1] != _VERSION or _digest(b"check", body) != check:
         raise _invalid("is not a cursor this service made")
-    try:
-        fields = json.loads(payload)
-        if fields.get("s") != sort or fields.get("q") != (search or ""):
-            raise _invalid("was made for another sort or search; start again from the first page")
-        direction = Direction(fields["d"])
-        if direction is Direction.LAST:
-            return Cursor(direction)
-        return Cursor(direction, _values(fields["k"], keys), uuid.UUID(hex=fields["i"]))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise _invalid("is not a cursor this service made") from None
-
-
-def _values(values: Any, keys: tuple[SortKey, ...]) -> tuple[Value, ...]:
-    if not isinstance(values, list) or len(values) != len(keys):
-        raise _invalid("does not match the sort")
-    parsed: list[Value] = []
-    for key, value in zip(keys, values, strict=True):
-        if not isinstance(value, str) or len(value) > _MAX_TEXT:
-            raise _invalid("does not match the sort")
-        parsed.append(date.fromisoformat(value) if key.field in _DATE_FIELDS else value)
-    return tuple(parsed)
+    direction = _DIRECTIONS.get(body[1:2])
+    position, made_for = body[2:-_DIGEST_BYTES], body[-_DIGEST_BYTES:]
+    if direction is None or len(position) != (0 if direction is Direction.LAST else 16):
+        raise _invalid("is not a cursor this service made")
+    if made_for != _made_for(sort, search):
+        raise _invalid("was made for another sort or search; start again from the first page")
+    return Cursor(direction, id=uuid.UUID(bytes=position) if position else None)
 
 
 def _invalid(reason: str) -> InvalidPatient:

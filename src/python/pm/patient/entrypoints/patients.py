@@ -151,7 +151,7 @@ def list_patients(
     search = (search.strip() if search else None) or None
     keys = parse_sort(sort)
     sort = sort_text(keys)
-    position = cursors.decode(cursor, keys, sort, search) if cursor else None
+    position = cursors.decode(cursor, sort, search) if cursor else None
     result = _service().find(PatientQuery(page, size, search, keys, position))
     headers = {
         "X-Total-Count": str(result.total),

@@ -1,0 +1,255 @@
+"""The broker view (ADMIN): topics and offsets, newest messages, consumer lag, and the dead letters.
+
+Every call needs role ADMIN. Redrive and discard are audited: one log line each, with the actor and what
+was done (ids and counts, never message contents).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from connexion import request
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import DecodeError
+
+from pm.analytics.adapters.codec import decode_patient_event
+from pm.analytics.domain.broker import BrokerMessage, BrokerUnreachable, ParkedMessage
+from pm.analytics.domain.model import InvalidEvent
+from pm.analytics.service_layer import dead_letters
+from pm.analytics.service_layer.dead_letters import DeadLetterUnitOfWork
+from pm.analytics.service_layer.services import StoreUnavailable
+from pm.common.problems import Problem
+from pm.common.tokens import require_role
+from pm.proto.events.v1 import patient_event_pb2 as pb
+
+log = logging.getLogger(__name__)
+audit = logging.getLogger("pm.analytics.audit")
+
+Response = tuple[Any, int, dict[str, str]]
+
+
+@dataclass
+class BrokerDesk:
+    """What the broker view needs, put in `request.state.broker` by the composition root."""
+
+    view: Any  # KafkaBrokerView or a fake with the same methods
+    dead_letters: Any  # SqlDeadLetterReader
+    unit_of_work: Callable[[], DeadLetterUnitOfWork]
+    topic: str
+    group: str
+
+
+def topics(token_info: dict[str, Any]) -> Response:
+    desk = _desk(token_info)
+    try:
+        found = desk.view.topics()
+    except BrokerUnreachable as exc:
+        return _json(_unreachable(exc, topics=[]))
+    return _json(
+        {
+            "reachable": True,
+            "error": None,
+            "topics": [
+                {
+                    "name": t.name,
+                    "partitions": [
+                        {
+                            "partition": p.partition,
+                            "firstOffset": p.first,
+                            "nextOffset": p.next,
+                            "messages": p.messages,
+                        }
+                        for p in t.partitions
+                    ],
+                }
+                for t in found
+            ],
+        }
+    )
+
+
+def messages(
+    topic: str, partition: int, token_info: dict[str, Any], limit: int = 20, before: int | None = None
+) -> Response:
+    desk = _desk(token_info)
+    try:
+        page = desk.view.messages(topic, partition, before=before, limit=limit)
+    except LookupError:
+        raise Problem(404, "Not Found", "No such topic or partition.") from None
+    except BrokerUnreachable as exc:
+        raise Problem(
+            503, "Broker Unreachable", f"The broker cannot be reached: {exc}", headers={"Retry-After": "5"}
+        ) from None
+    return _json(
+        {
+            "topic": topic,
+            "partition": partition,
+            "firstOffset": page.first,
+            "nextOffset": page.next,
+            "olderBefore": page.older,
+            "messages": [_message(m) for m in page.messages],
+        }
+    )
+
+
+def consumer_groups(token_info: dict[str, Any]) -> Response:
+    desk = _desk(token_info)
+    try:
+        lags = desk.view.group_lag(desk.group, desk.topic)
+    except BrokerUnreachable as exc:
+        return _json(_unreachable(exc, groups=[]))
+    return _json(
+        {
+            "reachable": True,
+            "error": None,
+            "groups": [
+                {
+                    "group": desk.group,
+                    "topic": desk.topic,
+                    "totalLag": sum(p.lag for p in lags),
+                    "partitions": [
+                        {
+                            "partition": p.partition,
+                            "committedOffset": p.committed,
+                            "firstOffset": p.first,
+                            "nextOffset": p.next,
+                            "lag": p.lag,
+                        }
+                        for p in lags
+                    ],
+                }
+            ],
+        }
+    )
+
+
+def list_dead_letters(token_info: dict[str, Any], limit: int = 50, after: int | None = None) -> Response:
+    desk = _desk(token_info)
+    page = _stored(lambda: desk.dead_letters.page(limit=limit, after=after))
+    total = _stored(desk.dead_letters.count)
+    return _json({"total": total, "items": [_parked(letter) for letter in page]})
+
+
+def redrive_dead_letter(letter: int, token_info: dict[str, Any]) -> Response:
+    desk = _desk(token_info)
+    outcome = _stored(lambda: dead_letters.redrive(desk.unit_of_work(), [letter], decode_patient_event))
+    _audit(token_info, "redrive", [letter], outcome.as_json())
+    if outcome.missing:
+        raise Problem(404, "Not Found", "No such parked message.")
+    return _json(outcome.as_json())
+
+
+def redrive_all(token_info: dict[str, Any]) -> Response:
+    desk = _desk(token_info)
+    outcome = _stored(lambda: dead_letters.redrive(desk.unit_of_work(), None, decode_patient_event))
+    _audit(token_info, "redrive", "all", outcome.as_json())
+    return _json(outcome.as_json())
+
+
+def discard_dead_letter(letter: int, token_info: dict[str, Any]) -> Any:
+    desk = _desk(token_info)
+    gone = _stored(lambda: dead_letters.discard(desk.unit_of_work(), [letter]))
+    _audit(token_info, "discard", [letter], {"discarded": gone})
+    if not gone:
+        raise Problem(404, "Not Found", "No such parked message.")
+    return None, 204, {}
+
+
+def discard_all(token_info: dict[str, Any]) -> Response:
+    desk = _desk(token_info)
+    gone = _stored(lambda: dead_letters.discard(desk.unit_of_work(), None))
+    _audit(token_info, "discard", "all", {"discarded": gone})
+    return _json({"discarded": gone})
+
+
+def _desk(token_info: dict[str, Any]) -> BrokerDesk:
+    require_role(token_info, "ADMIN")
+    desk: BrokerDesk | None = request.state.broker
+    if desk is None:  # an app built without one (some tests): said plainly, never a 500
+        raise Problem(503, "Service Unavailable", "The broker view is not configured in this process.")
+    return desk
+
+
+def _audit(token_info: dict[str, Any], action: str, ids: Any, outcome: dict[str, Any]) -> None:
+    audit.info(
+        f"dead letters: {action}",
+        extra={"audit": True, "actor": token_info.get("sub"), "action": action, "ids": ids, **outcome},
+    )
+
+
+def _stored(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except StoreUnavailable as exc:
+        log.warning("analytics database unavailable", extra={"error": str(exc)})
+        raise Problem(
+            503, "Service Unavailable", "The analytics database is unavailable; retry later."
+        ) from None
+
+
+def _unreachable(exc: BrokerUnreachable, **empty: Any) -> dict[str, Any]:
+    log.warning("broker unreachable for the broker view", extra={"error": str(exc)})
+    return {"reachable": False, "error": f"The broker cannot be reached: {exc}", **empty}
+
+
+def _message(message: BrokerMessage) -> dict[str, Any]:
+    event, error = _decoded(message.value)
+    return {
+        "offset": message.offset,
+        "timestamp": None if message.timestamp is None else _timestamp(message.timestamp),
+        "key": _text(message.key),
+        "headers": [{"name": name, "value": _text(value)} for name, value in message.headers],
+        "size": len(message.value or b""),
+        "event": event,
+        "error": error,
+    }
+
+
+def _decoded(value: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The message as a PatientEvent (every field the schema knows), and why analytics would park it."""
+    event: dict[str, Any] | None = None
+    if value:
+        parsed = pb.PatientEvent()
+        try:
+            parsed.ParseFromString(value)
+            event = MessageToDict(parsed)
+        except (DecodeError, ValueError):
+            event = None
+    try:
+        decode_patient_event(value)
+    except InvalidEvent as exc:
+        return event, str(exc)
+    return event, None
+
+
+def _parked(letter: ParkedMessage) -> dict[str, Any]:
+    payload = letter.payload or b""
+    return {
+        "id": letter.id,
+        "topic": letter.topic,
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "key": _text(letter.key),
+        "error": letter.error,
+        "reason": letter.reason,
+        "parkedAt": _timestamp(letter.parked_at),
+        "size": len(payload),
+        "payloadBase64": base64.b64encode(payload).decode("ascii"),
+    }
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", errors="replace")
+
+
+def _timestamp(value: datetime) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return body, status, {"Content-Type": "application/json"}

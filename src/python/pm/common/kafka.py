@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
-from kafka.structs import TopicPartition
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 if TYPE_CHECKING:
     from pm.common.tls import ClientTls
@@ -184,11 +184,75 @@ Handler = Callable[[list[Any]], None]
 """Processes one polled batch of ConsumerRecords; returns normally only when the batch is durable."""
 
 
+class TopicIds:
+    """The current id of each topic (Metadata v10+), asked through an admin client at most once per
+    `max_age` unless forced. A topic that does not exist maps to None; a broker that gives no ids maps to
+    "" (then nothing can be compared and positions are trusted as they are)."""
+
+    def __init__(self, bootstrap_servers: str, topics: list[str], *, tls: ClientTls | None = None) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = topics
+        self.tls = tls
+        self.max_age = METADATA_MAX_AGE_MS / 1000
+        self._admin: KafkaAdminClient | None = None
+        self._ids: dict[str, str | None] = {}
+        self._asked = float("-inf")
+
+    def current(self, *, force: bool = False) -> dict[str, str | None]:
+        if force or time.monotonic() - self._asked >= self.max_age:
+            if self._admin is None:
+                self._admin = make_admin_client(
+                    self.bootstrap_servers, client_id="pm-consumer-admin", tls=self.tls
+                )
+            described = {t.get("name"): t for t in self._admin.describe_topics(self.topics)}
+            self._ids = {topic: _topic_id(described.get(topic)) for topic in self.topics}
+            self._asked = time.monotonic()
+        return self._ids
+
+    def close(self) -> None:
+        if self._admin is not None:
+            close_quietly("admin client", self._admin.close)
+            self._admin = None
+
+
+def _topic_id(described: dict[str, Any] | None) -> str | None:
+    if described is None or described.get("error_code") != 0:
+        return None
+    topic_id = str(described.get("topic_id") or "")
+    return "" if topic_id.strip("0-") == "" else topic_id
+
+
+class _Assignments(ConsumerRebalanceListener):
+    """Remembers partitions assigned by a rebalance; the loop positions them itself after the poll."""
+
+    def __init__(self) -> None:
+        self.fresh: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.fresh.difference_update(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.fresh.update(assigned)
+
+
 class ConsumerLoop:
     """One consumer on its own thread; offsets are committed only after the handler returned.
 
     If the handler raises, nothing is committed and the consumer seeks back to the first record of the
     batch, so the batch is redelivered (handlers must be idempotent, e.g. de-duplicate by event id).
+
+    A log replaced under the consumer (the topic recreated, or an in-memory broker restarted empty: the
+    topic's id changes, offsets start again from 0) is read again from its beginning, never resumed at
+    offsets that belong to the old log:
+    - every commit carries the id of the log its offset belongs to as metadata, and is made only after
+      the topic's id was checked to be still that one (otherwise a batch read from the old log would be
+      committed onto the new one, the consumer rebuilt after a rebalance would resume there, and every
+      record before it would be skipped);
+    - on each assignment a partition is positioned at its committed offset only when nothing says that
+      offset belongs to another log (its metadata, where the broker keeps it; this loop's own knowledge);
+      otherwise at its beginning;
+    - a running consumer asks for the topic ids every few seconds and re-reads a replaced log.
+    Re-reading is safe because handlers de-duplicate.
     """
 
     def __init__(
@@ -218,21 +282,19 @@ class ConsumerLoop:
         self.connected = threading.Event()
         self.last_error: str | None = None
         self._assignment: frozenset[TopicPartition] = frozenset()
-        # Which log our positions belong to, kept across reconnects: a consumer rebuilt after an error
-        # resumes from committed offsets that may point into a log replaced meanwhile.
-        self._topic_ids: dict[Any, Any] = {}
-        # Partitions re-read from their beginning with nothing committed since: a consumer rebuilt (or a
-        # rebalance) meanwhile would resume from the old log's committed offsets, so they are re-read again.
-        self._unconfirmed: set[TopicPartition] = set()
+        # Kept across reconnects. The id of the log each partition's position (and our commits) belong to.
+        self._log_of: dict[TopicPartition, str | None] = {}
+        # Partitions sent back to their beginning with nothing committed since: their committed offset
+        # may still be one of the old log's, so a reassignment must not resume there.
+        self._rereading: set[TopicPartition] = set()
 
     @property
     def assignment(self) -> frozenset[TopicPartition]:
         """The partitions this member owned at its last poll (empty until it has joined its group)."""
         return self._assignment
 
-    def _consumer(self) -> KafkaConsumer:
-        return KafkaConsumer(
-            *self.topics,
+    def _consumer(self, assignments: _Assignments) -> KafkaConsumer:
+        consumer = KafkaConsumer(
             **security_options(self.tls),
             bootstrap_servers=bootstrap_list(self.bootstrap_servers),
             group_id=self.group_id,
@@ -240,15 +302,20 @@ class ConsumerLoop:
             enable_auto_commit=False,
             # `latest` is unreliable on some Kafka-protocol brokers; committed offsets make it moot.
             auto_offset_reset="earliest",
-            session_timeout_ms=6000,
-            # Topic ids come with metadata; refreshed every few seconds (default: 5 minutes), a recreated
-            # topic is noticed while its new log is still short (see _reread_replaced_logs).
+            # A topic made by a metadata request gets the broker's default partition count; ours are
+            # created explicitly (ensure_topics), also after a broker lost them.
+            allow_auto_create_topics=False,
+            # Refreshed every few seconds (default: 5 minutes): a recreated topic's partitions (its count
+            # may differ) are assigned soon after it appears.
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
             max_poll_records=self.max_records,
             request_timeout_ms=REQUEST_TIMEOUT_MS + 5000,
             bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
         )
+        consumer.subscribe(self.topics, listener=assignments)
+        return consumer
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name=f"consumer-{self.group_id}", daemon=True)
@@ -262,11 +329,13 @@ class ConsumerLoop:
     def run(self) -> None:
         while not self._stop.is_set():
             consumer = None
+            topic_ids = TopicIds(self.bootstrap_servers, self.topics, tls=self.tls)
             try:
-                consumer = self._consumer()
+                assignments = _Assignments()
+                consumer = self._consumer(assignments)
                 self.connected.set()
                 self.last_error = None
-                self._poll_until_stopped(consumer)
+                self._poll_until_stopped(consumer, assignments, topic_ids)
             except KafkaError as exc:
                 self.connected.clear()
                 self.last_error = str(exc)[:200]
@@ -279,15 +348,22 @@ class ConsumerLoop:
                 self._stop.wait(self.retry_backoff_s)
             finally:
                 self._assignment = frozenset()
+                topic_ids.close()
                 if consumer is not None:
                     close_quietly("consumer", consumer.close, autocommit=False)
 
-    def _poll_until_stopped(self, consumer: KafkaConsumer) -> None:
-        topic_ids = self._topic_ids
-        sought: set[TopicPartition] = set()
+    def _poll_until_stopped(
+        self, consumer: KafkaConsumer, assignments: _Assignments, topic_ids: TopicIds
+    ) -> None:
         while not self._stop.is_set():
             batches = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
             self._assignment = frozenset(consumer.assignment())
+            if assignments.fresh:
+                positioned = self._position(consumer, assignments.fresh & self._assignment, topic_ids)
+                assignments.fresh.clear()
+                # Fetched before we positioned them: they come again from where we put the position.
+                batches = {tp: records for tp, records in batches.items() if tp not in positioned}
+            done: dict[TopicPartition, int] = {}
             for tp, records in batches.items():
                 if not records:
                     continue
@@ -301,38 +377,58 @@ class ConsumerLoop:
                     consumer.seek(tp, records[0].offset)
                     self._stop.wait(self.retry_backoff_s)
                     continue
-                consumer.commit({TopicPartition(tp.topic, tp.partition): _offset(records[-1].offset + 1)})
-                self._unconfirmed.discard(TopicPartition(tp.topic, tp.partition))
-            self._reread_replaced_logs(consumer, topic_ids, sought)
+                done[TopicPartition(tp.topic, tp.partition)] = records[-1].offset + 1
+            self._commit(consumer, done, topic_ids.current(force=bool(done)))
+            self._reread_replaced_logs(consumer, topic_ids.current())
 
-    def _reread_replaced_logs(
-        self, consumer: KafkaConsumer, topic_ids: dict[Any, Any], sought: set[TopicPartition]
+    def _position(
+        self, consumer: KafkaConsumer, fresh: set[TopicPartition], topic_ids: TopicIds
+    ) -> set[TopicPartition]:
+        """Put each newly assigned partition at its committed offset, or at its beginning when that
+        offset may belong to another log than the topic's current one."""
+        ids = topic_ids.current(force=True)
+        beginning: list[TopicPartition] = []
+        for tp in fresh:
+            current = ids.get(tp.topic)
+            committed = consumer.committed(tp, metadata=True, timeout_ms=REQUEST_TIMEOUT_MS)
+            trusted = (
+                committed is not None
+                and tp not in self._rereading
+                and self._log_of.get(tp, current) == current
+                and (not committed.metadata or not current or committed.metadata == current)
+            )
+            if trusted:
+                consumer.seek(tp, committed.offset)
+            else:
+                beginning.append(tp)
+            self._log_of[tp] = current
+        if beginning:
+            consumer.seek_to_beginning(*beginning)
+            self._rereading.update(beginning)
+        return set(fresh)
+
+    def _commit(
+        self, consumer: KafkaConsumer, done: dict[TopicPartition, int], ids: dict[str, str | None]
     ) -> None:
-        """Read a partition again from its beginning when its log was replaced under us: the topic was
-        recreated (its id changed) or the broker lost its data (an in-memory broker restarted), so our
-        position points into a log that no longer exists. Kafka answers a fetch past the end with
-        OFFSET_OUT_OF_RANGE and the client resets to `earliest`; some Kafka-protocol brokers answer with
-        nothing, and a position that happens to fit the new log would skip its first records silently.
-        Re-reading is safe because handlers de-duplicate.
+        """Commit what the handler made durable, unless the topic's log changed since it was read: then
+        the offsets number records of a log that is gone (_reread_replaced_logs sends them back)."""
+        offsets = {
+            tp: OffsetAndMetadata(offset, self._log_of.get(tp) or "", -1)
+            for tp, offset in done.items()
+            if ids.get(tp.topic) is not None and ids.get(tp.topic) == self._log_of.get(tp)
+        }
+        if offsets:
+            consumer.commit(offsets)
+            self._rereading.difference_update(offsets)
 
-        `topic_ids` maps a topic to the first id this consumer saw, and a partition to the id of the log
-        its position belongs to. A partition assigned for the first time is taken to be positioned in the
-        topic's first-seen log (its committed offset may well come from there): a topic recreated while
-        the group was rebalancing (the topic briefly gone, nothing assigned) is re-read all the same."""
+    def _reread_replaced_logs(self, consumer: KafkaConsumer, ids: dict[str, str | None]) -> None:
+        """Read a partition again from its beginning when its log was replaced under us: the topic's id
+        changed (recreated, or an in-memory broker restarted), or, on a broker that gives no ids, the log
+        ends before our position. Kafka answers a fetch past the end with OFFSET_OUT_OF_RANGE and the
+        client resets to `earliest`; some Kafka-protocol brokers answer with nothing, and a position that
+        happens to fit the new log would skip its first records silently."""
         assigned = consumer.assignment()
-        sought.intersection_update(assigned)  # a partition assigned again is positioned from commits
-        replaced: set[TopicPartition] = set()
-        cluster = consumer._client.cluster  # topic ids (metadata v10+) are kept only there
-        for tp in assigned:
-            current = cluster.topic_id(tp.topic)
-            if current is None:
-                continue
-            first_seen = topic_ids.setdefault(tp.topic, current)
-            if topic_ids.setdefault(tp, first_seen) != current:
-                topic_ids[tp] = current
-                replaced.add(tp)
-            elif tp in self._unconfirmed and tp not in sought:
-                replaced.add(tp)
+        replaced = {tp for tp in assigned if tp in self._log_of and self._log_of[tp] != ids.get(tp.topic)}
         for tp in assigned - replaced:
             try:
                 end = consumer.highwater(tp)
@@ -341,20 +437,23 @@ class ConsumerLoop:
                 continue
             if end is not None and position is not None and position > end:
                 replaced.add(tp)
-        if replaced:
-            log.warning(
-                "the log under our position was replaced; reading it from the beginning",
-                extra={"partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in replaced)},
-            )
-            consumer.seek_to_beginning(*replaced)
-            self._unconfirmed |= replaced
-            sought |= replaced
-
-
-def _offset(value: int) -> Any:
-    from kafka.structs import OffsetAndMetadata
-
-    try:
-        return OffsetAndMetadata(value, "", -1)
-    except TypeError:  # older kafka-python: (offset, metadata)
-        return OffsetAndMetadata(value, "")
+        if not replaced:
+            return
+        log.warning(
+            "the log under our position was replaced; reading it from the beginning",
+            extra={"partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in replaced)},
+        )
+        for tp in replaced:
+            self._log_of[tp] = ids.get(tp.topic)
+        consumer.seek_to_beginning(*replaced)
+        self._rereading.update(replaced)
+        # A commit of the old log's offsets may have reached the new log before we saw its id: put the
+        # group back at the beginning too, so that another member (or this one, rebuilt) starts there.
+        restart = {
+            tp: OffsetAndMetadata(0, self._log_of[tp] or "", -1) for tp in replaced if self._log_of[tp]
+        }
+        if restart:
+            try:
+                consumer.commit(restart)
+            except KafkaError as exc:  # a rebalance meanwhile: the reassignment positions it anyway
+                log.debug("could not reset the committed offsets", extra={"error": str(exc)[:200]})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from pm.common.tokens import JwksKeys, KeySource, RevocationList, TokenVerifier, http_revocation_feed
-from pm.common.web import Metrics, ServiceMiddleware
+from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
 from pm.gateway.adapters.health import downstream_check
 from pm.gateway.adapters.openapi import ApiDocs, DocsSource
 from pm.gateway.adapters.upstream import ConnectionPools, Proxy, Timeouts
@@ -15,9 +16,9 @@ from pm.gateway.domain.clients import ClientAddresses
 from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.ratelimit import RateLimiter
 from pm.gateway.domain.routes import public_routes
-from pm.gateway.entrypoints.app import GatewayApp
+from pm.gateway.entrypoints.app import create_app
 from pm.gateway.entrypoints.authn import BearerAuthenticator
-from pm.gateway.entrypoints.pages import StaticFolder, swagger_ui_folder, without_demo_hint
+from pm.gateway.entrypoints.pages import swagger_ui_folder
 
 SERVICE = "gateway"
 DASHBOARD_FOLDER = Path(__file__).parent / "dashboard"
@@ -34,14 +35,6 @@ class Gateway:
         """Fetch the signing keys up front so that the first requests need no fetch (best effort)."""
         if isinstance(self.keys, JwksKeys):
             self.keys.refresh()
-
-
-def dashboard_folder(*, production: bool) -> StaticFolder:
-    overrides = {}
-    if production:
-        page = without_demo_hint((DASHBOARD_FOLDER / "index.html").read_bytes())
-        overrides = {"index.html": (page, "text/html; charset=utf-8")}
-    return StaticFolder(DASHBOARD_FOLDER, cache_control="no-cache", overrides=overrides)
 
 
 def bootstrap(
@@ -77,7 +70,7 @@ def bootstrap(
         timeouts,
         cache_seconds=settings.docs_cache_seconds,
     )
-    gateway = GatewayApp(
+    gateway = create_app(
         routes=public_routes(),
         proxy=proxy,
         authenticator=BearerAuthenticator(
@@ -85,18 +78,19 @@ def bootstrap(
         ),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         clients=ClientAddresses(settings.trusted_proxies),
-        cors=CorsPolicy(settings.cors_origins),
+        cors_policy=CorsPolicy(settings.cors_origins),
         docs=docs,
-        # The Swagger UI bundle is versioned with the package: browsers may keep it for a day.
-        swagger_ui=StaticFolder(swagger_ui_folder(), cache_control="public, max-age=86400"),
-        dashboard=dashboard_folder(production=settings.is_production),
+        swagger_ui=swagger_ui_folder(),
+        dashboard=DASHBOARD_FOLDER,
+        production=settings.is_production,
         registry=metrics.registry,
     )
     checks = {
         name: downstream_check(name, url, settings.health_timeout, tls=tls) for name, url in upstreams.items()
     }
     app = ServiceMiddleware(
-        gateway,
+        # pm.common.web spells the ASGI types with dict where Starlette says MutableMapping.
+        cast(ASGIApp, gateway),
         service=SERVICE,
         # Without auth or patient the gateway cannot serve its purpose; without analytics only the
         # dashboard's figures are missing: it is DEGRADED then, and stays in the load balancer.

@@ -266,6 +266,53 @@ def test_a_recreated_topic_is_read_from_its_beginning(
     assert set(received.ids()) == set(first) | wanted
 
 
+def test_a_batch_read_from_a_replaced_log_is_not_committed_onto_the_new_one(
+    kafka_bootstrap: str, topic: str, producer: KafkaProducer, loops: Callable[..., ConsumerLoop]
+) -> None:
+    """Issue 15's flaky rebuild: a batch of the old log finished after the topic was recreated. Its
+    offset, committed onto the new log, made the next member of the group skip the records before it."""
+    group = unique("group")
+    patient = str(uuid.uuid4())  # one key: every event in one partition, old log and new
+    holding, release, returned = threading.Event(), threading.Event(), threading.Event()
+    received = Received()
+
+    def slow_first_batch(records: list[Any]) -> None:
+        if not holding.is_set():
+            holding.set()
+            release.wait(30)
+            received(records)
+            returned.set()
+            return
+        received(records)
+
+    publish(producer, topic, [event(patient) for _ in range(10)])
+    first = loops(kafka_bootstrap, [topic], group, slow_first_batch)
+    wait_until(holding.is_set, 20, "the first batch of the old log")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="test-admin")
+    try:
+        admin.delete_topics([topic])
+        wait_until(lambda: topic not in admin.list_topics(), 10, "the topic to be deleted")
+    finally:
+        admin.close()
+    ensure_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
+    after = [event(patient) for _ in range(12)]
+    with make_producer(kafka_bootstrap, client_id="test-producer-2") as second:
+        publish(second, topic, after)
+    release.set()
+    wait_until(returned.is_set, 10, "the held batch to finish")
+    time.sleep(0.5)  # what follows the batch (its commit) is done
+    first.stop()
+
+    resumed = Received()
+    loops(kafka_bootstrap, [topic], group, resumed)
+    wanted = {e.event_id for e in after}
+    wait_until(
+        lambda: wanted <= set(received.ids()) | set(resumed.ids()),
+        30,
+        "every event of the new log in one member or the next",
+    )
+
+
 def test_a_consumer_started_before_the_broker_connects_once_it_is_up(
     loops: Callable[..., ConsumerLoop],
 ) -> None:

@@ -4,6 +4,7 @@ when the feed is away, and makes TokenVerifier refuse ended sessions (and tokens
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pm.common.tokens import InvalidToken, RevocationList, StaticKeys, TokenVerifier
+from pm.common.tokens import InvalidToken, RevocationList, StaticKeys, TokenVerifier, http_revocation_feed
 from tests.support.tokens import ISSUER, SigningKey
 
 
@@ -114,3 +115,37 @@ def test_the_verifier_refuses_ended_sessions_and_tokens_without_a_session() -> N
         verifier.verify(key.mint(drop=("sid",)))
     # Without a revocation list (tests, tools) tokens need no session.
     assert TokenVerifier(StaticKeys({"k1": key.public}), issuer=ISSUER).verify(key.mint(drop=("sid",)))
+
+
+def test_the_http_feed_keeps_one_connection_across_polls() -> None:
+    """Polled every few seconds for the life of a process: each poll must not open (and TLS-load) anew."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    peers: list[tuple[str, int]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            peers.append(self.client_address)
+            body = b'{"cursor": 0, "revoked": [], "more": false}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        fetch = http_revocation_feed(f"http://127.0.0.1:{server.server_address[1]}/revocations")
+        for _ in range(3):
+            assert fetch(0)["revoked"] == []
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(peers) == 3
+    assert len(set(peers)) == 1, f"each poll opened its own connection: {peers}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -216,6 +218,13 @@ def write_figures(name: str, figures: Mapping[str, Any]) -> None:
     print(f"FIGURES {name}: {text}")
 
 
+def keep_log(name: str, text: str) -> None:
+    """Keep every log line of a module's system beside its figures, for a failure to be read later."""
+    folder = Path(os.environ.get("PM_FIGURES_DIR", "extra-output")) / "reliability"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.log").write_text(text + "\n")
+
+
 def kill_broker(system: System) -> None:
     """SIGKILL the in-memory broker: everything it held is gone (a fresh one starts empty)."""
     broker = system.stack.broker
@@ -245,4 +254,62 @@ def lost_and_doubled(system: System, created: list[str], timeout: float = 90.0) 
     return {
         "events_lost": sum(1 for pid in created if pid not in counts),
         "counted_twice": sum(n - 1 for n in counts.values() if n > 1),
+    }
+
+
+def rebuild_analytics(system: System, token: str) -> dict[str, Any]:
+    """Make analytics wrong on purpose, run `analytics rebuild`, wait until the summary equals the patient
+    outbox's event counts; the figures. Raises AssertionError (with the warnings logged) if it never does."""
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def expected() -> dict[str, int]:
+        counts = dict(system.sql("patient", "SELECT event_type, count(*) FROM outbox GROUP BY event_type"))
+        return {
+            "patientsCreated": int(counts.get("PATIENT_CREATED", 0)),
+            "patientsUpdated": int(counts.get("PATIENT_UPDATED", 0)),
+            "patientsDeleted": int(counts.get("PATIENT_DELETED", 0)),
+        }
+
+    def summary() -> dict[str, int]:
+        body = httpx.get(system.url("analytics") + "/analytics/summary", headers=headers, timeout=10.0).json()
+        return {key: body[key] for key in ("patientsCreated", "patientsUpdated", "patientsDeleted")}
+
+    def explain(what: str) -> AssertionError:
+        notes = [
+            line
+            for line in system.log_text().splitlines()
+            if ("WARN" in line or "ERROR" in line) and "blocking the event loop" not in line
+        ]
+        return AssertionError(
+            f"{what}: summary {summary()} != outbox {expected()}\n" + "\n".join(notes[-30:])
+        )
+
+    try:
+        wait_until(lambda: summary() == expected(), 120.0, "analytics caught up before the rebuild")
+    except AssertionError:
+        raise explain("before the rebuild") from None
+    # A rebuild must not add to what is there, it must start over.
+    system.sql("analytics", "UPDATE totals SET patients_created = patients_created + 1000")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "pm.analytics.main", "rebuild"],
+        env=system.stack.env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    try:
+        wait_until(lambda: summary() == expected(), 180.0, "analytics rebuilt from the outbox")
+    except AssertionError:
+        raise explain(f"after the rebuild ({result.stdout[-1000:]})") from None
+    rebuilt = time.monotonic() - started
+    events = system.sql("analytics", "SELECT count(*), count(DISTINCT event_id) FROM patient_event")[0]
+    return {
+        "outbox_events": system.sql("patient", "SELECT count(*) FROM outbox")[0][0],
+        "analytics_events_after_rebuild": events[0],
+        "distinct_event_ids": events[1],
+        "seconds_to_rebuild": round(rebuilt, 1),
+        **summary(),
     }

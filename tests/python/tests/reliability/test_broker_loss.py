@@ -21,6 +21,7 @@ from tests.reliability.harness import (
     kill_broker,
     lost_and_doubled,
     patient_body,
+    rebuild_analytics,
     write_figures,
 )
 
@@ -98,3 +99,25 @@ def test_broker_killed_at_random_points_of_a_load_loses_no_event(system: System,
     assert figures["5xx"] == 0
     assert figures["events_lost"] == 0
     assert figures["counted_twice"] == 0
+
+
+def test_analytics_rebuild_after_the_broker_kills_ends_equal_to_the_outbox(
+    system: System, token: str
+) -> None:
+    """The rebuild that was flaky in issue 15 (2 of 4 runs short): after the kills above, the topic
+    recreated under a consumer that has reconnected many times."""
+    with httpx.Client(base_url=system.gateway, headers={"Authorization": f"Bearer {token}"}) as client:
+        ids = [
+            client.post("/api/patients", json=patient_body("rebuild"), timeout=20.0).json()["id"]
+            for _ in range(3)
+        ]
+        assert (
+            client.put(f"/api/patients/{ids[0]}", json=patient_body("rebuilt"), timeout=20.0).status_code
+            == 200
+        )
+        assert client.delete(f"/api/patients/{ids[1]}", timeout=20.0).status_code == 204
+    figures = rebuild_analytics(system, token)
+    write_figures("analytics_rebuild_after_broker_kills", figures)
+    assert (
+        figures["analytics_events_after_rebuild"] == figures["distinct_event_ids"] == figures["outbox_events"]
+    )

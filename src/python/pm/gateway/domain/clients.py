@@ -34,6 +34,8 @@ class ClientAddresses:
         """The client's address for limits and for the services (`X-Forwarded-For`)."""
         if peer is None:
             return UNKNOWN
+        if not self.networks:
+            return peer
         peer_address = _address(peer)
         if peer_address is None or not self.trusted(peer_address):
             return peer

@@ -1,4 +1,4 @@
-"""What crosses the gateway in each direction: hop-by-hop headers stay, identity is the gateway's."""
+"""What crosses the gateway in each direction: hop-by-hop headers stay, forwarding facts are the gateway's."""
 
 from __future__ import annotations
 
@@ -20,15 +20,12 @@ HOP_BY_HOP = frozenset(
         b"proxy-connection",
     }
 )
-SUBJECT_HEADER = b"x-authenticated-subject"
-ROLE_HEADER = b"x-authenticated-role"
-# The gateway alone asserts identity and forwarding facts; copies sent by clients are dropped.
+# The gateway alone states forwarding facts; copies sent by clients are dropped. (The caller's identity
+# travels as the bearer token itself, forwarded unchanged: every service verifies it.)
 FORWARDED_PREFIX = b"x-forwarded-prefix"
 GATEWAY_OWNED = frozenset(
     {
         b"host",
-        SUBJECT_HEADER,
-        ROLE_HEADER,
         b"forwarded",
         b"x-forwarded-for",
         b"x-forwarded-proto",
@@ -54,7 +51,6 @@ def upstream_request_headers(
     *,
     client: str,
     scheme: str,
-    identity: tuple[str, str] | None,
     forwarded_prefix: str = "",
 ) -> Headers:
     """Request headers for the upstream: the client's end-to-end headers plus the gateway's own.
@@ -79,10 +75,6 @@ def upstream_request_headers(
         out.append((b"x-forwarded-host", host))
     if forwarded_prefix:
         out.append((FORWARDED_PREFIX, forwarded_prefix.encode("latin-1")))
-    if identity is not None:
-        subject, role = identity
-        out.append((SUBJECT_HEADER, subject.encode("utf-8")))
-        out.append((ROLE_HEADER, role.encode("utf-8")))
     return out
 
 

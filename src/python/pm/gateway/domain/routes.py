@@ -9,7 +9,8 @@ ADMIN = ("ADMIN",)
 
 @dataclass(frozen=True)
 class Route:
-    """Public paths `prefix` and `prefix/...` go to `upstream` with `prefix` replaced by `target`."""
+    """Public paths `prefix` and `prefix/...` (only `prefix` if `exact`) go to `upstream` with `prefix`
+    replaced by `target`. The gateway's Starlette router tries the routes in order."""
 
     upstream: str
     prefix: str
@@ -26,62 +27,31 @@ class Route:
             return self.prefix[: -len(self.target)]
         return ""
 
-    def rewrite(self, path: str) -> str | None:
-        """The upstream path for a public `path`, or None when this route does not take it."""
-        if path == self.prefix:
-            return self.target or "/"
-        if self.exact or not path.startswith(self.prefix + "/"):
-            return None
-        return self.target + path[len(self.prefix) :]
 
-
-@dataclass(frozen=True)
-class Match:
-    route: Route
-    upstream_path: str
-
-
-class RouteTable:
-    """Routes tried in order; the first that takes a path wins."""
-
-    def __init__(self, routes: list[Route]) -> None:
-        self.routes = list(routes)
-
-    def match(self, path: str) -> Match | None:
-        for route in self.routes:
-            upstream_path = route.rewrite(path)
-            if upstream_path is not None:
-                return Match(route, upstream_path)
-        return None
-
-
-def public_routes() -> RouteTable:
+def public_routes() -> tuple[Route, ...]:
     """The public API of the system (system.md, Gateway section).
 
     Auth is exposed through an allow-list: its login, refresh, validation and key endpoints are public,
     logout and user management need a token (auth itself enforces ADMIN), and nothing else of auth
     (health, metrics, the internal revocation feed) is reachable from outside.
     """
-    return RouteTable(
-        [
-            Route("auth", "/auth/login", "/login", needs_token=False, exact=True),
-            Route("auth", "/auth/token/refresh", "/token/refresh", needs_token=False, exact=True),
-            Route("auth", "/auth/logout", "/logout", needs_token=True, exact=True),
-            Route("auth", "/auth/validate", "/validate", needs_token=False, exact=True),
-            Route(
-                "auth",
-                "/auth/.well-known/jwks.json",
-                "/.well-known/jwks.json",
-                needs_token=False,
-                exact=True,
-            ),
-            Route("auth", "/auth/users", "/users", needs_token=True),
-            Route("patient", "/api/patients", "/patients", needs_token=True),
-            Route("analytics", "/api/analytics", "/analytics", needs_token=True),
-            # The broker view: the outbox backlog is the patient service's, the rest analytics'.
-            Route(
-                "patient", "/api/broker/outbox", "/broker/outbox", needs_token=True, exact=True, roles=ADMIN
-            ),
-            Route("analytics", "/api/broker", "/broker", needs_token=True, roles=ADMIN),
-        ]
+    return (
+        # The busiest first: the router tries them in order, and the first that takes a path wins.
+        Route("patient", "/api/patients", "/patients", needs_token=True),
+        Route("analytics", "/api/analytics", "/analytics", needs_token=True),
+        # The broker view: the outbox backlog is the patient service's, the rest analytics'.
+        Route("patient", "/api/broker/outbox", "/broker/outbox", needs_token=True, exact=True, roles=ADMIN),
+        Route("analytics", "/api/broker", "/broker", needs_token=True, roles=ADMIN),
+        Route("auth", "/auth/users", "/users", needs_token=True),
+        Route("auth", "/auth/login", "/login", needs_token=False, exact=True),
+        Route("auth", "/auth/token/refresh", "/token/refresh", needs_token=False, exact=True),
+        Route("auth", "/auth/logout", "/logout", needs_token=True, exact=True),
+        Route("auth", "/auth/validate", "/validate", needs_token=False, exact=True),
+        Route(
+            "auth",
+            "/auth/.well-known/jwks.json",
+            "/.well-known/jwks.json",
+            needs_token=False,
+            exact=True,
+        ),
     )

@@ -1,55 +1,97 @@
-"""What the gateway serves itself: Swagger UI over the services' documents, and the dashboard."""
+"""What the gateway serves itself: the services' API documents, Swagger UI over them, and the dashboard."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import cast
 
-from starlette import types
-from starlette.responses import FileResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
-from pm.common.web import Receive, Scope, Send
+from pm.gateway.adapters.openapi import ApiDocs
+from pm.gateway.adapters.upstream import UpstreamFailure
+from pm.gateway.entrypoints.problems import problem_response
 
+DOCS = "/docs"
+API_DOCS = "/api-docs"
+DASHBOARD = "/dashboard"
 STATIC_SUFFIXES = frozenset(
     {".html", ".js", ".mjs", ".css", ".map", ".svg", ".png", ".ico", ".json", ".woff", ".woff2", ".txt"}
 )
 
 
-class NotFound(Exception):
-    pass
+class AssetFolder(StaticFiles):
+    """StaticFiles limited to web assets (no hidden files, no BUILD or source files next to them), sent
+    with `cache_control`."""
 
-
-class StaticFolder:
-    """Files of one folder, by relative path; anything outside it or of another kind is not found."""
-
-    def __init__(
-        self, root: Path, *, cache_control: str, overrides: Mapping[str, tuple[bytes, str]] | None = None
-    ) -> None:
-        self.root = root.resolve()
+    def __init__(self, directory: Path, *, cache_control: str) -> None:
+        super().__init__(directory=directory)
         self.cache_control = cache_control
-        # Files served from memory instead (relative path -> content, media type).
-        self.overrides = dict(overrides or {})
 
-    def locate(self, relative: str) -> Path:
-        parts = PurePosixPath(relative).parts
-        if not parts or any(part in ("..", ".") or part.startswith(".") or "\\" in part for part in parts):
-            raise NotFound(relative)
-        path = self.root.joinpath(*parts)
-        if path.suffix not in STATIC_SUFFIXES or not path.is_file():
-            raise NotFound(relative)
-        return path
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        relative = PurePosixPath(path)
+        if relative.suffix not in STATIC_SUFFIXES or any(part.startswith(".") for part in relative.parts):
+            raise HTTPException(404)
+        response = await super().get_response(path, scope)
+        response.headers["cache-control"] = self.cache_control
+        return response
 
-    async def serve(self, relative: str, scope: Scope, receive: Receive, send: Send) -> None:
-        response: Response
-        if relative in self.overrides:
-            content, media_type = self.overrides[relative]
-            response = Response(content, media_type=media_type, headers={"cache-control": self.cache_control})
-        else:
-            response = FileResponse(self.locate(relative), headers={"cache-control": self.cache_control})
-        await response(scope, receive, cast(types.Send, send))
+
+def docs_routes(docs: ApiDocs, swagger_ui: Path) -> list[BaseRoute]:
+    """`/api-docs/<name>` (each service's document, pointed at the gateway) and Swagger UI at `/docs`."""
+    index = swagger_index(DOCS)
+    config = swagger_config([(name, f"{API_DOCS}/{name}") for name in docs.sources])
+
+    async def index_page(_request: Request) -> Response:
+        return HTMLResponse(index)
+
+    async def config_script(_request: Request) -> Response:
+        return Response(config, media_type="text/javascript")
+
+    async def api_document(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in docs:
+            raise HTTPException(404)
+        try:
+            document = await docs.document(name)
+        except UpstreamFailure as failure:
+            return problem_response(failure.status, failure.title, failure.detail)
+        return Response(document, media_type="application/json")
+
+    return [
+        Route(API_DOCS + "/{name}", api_document, methods=["GET"]),
+        Route(DOCS, index_page, methods=["GET"]),
+        Route(DOCS + "/", index_page, methods=["GET"]),
+        Route(DOCS + "/swagger-config.js", config_script, methods=["GET"]),
+        # The Swagger UI bundle is versioned with the package: browsers may keep it for a day.
+        Mount(DOCS, app=AssetFolder(swagger_ui, cache_control="public, max-age=86400")),
+    ]
+
+
+def dashboard_routes(folder: Path, *, production: bool) -> list[BaseRoute]:
+    """The dashboard under `/dashboard/` (`/` and `/dashboard` redirect there)."""
+    page = (folder / "index.html").read_bytes()
+    if production:
+        page = without_demo_hint(page)
+
+    async def to_dashboard(_request: Request) -> Response:
+        return RedirectResponse(DASHBOARD + "/", status_code=307)
+
+    async def index_page(_request: Request) -> Response:
+        return HTMLResponse(page, headers={"cache-control": "no-cache"})
+
+    return [
+        Route("/", to_dashboard, methods=["GET"]),
+        Route(DASHBOARD, to_dashboard, methods=["GET"]),
+        Route(DASHBOARD + "/", index_page, methods=["GET"]),
+        Route(DASHBOARD + "/index.html", index_page, methods=["GET"]),
+        Mount(DASHBOARD, app=AssetFolder(folder, cache_control="no-cache")),
+    ]
 
 
 DEMO_HINT = re.compile(rb"\s*<p [^>]*data-demo-hint[^>]*>.*?</p>", re.DOTALL)

@@ -126,7 +126,7 @@ def test_the_http_feed_keeps_one_connection_across_polls() -> None:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             peers.append(self.client_address)
             body = b'{"cursor": 0, "revoked": [], "more": false}'
             self.send_response(200)

@@ -187,6 +187,8 @@ def test_forwarded_headers_and_hop_by_hop(gateway: Gateway, upstreams: dict, sig
             "X-Forwarded-For": "203.0.113.9",
             "Forwarded": "for=203.0.113.9",
             "Host": "public.example.com",
+            "X-Authenticated-Role": "ADMIN",
+            "X-Authenticated-Subject": "someone-else",
         },
     )
     seen = echoed_headers(response)

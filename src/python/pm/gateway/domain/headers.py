@@ -33,6 +33,9 @@ GATEWAY_OWNED = frozenset(
         FORWARDED_PREFIX,
     }
 )
+# Identity assertions are never taken from a client: an `X-Authenticated-*` header a client sends is
+# dropped, so no service (or a proxy behind the gateway) can ever be fooled by one.
+IDENTITY_PREFIX = b"x-authenticated-"
 # Set by the gateway's own server for its response; the upstream's copies would duplicate them.
 RESPONSE_OWNED = frozenset({b"date", b"server"})
 
@@ -67,7 +70,7 @@ def upstream_request_headers(
         lowered = name.lower()
         if lowered == b"host":
             host = value
-        elif lowered not in drop and not lowered.startswith(b"proxy-"):
+        elif lowered not in drop and not lowered.startswith((b"proxy-", IDENTITY_PREFIX)):
             out.append((lowered, value))
     out.append((b"x-forwarded-for", client.encode("latin-1")))
     out.append((b"x-forwarded-proto", scheme.encode("latin-1")))

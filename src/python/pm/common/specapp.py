@@ -1,44 +1,40 @@
 """One way to build a service's Connexion app from its OpenAPI document, with what measurement showed it costs.
 
 Every HTTP service (auth, patient, analytics) is a `FlaskApp` over a YAML spec with strict request
-validation and problem+json errors. Three choices here come from profiling the patient service's
-`GET /patients/{id}` under load (docs/benchmarks.md):
+validation and problem+json errors, built only through Connexion's documented parameters. Four choices
+here come from profiling the patient service's `GET /patients/{id}` under load (docs/benchmarks.md):
 
-- Responses are encoded compactly by the C JSON encoder. Connexion's default for Flask pretty-prints
-  (`indent=2`), which makes `json` fall back to its pure-Python encoder for every response body.
+- Responses are encoded compactly by the C JSON encoder (`jsonifier=`). Connexion's default for Flask
+  pretty-prints (`indent=2`), which makes `json` fall back to its pure-Python encoder for every body.
 - Response validation is optional (`PM_VALIDATE_RESPONSES`, off by default): it buffers every response,
   parses it again and runs the schema over it, a check of our own code rather than of the client's input.
   The test suites switch it on, so a handler that drifts from its spec fails there.
-- Connexion's security layer calls `inspect.signature` on the bearer-info function twice per request; the
-  answer never changes for a function, so it is cached.
-- Flask runs behind `OneHopWSGI` instead of Connexion's a2wsgi bridge. a2wsgi streams: the worker thread
-  hands the status line, every body chunk and the end of the body to the event loop one by one, waiting
-  for each (four cross-thread round trips for a small JSON answer). Our handlers answer small JSON
-  documents, so the worker thread runs the whole Flask request and the loop sends the finished response:
-  one hand-off there and one back.
+- The bearer scheme is checked by `BearerHandler` (`security_map=`, Connexion's documented way to replace
+  a security handler). Connexion's own handler calls `inspect.signature` on the bearer-info function twice
+  per request to decide which arguments to pass; ours knows them.
+- Flask is served by `pm.common.wsgi.OneHopWSGI`, the last entry of the app's middleware stack
+  (`middlewares=`), instead of Connexion's a2wsgi bridge: one thread hand-off per request instead of four.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import functools
-import io
+import importlib
+import inspect
 import json
-import sys
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import connexion.security
-from a2wsgi.wsgi import build_environ  # pants: no-infer-dep (comes with connexion[flask])
-from connexion import FlaskApp
+from connexion import ConnexionMiddleware, FlaskApp
+from connexion.exceptions import OAuthResponseProblem
 from connexion.jsonifier import Jsonifier
+from connexion.lifecycle import ConnexionRequest
 from connexion.resolver import Resolver
+from connexion.security import NO_VALUE, AbstractSecurityHandler
 
 from pm.common.problems import ErrorTable, install_problem_handlers
-from pm.common.web import Receive, Scope, Send, read_body
+from pm.common.tokens import bearer_token
+from pm.common.wsgi import OneHopWSGI
 
 COMPACT_JSON = Jsonifier(json, separators=(",", ":"))
 
@@ -55,8 +51,15 @@ def spec_app(
 ) -> FlaskApp:
     """A FlaskApp serving `spec` (a YAML file) with strict validation and problem+json errors; `errors`
     is the service's table from domain errors to problems (pm.common.problems)."""
-    cache_security_signatures()
-    app = FlaskApp(import_name, specification_dir=str(spec.parent), jsonifier=COMPACT_JSON)
+    bridge = OneHopWSGI()
+    app = FlaskApp(
+        import_name,
+        specification_dir=str(spec.parent),
+        jsonifier=COMPACT_JSON,
+        middlewares=[*ConnexionMiddleware.default_middlewares, bridge.around],
+        security_map={"bearer": BearerHandler},
+    )
+    bridge.app = app.app  # the Flask app, a WSGI app (Flask's own wsgi_app wrapping still applies)
     app.add_api(
         spec.name,
         resolver=resolver,
@@ -66,74 +69,46 @@ def spec_app(
         validator_map=dict(validator_map) if validator_map is not None else None,
     )
     install_problem_handlers(app, errors)
-    flask_side = app._middleware_app  # the one place Connexion keeps its WSGI bridge
-    flask_side.asgi_app = OneHopWSGI(flask_side.app.wsgi_app)
     return app
 
 
-def cache_security_signatures() -> None:
-    """Remember what `inspect_function_arguments` found per function in Connexion's security layer."""
-    current = connexion.security.inspect_function_arguments
-    if not hasattr(current, "cache_info"):
-        connexion.security.inspect_function_arguments = functools.lru_cache(maxsize=256)(current)
+BearerInfo = Callable[[str, ConnexionRequest], Awaitable[Mapping[str, Any] | None]]
 
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+class BearerHandler(AbstractSecurityHandler):
+    """The `http`/`bearer` security scheme: `await <x-bearerInfoFunc>(token, request)` -> claims or None.
 
-
-class OneHopWSGI:
-    """Serve a WSGI app over ASGI with one thread hand-off per request; responses are sent whole.
-
-    The request body is read on the event loop first (the service middleware has already bounded its
-    size), the WSGI app runs in a worker thread with the request's context variables (request id, logs),
-    and its status, headers and body come back together. Not for streaming responses: a WSGI iterable is
-    drained before anything is sent.
+    The spec's `x-bearerInfoFunc` must be a coroutine function taking `(token, request)` (checked once,
+    when the app starts). The token is read with `pm.common.tokens.bearer_token`, the one parser of
+    `Authorization` headers in the system: anything but `Bearer <token>` counts as no token (401). None
+    from the function is an invalid token (401).
     """
 
-    def __init__(self, app: WSGIApp, workers: int = 10) -> None:
-        self.app = app  # Connexion's add_wsgi_middleware wraps this attribute
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="WSGI")
+    security_definition_key = "x-bearerInfoFunc"
+    environ_key = "BEARERINFO_FUNC"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await receive()
-            await send({"type": "lifespan.startup.complete"})
-            await receive()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": 1000})
-            return
-        body = await read_body(receive) or b""
-        environ: dict[str, Any] = {
-            **build_environ(scope, io.BytesIO(body)),  # type: ignore[arg-type]
-            "wsgi.input_terminated": True,
-            "wsgi.errors": sys.stderr,
-        }
-        run = functools.partial(contextvars.copy_context().run, self._run, environ)
-        status, headers, chunks = await asyncio.get_running_loop().run_in_executor(self.executor, run)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"".join(chunks)})
+    def get_fn(self, security_scheme: dict[str, Any], required_scopes: list[str]) -> Callable[..., Any]:
+        info = bearer_info_function(security_scheme.get(self.security_definition_key))
 
-    def _run(self, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], list[bytes]]:
-        started: list[Any] = []
-        chunks: list[bytes] = []
+        async def verify(request: ConnexionRequest) -> Any:
+            token = bearer_token(request.headers.get("authorization"))
+            if token is None:
+                return NO_VALUE
+            claims = await info(token, request)
+            if claims is None:
+                raise OAuthResponseProblem(detail="Provided token is not valid")
+            return claims
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            if started and exc_info is None:
-                raise RuntimeError("start_response called twice without exc_info")
-            started[:] = [status, headers]
-            return chunks.append
+        return verify
 
-        iterable = self.app(environ, start_response)
-        try:
-            chunks.extend(iterable)
-        finally:
-            close = getattr(iterable, "close", None)
-            if close is not None:
-                close()
-        if not started:
-            raise RuntimeError("the WSGI app returned without starting a response")
-        status, headers = started
-        encoded = [(k.strip().lower().encode("latin-1"), v.strip().encode("latin-1")) for k, v in headers]
-        return int(status.split(" ", 1)[0]), encoded, chunks
+
+def bearer_info_function(reference: Any) -> BearerInfo:
+    """The coroutine function named `module.name` by a spec, refused unless it takes (token, request)."""
+    if not isinstance(reference, str) or "." not in reference:
+        raise ValueError("a bearer security scheme needs x-bearerInfoFunc: <module>.<function>")
+    module, _, name = reference.rpartition(".")
+    function = getattr(importlib.import_module(module), name)
+    parameters = list(inspect.signature(function).parameters)
+    if not inspect.iscoroutinefunction(function) or parameters[:2] != ["token", "request"]:
+        raise ValueError(f"{reference} must be `async def {name}(token, request)`")
+    return function  # type: ignore[no-any-return]

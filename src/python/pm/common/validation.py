@@ -151,8 +151,33 @@ CHECKED_IN_WORKER = object()
 class OffLoopJSONValidator(JSONRequestBodyValidator):
     """A JSON body validator that parses and checks bodies over INLINE_BODY_BYTES in a worker thread.
 
-    Subclasses implement `check(body)`: raise a problem for an invalid body.
+    Subclasses implement `check(body)`: raise a problem for an invalid body. `_parse` and `_validate` are
+    the hooks Connexion documents for custom validators ("Custom validators"); the schema, nullability
+    and encoding are kept here from the constructor's documented keywords, not read back from the base
+    class's attributes.
     """
+
+    def __init__(
+        self,
+        *,
+        schema: dict[str, Any],
+        required: bool = False,
+        nullable: bool = False,
+        encoding: str,
+        strict_validation: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            schema=schema,
+            required=required,
+            nullable=nullable,
+            encoding=encoding,
+            strict_validation=strict_validation,
+            **kwargs,
+        )
+        self.body_schema = schema
+        self.nullable = nullable
+        self.encoding = encoding
 
     async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Scope) -> Any:
         raw = b"".join([chunk async for chunk in stream])
@@ -166,7 +191,7 @@ class OffLoopJSONValidator(JSONRequestBodyValidator):
 
     def _decode(self, raw: bytes) -> Any:
         try:
-            text = raw.decode(self._encoding)
+            text = raw.decode(self.encoding)
             if not text:
                 return None
             body = json.loads(text)
@@ -186,7 +211,7 @@ class OffLoopJSONValidator(JSONRequestBodyValidator):
     def _validate(self, body: Any) -> dict | None:
         if body is CHECKED_IN_WORKER:
             return None
-        if not self._nullable and body is None:
+        if not self.nullable and body is None:
             raise BadRequestProblem("Request body must not be empty")
         if body is not None:
             self.check(body)
@@ -200,7 +225,7 @@ class FieldErrorsJSONValidator(OffLoopJSONValidator):
     """Connexion JSON body validator that collects ALL errors and maps them to declared messages."""
 
     def check(self, body: Any) -> None:
-        errors = field_errors(self._schema, body)
+        errors = field_errors(self.body_schema, body)
         if errors:
             log.info("request body rejected", extra={"fields": sorted(errors)})
             raise ValidationProblem(errors)

@@ -6,6 +6,20 @@ create those resources in moto's own backends, so that the stack deploys complet
 can be listed through the ordinary AWS APIs. On a stack update moto only revisits resources that name a
 changed parameter; like CloudFormation, the emulator here also revisits what depends on them (through
 `Ref`, `Fn::GetAtt`, `Fn::Sub`, conditions).
+
+This is the one module that touches moto's internals, because moto has no public way to add a
+CloudFormation resource type or an API operation: its server mode (`ThreadedMotoServer`, used below),
+its settings and its `/moto-api/` endpoints (reset, seeding, state transitions) cover none of it. What moto
+covers is listed at https://docs.getmoto.org/en/latest/docs/services/cloudformation.html (supported
+resource types) and https://docs.getmoto.org/en/latest/docs/services/kafka.html (`get_bootstrap_brokers`
+not implemented); no upstream issue asks for these (searched 2026-12-02: getmoto/moto issues). Three moto
+attributes are replaced by `install_extensions` (Kafka's missing operation, the update diff, the task
+definition update), and four models are added to the map behind `moto.cloudformation.parsing.
+get_model_map()`. Each replacement was checked to be still needed on moto 5.2.5 (without it,
+tests/python/tests/infra/test_deploy.py fails; a fourth, for ECS services, was not, and is gone: after an
+update moto names a service's task definition by its family, which resolves to the same latest revision),
+and tests/python/tests/infra/test_emulator.py fails when a moto release moves what they replace or starts
+doing what they add (then the replacement should go).
 """
 
 from __future__ import annotations
@@ -21,7 +35,6 @@ from urllib.parse import unquote
 from moto.cloudformation import parsing
 from moto.cloudformation.parsing import ResourceMap
 from moto.core.common_models import CloudFormationModel
-from moto.ecs.models import Service as EcsService
 from moto.ecs.models import TaskDefinition, ecs_backends
 from moto.kafka.models import kafka_backends
 from moto.kafka.responses import KafkaResponse
@@ -281,7 +294,13 @@ def _references(node: Any) -> set[str]:
     return found
 
 
+# What install_extensions replaces, as moto ships it (tests/python/tests/infra/test_emulator.py checks these).
 _moto_resource_diff = ResourceMap.build_resource_diff
+MOTO_ORIGINALS: dict[str, Any] = {
+    "KafkaResponse.get_bootstrap_brokers": getattr(KafkaResponse, "get_bootstrap_brokers", None),
+    "ResourceMap.build_resource_diff": ResourceMap.build_resource_diff,
+    "TaskDefinition.update_from_cloudformation_json": TaskDefinition.update_from_cloudformation_json,
+}
 
 
 def _resource_diff_with_dependents(
@@ -335,26 +354,6 @@ def _replace_task_definition(
     )
 
 
-def _update_service(
-    original_resource: EcsService,
-    new_resource_name: str,
-    cloudformation_json: dict[str, Any],
-    account_id: str,
-    region_name: str,
-) -> EcsService:
-    # moto points an updated service at the task family; CloudFormation points it at the revision.
-    properties = cloudformation_json["Properties"]
-    task_definition = properties["TaskDefinition"]
-    return ecs_backends[account_id][region_name].update_service(
-        {
-            "cluster": original_resource.cluster_name,
-            "service": original_resource.name,
-            "task_definition": getattr(task_definition, "arn", task_definition),
-            "desired_count": properties.get("DesiredCount"),
-        }
-    )
-
-
 _EXTENSIONS: tuple[type[_EmulatedResource], ...] = (
     EmulatedKafkaCluster,
     EmulatedPrivateDnsNamespace,
@@ -371,7 +370,6 @@ def install_extensions() -> None:
     KafkaResponse.get_bootstrap_brokers = _get_bootstrap_brokers  # type: ignore[attr-defined]
     ResourceMap.build_resource_diff = _resource_diff_with_dependents  # type: ignore[method-assign]
     TaskDefinition.update_from_cloudformation_json = staticmethod(_replace_task_definition)  # type: ignore[assignment]
-    EcsService.update_from_cloudformation_json = staticmethod(_update_service)  # type: ignore[assignment]
 
 
 class Emulator:

@@ -1,16 +1,19 @@
-"""A small Connexion service built the way every service is, to test pm.common over a real socket."""
+"""A small Connexion service built the way every service is (`spec_app`), to test pm.common over a real socket."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
-from connexion import FlaskApp, request
+from connexion import request
 from connexion.exceptions import ProblemException
+from connexion.resolver import Resolver
 
 from pm.common.logs import request_id_var
-from pm.common.problems import AsProblem, ErrorTable, install_problem_handlers
+from pm.common.problems import AsProblem, ErrorTable
+from pm.common.specapp import spec_app
 from pm.common.tokens import TokenVerifier, require_role
 from pm.common.web import HealthCheck, ServiceMiddleware
 
@@ -60,6 +63,10 @@ def admin_only(token_info: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True}
 
 
+def thread() -> dict[str, Any]:
+    return {"thread": threading.current_thread().name}
+
+
 def busy() -> None:
     raise ProblemException(
         status=429, title="Too Many Requests", detail="Slow down.", headers={"Retry-After": "30"}
@@ -75,9 +82,7 @@ def build(
     health_timeout: float = 3.0,
     health_interval: float = 3.0,
 ) -> ServiceMiddleware:
-    app = FlaskApp(__name__, specification_dir=str(SPEC.parent))
-    app.add_api(SPEC.name, strict_validation=True, validate_responses=True)
-    install_problem_handlers(app, ERRORS)
+    app = spec_app(__name__, SPEC, resolver=Resolver(), validate_responses=True, errors=ERRORS)
     return ServiceMiddleware(
         app,
         service="testapp",

@@ -45,7 +45,7 @@ def describe(error: ValidationError) -> tuple[str, str]:
 
 class SafeJSONRequestBodyValidator(OffLoopJSONValidator):
     def check(self, body: Any) -> None:
-        validator = BoundedRequestValidator(self._schema, format_checker=FORMAT_CHECKER)
+        validator = BoundedRequestValidator(self.body_schema, format_checker=FORMAT_CHECKER)
         errors = sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.path)))
         if not errors:
             return

@@ -51,4 +51,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 self.calls.labels(method, code.name).inc()
                 self.latency.labels(method).observe(time.perf_counter() - started)
 
-        return handler._replace(unary_unary=observed)  # type: ignore[attr-defined]
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -77,17 +77,28 @@ class BrokerHandlers:
             }
         )
 
-
-    def messages(self, 
-        topic: str, partition: int, token_info: dict[str, Any], limit: int = 20, before: int | None = None
+    def messages(
+        self,
+        topic: str,
+        partition: int,
+        token_info: dict[str, Any],
+        limit: int = 20,
+        before: int | None = None,
     ) -> Response:
         desk = self._desk(token_info)
         try:
             page = desk.view.messages(topic, partition, before=before, limit=limit)
         except LookupError:
-            raise ProblemException(status=404, title="Not Found", detail="No such topic or partition.") from None
+            raise ProblemException(
+                status=404, title="Not Found", detail="No such topic or partition."
+            ) from None
         except BrokerUnreachable as exc:
-            raise ProblemException(status=503, title="Broker Unreachable", detail=f"The broker cannot be reached: {exc}", headers={"Retry-After": "5"}) from None
+            raise ProblemException(
+                status=503,
+                title="Broker Unreachable",
+                detail=f"The broker cannot be reached: {exc}",
+                headers={"Retry-After": "5"},
+            ) from None
         return _json(
             {
                 "topic": topic,
@@ -98,7 +109,6 @@ class BrokerHandlers:
                 "messages": [_message(m) for m in page.messages],
             }
         )
-
 
     def consumer_groups(self, token_info: dict[str, Any]) -> Response:
         desk = self._desk(token_info)
@@ -130,13 +140,13 @@ class BrokerHandlers:
             }
         )
 
-
-    def list_dead_letters(self, token_info: dict[str, Any], limit: int = 50, after: int | None = None) -> Response:
+    def list_dead_letters(
+        self, token_info: dict[str, Any], limit: int = 50, after: int | None = None
+    ) -> Response:
         desk = self._desk(token_info)
         page = _stored(lambda: desk.dead_letters.page(limit=limit, after=after))
         total = _stored(desk.dead_letters.count)
         return _json({"total": total, "items": [_parked(letter) for letter in page]})
-
 
     def redrive_dead_letter(self, letter: int, token_info: dict[str, Any]) -> Response:
         desk = self._desk(token_info)
@@ -146,13 +156,11 @@ class BrokerHandlers:
             raise ProblemException(status=404, title="Not Found", detail="No such parked message.")
         return _json(outcome.as_json())
 
-
     def redrive_all(self, token_info: dict[str, Any]) -> Response:
         desk = self._desk(token_info)
         outcome = _stored(lambda: dead_letters.redrive(desk.unit_of_work(), None, decode_patient_event))
         _audit(token_info, "redrive", "all", outcome.as_json())
         return _json(outcome.as_json())
-
 
     def discard_dead_letter(self, letter: int, token_info: dict[str, Any]) -> Any:
         desk = self._desk(token_info)
@@ -162,19 +170,21 @@ class BrokerHandlers:
             raise ProblemException(status=404, title="Not Found", detail="No such parked message.")
         return None, 204, {}
 
-
     def discard_all(self, token_info: dict[str, Any]) -> Response:
         desk = self._desk(token_info)
         gone = _stored(lambda: dead_letters.discard(desk.unit_of_work(), None))
         _audit(token_info, "discard", "all", {"discarded": gone})
         return _json({"discarded": gone})
 
-
     def _desk(self, token_info: dict[str, Any]) -> BrokerDesk:
         require_role(token_info, "ADMIN")
         desk = self.desk
         if desk is None:  # an app built without one (some tests): said plainly, never a 500
-            raise ProblemException(status=503, title="Service Unavailable", detail="The broker view is not configured in this process.")
+            raise ProblemException(
+                status=503,
+                title="Service Unavailable",
+                detail="The broker view is not configured in this process.",
+            )
         return desk
 
 
@@ -190,7 +200,11 @@ def _stored(call: Callable[[], Any]) -> Any:
         return call()
     except StoreUnavailable as exc:
         log.warning("analytics database unavailable", extra={"error": str(exc)})
-        raise ProblemException(status=503, title="Service Unavailable", detail="The analytics database is unavailable; retry later.") from None
+        raise ProblemException(
+            status=503,
+            title="Service Unavailable",
+            detail="The analytics database is unavailable; retry later.",
+        ) from None
 
 
 def _unreachable(exc: BrokerUnreachable, **empty: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import time
 import uuid
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # pants: no-infer-dep
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pm.common.tls import ClientTls
 from pm.patient.domain.model import BillingRejected, BillingUnavailable

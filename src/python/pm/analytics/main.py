@@ -15,6 +15,7 @@ from pm.common.config import load_or_exit
 from pm.common.db import Database, migrate_or_exit
 from pm.common.kafka import recreate_topic
 from pm.common.logs import configure_logging
+from pm.common.tracing import configure_tracing
 from pm.common.web import serve
 
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = load_or_exit(Settings.from_env, "analytics")
     configure_logging("analytics", settings.log_level)
+    configure_tracing("analytics")
     if args.command == "migrate" or settings.migrate_on_start:
         apply_migrations(settings)
     if args.command == "serve":

@@ -14,6 +14,7 @@ from pm.auth.config import Settings
 from pm.common.config import Env, load_or_exit
 from pm.common.db import Database
 from pm.common.logs import configure_logging
+from pm.common.tracing import configure_tracing
 from pm.common.web import serve
 
 log = logging.getLogger("pm.auth")
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = load_or_exit(lambda: Settings.from_env(Env()), SERVICE)
     configure_logging(SERVICE, settings.log_level)
+    configure_tracing(SERVICE)
     # Keys first: a bad key setting stops the service before it touches the database.
     keys = load_or_exit(lambda: load_key_set(settings), SERVICE) if args.command == "serve" else None
     database = Database(settings.database_url)

@@ -11,6 +11,7 @@ from pm.billing.config import Settings
 from pm.common.config import load_or_exit
 from pm.common.db import Database, migrate_or_exit
 from pm.common.logs import configure_logging
+from pm.common.tracing import configure_tracing
 from pm.common.web import Metrics, serve
 
 log = logging.getLogger("pm.billing")
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = load_or_exit(Settings.from_env, "billing")
     configure_logging("billing", settings.log_level)
+    configure_tracing("billing")
     if args.command == "migrate" or settings.migrate_on_start:
         apply_migrations(settings)
     if args.command == "serve":

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pm.common import tracing
 from pm.common.tokens import JwksKeys, KeySource, RevocationList, TokenVerifier, http_revocation_feed
 from pm.common.web import Metrics, ServiceMiddleware
 from pm.gateway.adapters.health import downstream_check
 from pm.gateway.adapters.openapi import ApiDocs, DocsSource
+from pm.gateway.adapters.traces import TraceStore
 from pm.gateway.adapters.upstream import ConnectionPools, Proxy, Timeouts
 from pm.gateway.config import Settings
 from pm.gateway.domain.clients import ClientAddresses
@@ -17,6 +19,7 @@ from pm.gateway.domain.ratelimit import RateLimiter
 from pm.gateway.domain.routes import public_routes
 from pm.gateway.entrypoints.app import GatewayApp
 from pm.gateway.entrypoints.authn import BearerAuthenticator
+from pm.gateway.entrypoints.traces import TracesApi
 from pm.gateway.entrypoints.pages import StaticFolder, swagger_ui_folder, without_demo_hint
 
 SERVICE = "gateway"
@@ -29,6 +32,7 @@ class Gateway:
     keys: KeySource
     proxy: Proxy
     revocations: RevocationList
+    traces: TraceStore | None = None
 
     def load_keys(self) -> None:
         """Fetch the signing keys up front so that the first requests need no fetch (best effort)."""
@@ -44,8 +48,19 @@ def dashboard_folder(*, production: bool) -> StaticFolder:
     return StaticFolder(DASHBOARD_FOLDER, cache_control="no-cache", overrides=overrides)
 
 
+def trace_store(settings: Settings) -> TraceStore | None:
+    """The embedded trace store, unless tracing is off or spans go to a collector."""
+    if not tracing.enabled() or tracing.collector_endpoint() is not None:
+        return None
+    return TraceStore(max_traces=settings.traces_max, max_age_seconds=settings.traces_max_age_seconds)
+
+
 def bootstrap(
-    settings: Settings, *, keys: KeySource | None = None, revocations: RevocationList | None = None
+    settings: Settings,
+    *,
+    keys: KeySource | None = None,
+    revocations: RevocationList | None = None,
+    traces: TraceStore | None = None,
 ) -> Gateway:
     upstreams = {
         "auth": settings.auth_url,
@@ -77,12 +92,11 @@ def bootstrap(
         timeouts,
         cache_seconds=settings.docs_cache_seconds,
     )
+    authenticator = BearerAuthenticator(TokenVerifier(keys, issuer=settings.jwt_issuer, revocations=revocations))
     gateway = GatewayApp(
         routes=public_routes(),
         proxy=proxy,
-        authenticator=BearerAuthenticator(
-            TokenVerifier(keys, issuer=settings.jwt_issuer, revocations=revocations)
-        ),
+        authenticator=authenticator,
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         clients=ClientAddresses(settings.trusted_proxies),
         cors=CorsPolicy(settings.cors_origins),
@@ -96,7 +110,7 @@ def bootstrap(
         name: downstream_check(name, url, settings.health_timeout, tls=tls) for name, url in upstreams.items()
     }
     app = ServiceMiddleware(
-        gateway,
+        TracesApi(gateway, traces, authenticator, tracing.collector_endpoint()),
         service=SERVICE,
         # Without auth or patient the gateway cannot serve its purpose; without analytics only the
         # dashboard's figures are missing: it is DEGRADED then, and stays in the load balancer.
@@ -107,4 +121,4 @@ def bootstrap(
         health_timeout=settings.health_timeout + 1.0,
         health_interval=settings.health_interval,
     )
-    return Gateway(app=app, keys=keys, proxy=proxy, revocations=revocations)
+    return Gateway(app=app, keys=keys, proxy=proxy, revocations=revocations, traces=traces)

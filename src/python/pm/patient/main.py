@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pm.common.config import load_or_exit
 from pm.common.logs import configure_logging, scrub
+from pm.common.tracing import configure_tracing
 from pm.common.web import serve
 from pm.patient.bootstrap import SERVICE, build, migrate_and_seed, topics_ready
 from pm.patient.config import Settings
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = load_or_exit(Settings.from_env, SERVICE)
     configure_logging(SERVICE, settings.log_level)
+    configure_tracing(SERVICE)
 
     if args.command == "migrate" or settings.migrate_on_start:
         try:

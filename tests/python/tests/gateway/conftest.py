@@ -23,6 +23,7 @@ from jwt.algorithms import RSAAlgorithm
 from pm.common.config import Env
 from pm.common.testing import LiveServer
 from pm.common.tokens import JwksKeys
+from pm.gateway.adapters.traces import TraceStore
 from pm.gateway.bootstrap import bootstrap
 from pm.gateway.config import Settings
 
@@ -252,7 +253,7 @@ def gateway(
     """Starts a gateway over the echo upstreams; keyword arguments are extra PM_* settings."""
     with ExitStack() as stack:
 
-        def start(**settings: str) -> httpx.Client:
+        def start(traces: TraceStore | None = None, **settings: str) -> httpx.Client:
             environ = {
                 "PM_AUTH_URL": upstreams["auth"][1],
                 "PM_PATIENT_URL": upstreams["patient"][1],
@@ -262,7 +263,9 @@ def gateway(
             }
             config = Settings.from_env(Env(environ))
             # No refresh throttle: tests look at every refetch an unknown key id causes.
-            built = bootstrap(config, keys=JwksKeys(config.jwks_url, min_refresh_interval=0.0))
+            built = bootstrap(
+                config, keys=JwksKeys(config.jwks_url, min_refresh_interval=0.0), traces=traces
+            )
             built.load_keys()
             live = stack.enter_context(LiveServer(built.app))
             return stack.enter_context(httpx.Client(base_url=live.url, timeout=10.0))

@@ -93,7 +93,7 @@ class TracesApi:
         if scope["method"] != "POST":
             await _answer(send, 405, *_problem(405, "Method Not Allowed", "Only POST is allowed here."))
             return
-        headers = {k: v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = await read_body(receive, MAX_EXPORT_BYTES)
         if body is None:
             detail = f"Exports are limited to {MAX_EXPORT_BYTES} bytes."

@@ -43,6 +43,7 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 REQUEST_ID_HEADER = b"x-request-id"
+TRACEPARENT_HEADER = b"traceparent"
 
 
 class Metrics:
@@ -169,7 +170,7 @@ class ServiceMiddleware:
                 present = {k.lower() for k, _ in response_headers}
                 response_headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
                 response_headers.append((REQUEST_ID_HEADER, request_id.encode()))
-                trace_header = traceresponse()
+                trace_header = traceresponse(headers.get(TRACEPARENT_HEADER))
                 if trace_header is not None:
                     response_headers.append((TRACERESPONSE, trace_header))
                 message = dict(message)

@@ -176,6 +176,8 @@ class Stack:
         ports = self.settings.ports
         base = f"http://{self.settings.host}"
         env.update({key: str(value) for key, value in ports.items()})
+        # Spans reach the trace view within a second (the SDK's default batches every 5 s).
+        env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "1000")
         env.update(
             {
                 "PM_HOST": self.settings.host,

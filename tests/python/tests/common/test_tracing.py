@@ -77,11 +77,16 @@ def test_every_response_carries_traceresponse_even_unsampled_and_errors(
     assert finished(exported) == []
 
 
-def test_probes_and_scrapes_start_no_trace(server: str, exported: InMemorySpanExporter) -> None:
+def test_probes_and_scrapes_start_no_trace_but_still_answer_traceresponse(
+    server: str, exported: InMemorySpanExporter
+) -> None:
     exported.clear()
     sampled = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
     for path in ("/health", "/health/live", "/metrics"):
-        assert httpx.get(f"{server}{path}", headers=sampled, timeout=5).status_code == 200
+        response = httpx.get(f"{server}{path}", headers=sampled, timeout=5)
+        assert response.status_code == 200
+        _, trace_id, span_id, flags = response.headers["traceresponse"].split("-")
+        assert (trace_id, flags) == (CLIENT_TRACE, "00") and span_id != CLIENT_SPAN
     assert finished(exported) == []
 
 

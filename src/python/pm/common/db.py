@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pm.common import tracing
 from pm.common.logs import scrub
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Database:
     def __init__(self, url: str, **engine_options: int) -> None:
         self.url = url
         self.engine = make_engine(url, **engine_options)
+        tracing.trace_statements(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

@@ -15,7 +15,7 @@ periodic chatter of a running system never fills the trace store.
 
 The hooks the services use are all here: `asgi` (server spans, in `pm.common.web.serve`), `traceresponse`
 (the W3C Trace Context level 2 response header), `grpc_channel` / `grpc_server_interceptors`,
-`http_transport` (the gateway's proxy), `current_traceparent` / `context_from_traceparent` (the outbox),
+`http_transport` (the gateway's proxy), `trace_statements` (SQL, in `pm.common.db.Database`), `current_traceparent` / `context_from_traceparent` (the outbox),
 `kafka_headers` / `context_from_kafka_headers` (the relay and analytics) and `log_fields` (every log line).
 """
 
@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
+import sqlalchemy as sa
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -35,13 +36,12 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.grpc import client_interceptor, filters, server_interceptor
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
@@ -149,10 +149,6 @@ def configure_tracing(service: str, *, exporter: SpanExporter | None = None, env
     provider = TracerProvider(sampler=sampler, resource=Resource.create({SERVICE_NAME: name}))
     provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter(timeout=2)))
     trace.set_tracer_provider(provider)
-    # The instrumentor's documented global form: engines made from here on report their statements. Its
-    # declared range stops below SQLAlchemy 2.1 (the locked version) although the engine events it uses
-    # are unchanged; the end-to-end tracing test fails if its spans stop coming.
-    SQLAlchemyInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
     # An unreachable collector must not flood the service's own log: one line per failed export at most.
     logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.ERROR)
     _configured = True
@@ -264,3 +260,44 @@ def http_transport(transport: Any) -> Any:
     if not _configured:
         return transport
     return AsyncOpenTelemetryTransport(transport)
+
+
+_STATEMENT_SPAN = "_pm_statement_span"
+
+
+def trace_statements(engine: sa.Engine) -> None:
+    """A CLIENT span per SQL statement `engine` runs inside a trace (statement text only, never its
+    parameters). SQLAlchemy's own engine events: the official SQLAlchemy instrumentation declares
+    support below 2.1 only, and forcing it needs greenlet (its asyncio wrapping) which services lack."""
+    if not _configured:
+        return
+    system = engine.dialect.name
+    tracer = trace.get_tracer(__name__)
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _start(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if context is None or not trace.get_current_span().get_span_context().is_valid:
+            return
+        verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+        span = tracer.start_span(
+            verb,
+            kind=SpanKind.CLIENT,
+            attributes={"db.system": system, "db.statement": statement[:2000]},
+        )
+        setattr(context, _STATEMENT_SPAN, span)
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def _end(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        span = getattr(context, _STATEMENT_SPAN, None)
+        if span is not None:
+            span.end()
+            setattr(context, _STATEMENT_SPAN, None)
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _failed(exception_context: Any) -> None:
+        context = exception_context.execution_context
+        span = getattr(context, _STATEMENT_SPAN, None) if context is not None else None
+        if span is not None:
+            span.set_status(StatusCode.ERROR, type(exception_context.original_exception).__name__)
+            span.end()
+            setattr(context, _STATEMENT_SPAN, None)

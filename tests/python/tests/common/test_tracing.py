@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -19,6 +20,7 @@ from opentelemetry.trace import SpanKind
 
 from pm.common import tracing
 from pm.common.config import ConfigError, Env
+from pm.common.db import Database
 from pm.common.logs import configure_logging
 from pm.common.testing import LiveServer
 from tests.common import webapp
@@ -155,3 +157,24 @@ def test_context_goes_through_a_stored_traceparent_and_kafka_headers(exported: I
     assert process.get_span_context().trace_id == int(CLIENT_TRACE, 16)
     assert tracing.context_from_kafka_headers([("event-id", b"1")]) is None
     assert tracing.context_from_traceparent("garbage") is None
+
+
+def test_sql_statements_inside_a_trace_are_child_spans_without_their_parameters(
+    exported: InMemorySpanExporter,
+) -> None:
+    database = Database("sqlite://")
+    try:
+        with database.engine.connect() as conn:
+            conn.execute(sa.text("SELECT :secret"), {"secret": "alice@example.com"})  # outside: no span
+            exported.clear()
+            parent = tracing.context_from_traceparent(f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01")
+            with trace.get_tracer("test").start_as_current_span("request", context=parent) as request:
+                conn.execute(sa.text("SELECT :secret"), {"secret": "alice@example.com"})
+    finally:
+        database.dispose()
+    (statement,) = [s for s in finished(exported) if s.kind is SpanKind.CLIENT]
+    assert statement.name == "SELECT"
+    assert statement.parent is not None
+    assert statement.parent.span_id == request.get_span_context().span_id
+    assert statement.attributes["db.system"] == "sqlite"
+    assert "alice" not in str(dict(statement.attributes))

@@ -14,8 +14,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode, set_span_in_context
 
+from pm.common.tracing import configure_tracing
 from pm.gateway.adapters.traces import TraceStore
-from tests.gateway.conftest import Gateway, SigningKey
+from tests.gateway.conftest import Gateway, SigningKey, echoed_headers
 
 PROTOBUF = {"content-type": "application/x-protobuf"}
 
@@ -155,3 +156,28 @@ def _NonRecording(span: ReadableSpan) -> object:  # noqa: N802 - stands for a re
 
     assert span.context is not None
     return NonRecordingSpan(span.context)
+
+
+def test_the_proxied_request_continues_the_callers_trace_from_the_gateways_own_span(
+    gateway: Gateway, signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
+    assert configure_tracing("gateway", exporter=InMemorySpanExporter())
+    client = gateway()
+    trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    response = client.get(
+        "/api/patients",
+        headers={
+            "authorization": f"Bearer {signing_key.token()}",
+            "traceparent": f"00-{trace_id}-{caller_span}-01",
+        },
+    )
+    assert response.status_code == 200
+    (forwarded,) = echoed_headers(response)["traceparent"]
+    _, upstream_trace, upstream_parent, flags = forwarded.split("-")
+    _, answered_trace, gateway_span, _ = response.headers["traceresponse"].split("-")
+    assert upstream_trace == answered_trace == trace_id and flags == "01"
+    # The upstream's parent is the gateway's CLIENT span: neither the caller's span nor the server span.
+    assert upstream_parent not in (caller_span, gateway_span)
+    # One traceresponse: the gateway's own (an upstream's copy would be replaced).
+    assert response.headers.get_list("traceresponse") == [response.headers["traceresponse"]]

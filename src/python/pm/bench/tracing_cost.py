@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from pm.bench.run import SEED_PATIENT, Bench, _workdir, load, machine, parse_options, say
 from pm.bench.results import WrkRun
+from pm.bench.run import SEED_PATIENT, Bench, _workdir, load, machine, parse_options, say
 from pm.devstack.up import DEMO_LOGIN
 
 MODES: dict[str, dict[str, str]] = {
@@ -45,9 +45,14 @@ def start(bench: Bench, mode: str) -> str:
     login.raise_for_status()
     bench.token = str(login.json()["token"])
     deadline = time.monotonic() + 30
-    while httpx.get(
-        f"{gateway}/api/patients/{SEED_PATIENT}", headers={"Authorization": f"Bearer {bench.token}"}, timeout=15
-    ).status_code != 200:
+    while (
+        httpx.get(
+            f"{gateway}/api/patients/{SEED_PATIENT}",
+            headers={"Authorization": f"Bearer {bench.token}"},
+            timeout=15,
+        ).status_code
+        != 200
+    ):
         if time.monotonic() > deadline:
             raise RuntimeError(f"{mode}: reads do not answer 200")
         time.sleep(0.5)
@@ -60,7 +65,11 @@ def main(argv: list[str] | None = None) -> None:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "load_before": load(),
-        "options": {"duration_s": options.duration, "repeats": options.repeats, "connections": options.connections},
+        "options": {
+            "duration_s": options.duration,
+            "repeats": options.repeats,
+            "connections": options.connections,
+        },
     }
     reads: dict[str, list[WrkRun]] = {mode: [] for mode in MODES}
     writes: dict[str, list[WrkRun]] = {mode: [] for mode in MODES}
@@ -109,7 +118,10 @@ def main(argv: list[str] | None = None) -> None:
             "reads_per_s": _median([r.rps for r in reads[mode]]),
             "writes_per_s": _median([w.rps for w in writes[mode]]),
             "read_p99_ms": _median([r.p99_ms for r in reads[mode]]),
-            "rounds": {"reads": [r.as_dict() for r in reads[mode]], "writes": [w.as_dict() for w in writes[mode]]},
+            "rounds": {
+                "reads": [r.as_dict() for r in reads[mode]],
+                "writes": [w.as_dict() for w in writes[mode]],
+            },
         }
         for mode in MODES
     }
@@ -125,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     output = Path("dist/bench/tracing.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
-    say(f"\n[bench] results in {output}; load average before {results['load_before']}, after {results['load_after']}")
+    say(
+        f"\n[bench] results in {output}; load average before {results['load_before']}, after {results['load_after']}"
+    )
 
 
 def _median(values: list[float]) -> float:

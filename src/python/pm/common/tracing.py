@@ -38,8 +38,8 @@ from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -129,7 +129,9 @@ class EntryPointSampler(Sampler):
         parent = trace.get_current_span(parent_context).get_span_context()
         if not parent.is_valid and kind not in _ENTRY_KINDS:
             return SamplingResult(Decision.DROP)
-        return self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+        return self.delegate.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
 
     def get_description(self) -> str:
         return f"EntryPoint{{{self.delegate.get_description()}}}"
@@ -189,7 +191,9 @@ def traceresponse(request_traceparent: bytes | None = None) -> bytes | None:
     if not _configured:
         return None
     caller = context_from_traceparent(request_traceparent.decode("latin-1") if request_traceparent else None)
-    trace_id = trace.get_current_span(caller).get_span_context().trace_id if caller else _ids.generate_trace_id()
+    trace_id = (
+        trace.get_current_span(caller).get_span_context().trace_id if caller else _ids.generate_trace_id()
+    )
     return f"00-{trace_id:032x}-{_ids.generate_span_id():016x}-00".encode()
 
 
@@ -275,7 +279,9 @@ def trace_statements(engine: sa.Engine) -> None:
     tracer = trace.get_tracer(__name__)
 
     @sa.event.listens_for(engine, "before_cursor_execute")
-    def _start(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def _start(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         if context is None or not trace.get_current_span().get_span_context().is_valid:
             return
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
@@ -287,7 +293,9 @@ def trace_statements(engine: sa.Engine) -> None:
         setattr(context, _STATEMENT_SPAN, span)
 
     @sa.event.listens_for(engine, "after_cursor_execute")
-    def _end(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def _end(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         span = getattr(context, _STATEMENT_SPAN, None)
         if span is not None:
             span.end()

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from pm.common import tracing
 from pm.common.health import DEFAULT_INTERVAL_SECONDS, HealthMonitor
 from pm.common.health import HealthCheck as HealthCheck  # re-exported: services declare checks with it
 from pm.common.logs import request_id_var
 from pm.common.problems import PROBLEM_JSON, problem_bytes
-from pm.common import tracing
 from pm.common.tracing import TRACERESPONSE, traceresponse
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ from pm.gateway.domain.ratelimit import RateLimiter
 from pm.gateway.domain.routes import public_routes
 from pm.gateway.entrypoints.app import GatewayApp
 from pm.gateway.entrypoints.authn import BearerAuthenticator
-from pm.gateway.entrypoints.traces import TracesApi
 from pm.gateway.entrypoints.pages import StaticFolder, swagger_ui_folder, without_demo_hint
+from pm.gateway.entrypoints.traces import TracesApi
 
 SERVICE = "gateway"
 DASHBOARD_FOLDER = Path(__file__).parent / "dashboard"
@@ -92,7 +92,9 @@ def bootstrap(
         timeouts,
         cache_seconds=settings.docs_cache_seconds,
     )
-    authenticator = BearerAuthenticator(TokenVerifier(keys, issuer=settings.jwt_issuer, revocations=revocations))
+    authenticator = BearerAuthenticator(
+        TokenVerifier(keys, issuer=settings.jwt_issuer, revocations=revocations)
+    )
     gateway = GatewayApp(
         routes=public_routes(),
         proxy=proxy,

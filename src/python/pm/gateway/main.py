@@ -7,8 +7,8 @@ import logging
 
 from pm.common.config import Env, load_or_exit
 from pm.common.logs import configure_logging
-from pm.common.web import serve
 from pm.common.tracing import configure_tracing
+from pm.common.web import serve
 from pm.gateway.adapters.traces import StoreExporter
 from pm.gateway.bootstrap import SERVICE, bootstrap, trace_store
 from pm.gateway.config import Settings

@@ -138,9 +138,9 @@ def test_the_samplers_settings_are_checked_like_any_other() -> None:
 def test_context_goes_through_a_stored_traceparent_and_kafka_headers(exported: InMemorySpanExporter) -> None:
     exported.clear()
     tracer = trace.get_tracer("test")
-    with tracer.start_as_current_span("request", context=tracing.context_from_traceparent(
-        f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
-    )) as request_span:
+    with tracer.start_as_current_span(
+        "request", context=tracing.context_from_traceparent(f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01")
+    ) as request_span:
         stored = tracing.current_traceparent()
     assert stored == f"00-{CLIENT_TRACE}-{request_span.get_span_context().span_id:016x}-01"
     # Later, in the relay's thread: the publish span continues the stored context...
@@ -172,7 +172,7 @@ def test_sql_statements_inside_a_trace_are_child_spans_without_their_parameters(
                 conn.execute(sa.text("SELECT :secret"), {"secret": "alice@example.com"})
     finally:
         database.dispose()
-    (statement,) = [s for s in finished(exported) if s.kind is SpanKind.CLIENT]
+    (statement,) = (s for s in finished(exported) if s.kind is SpanKind.CLIENT)
     assert statement.name == "SELECT"
     assert statement.parent is not None
     assert statement.parent.span_id == request.get_span_context().span_id

@@ -322,7 +322,9 @@ def test_a_wrong_password_is_refused_with_a_clear_message(page: Page, system: Sy
     expect(page.locator("#app-view")).to_be_hidden()
 
 
-def test_an_admin_opens_the_waterfall_of_a_patients_create(page: Page, system: System, screenshots: Path) -> None:
+def test_an_admin_opens_the_waterfall_of_a_patients_create(
+    page: Page, system: System, screenshots: Path
+) -> None:
     sign_in(page, system)
     name = unique("Traced Patient")
     page.get_by_role("button", name="New patient").click()
@@ -339,6 +341,8 @@ def test_an_admin_opens_the_waterfall_of_a_patients_create(page: Page, system: S
         expect(page.locator(f"#waterfall-spans li[data-service='{service}']").first).to_be_visible()
     expect(spans.first).to_contain_text("gateway")
     expect(spans.first).to_contain_text("POST /api/patients")
-    expect(page.locator("#waterfall-title")).to_have_text(re.compile(r"^Trace [0-9a-f]{32} \(\d+ spans, \d+ ms\)$"))
+    expect(page.locator("#waterfall-title")).to_have_text(
+        re.compile(r"^Trace [0-9a-f]{32} \(\d+ spans, \d+ ms\)$")
+    )
     expect(page.locator("#traces-rows tr").first).to_be_visible()
     page.locator("#traces").screenshot(path=str(screenshots / "traces.png"), animations="disabled")

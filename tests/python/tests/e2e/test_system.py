@@ -298,7 +298,9 @@ def test_a_request_is_one_trace_from_the_gateway_through_billing_and_kafka_to_an
     spans = wait_for_spans(gateway, auth, trace_id, {"gateway", "patient", "billing", "analytics"})
     patient = assert_one_trace_through_the_system(created, spans, trace_id, client_span, "PATIENT_CREATED")
     by_id = {s["spanId"]: s for s in spans}
-    billing_call = only(spans, service="patient", kind="CLIENT", name="/pm.billing.v1.BillingService/CreateBillingAccount")
+    billing_call = only(
+        spans, service="patient", kind="CLIENT", name="/pm.billing.v1.BillingService/CreateBillingAccount"
+    )
     assert billing_call["parentSpanId"] == patient["spanId"]
     billing = only(spans, service="billing", kind="SERVER")
     assert billing["parentSpanId"] == billing_call["spanId"]

@@ -263,9 +263,7 @@ def gateway(
             }
             config = Settings.from_env(Env(environ))
             # No refresh throttle: tests look at every refetch an unknown key id causes.
-            built = bootstrap(
-                config, keys=JwksKeys(config.jwks_url, min_refresh_interval=0.0), traces=traces
-            )
+            built = bootstrap(config, keys=JwksKeys(config.jwks_url, min_refresh_interval=0.0), traces=traces)
             built.load_keys()
             live = stack.enter_context(LiveServer(built.app))
             return stack.enter_context(httpx.Client(base_url=live.url, timeout=10.0))

@@ -79,7 +79,15 @@ def test_exported_spans_are_served_as_a_trace_to_an_admin(
     assert body["traceId"] == trace_id
     server, db = body["spans"]
     assert set(server) == {
-        "spanId", "parentSpanId", "service", "name", "kind", "startTime", "durationMs", "status", "attributes",
+        "spanId",
+        "parentSpanId",
+        "service",
+        "name",
+        "kind",
+        "startTime",
+        "durationMs",
+        "status",
+        "attributes",
     }
     assert (server["kind"], server["parentSpanId"], server["status"]) == ("SERVER", None, "UNSET")
     assert (db["kind"], db["parentSpanId"], db["status"]) == ("CLIENT", server["spanId"], "ERROR")
@@ -95,7 +103,9 @@ def test_traces_are_for_admins_only(traced_gateway: httpx.Client, signing_key: S
     assert traced_gateway.get(f"/api/traces/{'a' * 32}", headers=user).status_code == 403
 
 
-def test_unknown_traces_and_bad_limits_are_problems(traced_gateway: httpx.Client, signing_key: SigningKey) -> None:
+def test_unknown_traces_and_bad_limits_are_problems(
+    traced_gateway: httpx.Client, signing_key: SigningKey
+) -> None:
     admin = {"authorization": f"Bearer {signing_key.token()}"}
     for path, status in (
         (f"/api/traces/{'a' * 32}", 404),
@@ -111,7 +121,9 @@ def test_unknown_traces_and_bad_limits_are_problems(traced_gateway: httpx.Client
 def test_the_receiver_takes_gzip_and_refuses_what_is_not_an_export(traced_gateway: httpx.Client) -> None:
     spans = spans_of("billing", request_trace)
     zipped = traced_gateway.post(
-        "/v1/traces", content=gzip.compress(export_body(spans)), headers={**PROTOBUF, "content-encoding": "gzip"}
+        "/v1/traces",
+        content=gzip.compress(export_body(spans)),
+        headers={**PROTOBUF, "content-encoding": "gzip"},
     )
     assert zipped.status_code == 200
     assert traced_gateway.post("/v1/traces", content=b"\xff\x00junk", headers=PROTOBUF).status_code == 400
@@ -151,7 +163,7 @@ def test_spans_of_one_trace_from_several_services_join(store: TraceStore) -> Non
     assert summary["rootSpan"]["service"] == "gateway"
 
 
-def _NonRecording(span: ReadableSpan) -> object:  # noqa: N802 - stands for a remote parent
+def _NonRecording(span: ReadableSpan) -> object:  # - stands for a remote parent
     from opentelemetry.trace import NonRecordingSpan
 
     assert span.context is not None

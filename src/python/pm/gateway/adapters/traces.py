@@ -41,7 +41,11 @@ _KINDS = {
     Span.SPAN_KIND_PRODUCER: "PRODUCER",
     Span.SPAN_KIND_CONSUMER: "CONSUMER",
 }
-_STATUSES = {Status.STATUS_CODE_UNSET: "UNSET", Status.STATUS_CODE_OK: "OK", Status.STATUS_CODE_ERROR: "ERROR"}
+_STATUSES = {
+    Status.STATUS_CODE_UNSET: "UNSET",
+    Status.STATUS_CODE_OK: "OK",
+    Status.STATUS_CODE_ERROR: "ERROR",
+}
 _URL_ATTRIBUTES = frozenset({"http.target", "http.url", "url.full"})
 _DROPPED_ATTRIBUTES = frozenset({"url.query"})
 
@@ -118,7 +122,9 @@ class TraceStore:
                             "name": span.name,
                             "kind": _KINDS.get(span.kind, "INTERNAL"),
                             "startTime": _iso(span.start_time_unix_nano),
-                            "durationMs": round((span.end_time_unix_nano - span.start_time_unix_nano) / 1e6, 3),
+                            "durationMs": round(
+                                (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6, 3
+                            ),
                             "status": _STATUSES.get(span.status.code, "UNSET"),
                             "attributes": _attributes(span.attributes),
                             "_start": span.start_time_unix_nano,

@@ -27,7 +27,11 @@ class TracesApi:
     With a collector configured there is no store: the paths say where the traces went instead."""
 
     def __init__(
-        self, app: ASGIApp, store: TraceStore | None, authenticator: BearerAuthenticator, collector: str | None
+        self,
+        app: ASGIApp,
+        store: TraceStore | None,
+        authenticator: BearerAuthenticator,
+        collector: str | None,
     ) -> None:
         self.app = app
         self.store = store
@@ -52,7 +56,10 @@ class TracesApi:
             claims = await self.authenticator.authenticate(authorization)
         except Unauthenticated as exc:
             await _answer(
-                send, 401, *_problem(401, "Unauthorized", str(exc)), [(b"www-authenticate", b'Bearer realm="pm"')]
+                send,
+                401,
+                *_problem(401, "Unauthorized", str(exc)),
+                [(b"www-authenticate", b'Bearer realm="pm"')],
             )
             return
         if claims.get("role") != "ADMIN":
@@ -83,7 +90,6 @@ class TracesApi:
             return
         await _answer(send, 200, _json(found), b"application/json")
 
-
     async def receive_export(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.store is not None
         peer = scope.get("client")
@@ -100,9 +106,7 @@ class TracesApi:
             await _answer(send, 413, *_problem(413, "Payload Too Large", detail))
             return
         try:
-            export = decode_export(
-                body, headers.get("content-type", ""), headers.get("content-encoding", "")
-            )
+            export = decode_export(body, headers.get("content-type", ""), headers.get("content-encoding", ""))
         except ValueError as exc:
             await _answer(send, 400, *_problem(400, "Bad Request", str(exc)))
             return

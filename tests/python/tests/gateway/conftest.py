@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from pm.common import tracing
 from pm.common.config import Env
 from pm.common.testing import LiveServer
 from pm.common.tokens import JwksKeys
@@ -265,7 +266,8 @@ def gateway(
             # No refresh throttle: tests look at every refetch an unknown key id causes.
             built = bootstrap(config, keys=JwksKeys(config.jwks_url, min_refresh_interval=0.0), traces=traces)
             built.load_keys()
-            live = stack.enter_context(LiveServer(built.app))
+            # Wrapped as `serve` wraps it (no change unless a test switched tracing on).
+            live = stack.enter_context(LiveServer(tracing.asgi(built.app)))
             return stack.enter_context(httpx.Client(base_url=live.url, timeout=10.0))
 
         yield start

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from pm.bench.results import percentile
 from pm.common.broker import free_port
-from pm.common.testing import DEFAULT_ADMIN_URL, create_database, drop_database
+from pm.common.pgadmin import DEFAULT_ADMIN_URL, create_database, drop_database
 from pm.devstack.up import DEMO_LOGIN, SERVICES, Settings, Stack
 
 DATABASES = ("auth", "patient", "billing", "analytics")

@@ -50,8 +50,8 @@ from pm.common.config import ConfigError, Env, load_or_exit
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLER = "parentbased_traceidratio"
-# The share of traces started here that are recorded (a caller's sampled traceparent is always honoured).
-# 10 % costs about 2 % of read throughput (docs/observability.md); 100 % about a quarter.
+# The share of traces started here that are recorded (a caller's sampled traceparent is always honoured);
+# why 10 %: docs/observability.md.
 DEFAULT_RATIO = 0.1
 SAMPLERS = (
     "always_on",

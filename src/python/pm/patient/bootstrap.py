@@ -14,13 +14,12 @@ from pm.common.routing import SpecRouting
 from pm.common.specapp import spec_app
 from pm.common.tokens import JwksKeys, RevocationList, TokenVerifier, http_revocation_feed
 from pm.common.validation import VALIDATOR_MAP
-from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
+from pm.common.web import Metrics, ServiceMiddleware
 from pm.patient.adapters.billing import GrpcBilling
 from pm.patient.adapters.relay import OutboxRelay, RelaySettings, pending_count
 from pm.patient.adapters.repository import unit_of_work_factory
 from pm.patient.adapters.seed import seed
 from pm.patient.config import Settings
-from pm.patient.entrypoints.floor import FloorRoute
 from pm.patient.service_layer.ports import Billing
 from pm.patient.service_layer.services import PatientService
 
@@ -118,11 +117,8 @@ def build(
         informational["billing"] = ping
     metrics = Metrics(SERVICE)
     register_outbox_metrics(metrics, relay, database)
-    routed: ASGIApp = SpecRouting(app, SPEC)
-    if settings.bench_floor:
-        routed = FloorRoute(routed, database, verifier)
     asgi = ServiceMiddleware(
-        routed,
+        SpecRouting(app, SPEC),
         service=SERVICE,
         metrics=metrics,
         health_checks={"database": database.ping},

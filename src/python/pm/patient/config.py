@@ -28,7 +28,6 @@ class Settings:
     outbox_retention_seconds: float
     validate_responses: bool = False
     exact_count_limit: int = 1_000
-    bench_floor: bool = False
     billing_tls: ClientTls | None = None
     billing_service_token: str | None = field(default=None, repr=False)
     kafka_tls: ClientTls | None = None
@@ -75,8 +74,6 @@ class Settings:
             exact_count_limit=env.integer(
                 "PM_PATIENT_EXACT_COUNT_LIMIT", 1_000, minimum=1, maximum=10_000_000
             ),
-            # Diagnostic only (the benchmark's framework floor): never set it in production.
-            bench_floor=env.flag("PM_PATIENT_BENCH_FLOOR", False),
             billing_tls=billing_tls,
             billing_service_token=billing_token,
             kafka_tls=client_tls(env, "PM_KAFKA_TLS"),

@@ -12,10 +12,10 @@ from pm.analytics.bootstrap import MIGRATIONS, create_app
 from pm.analytics.entrypoints.consumer import PatientEventConsumer
 from pm.common.db import Database, migrate
 from pm.common.kafka import ensure_topics, make_producer
-from pm.common.testing import LiveServer
 from pm.common.tokens import StaticKeys, TokenVerifier
 from pm.proto.events.v1 import patient_event_pb2 as pb
-from tests.common.signing import ISSUER, SigningKey
+from tests.support.servers import LiveServer
+from tests.support.tokens import ISSUER, SigningKey
 
 TYPES = {"created": pb.PATIENT_CREATED, "updated": pb.PATIENT_UPDATED, "deleted": pb.PATIENT_DELETED}
 

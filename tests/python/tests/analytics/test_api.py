@@ -11,9 +11,9 @@ from sqlalchemy.engine import make_url
 from pm.analytics.adapters.codec import decode_patient_event
 from pm.analytics.adapters.store import SqlUnitOfWork
 from pm.analytics.service_layer.services import RawMessage, record_batch
-from pm.common.testing import drop_database
+from pm.common.pgadmin import drop_database
 from tests.analytics.conftest import event_bytes
-from tests.common.signing import SigningKey
+from tests.support.tokens import SigningKey
 
 START = datetime(2024, 6, 1, tzinfo=UTC)
 

@@ -153,7 +153,7 @@ def test_health_reports_kafka_and_a_stopped_consumer_only_degrades_the_service(
     start_consumer, database, verifier
 ) -> None:
     from pm.analytics.bootstrap import create_app
-    from pm.common.testing import LiveServer
+    from tests.support.servers import LiveServer
 
     consumer = start_consumer()
     with LiveServer(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pm.common.testing import LiveServer
 from tests.common.hostile import (
     HOSTILE_VALUES,
     QUERY_VALUES,
@@ -17,6 +16,7 @@ from tests.common.hostile import (
     query,
     send_while_probing,
 )
+from tests.support.servers import LiveServer
 
 
 def cases(token: str) -> dict[str, Hostile]:

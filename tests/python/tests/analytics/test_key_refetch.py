@@ -9,10 +9,10 @@ import pytest
 
 from pm.analytics.bootstrap import create_app
 from pm.common.db import Database
-from pm.common.testing import LiveServer
 from pm.common.tokens import JwksKeys, StaticKeys, TokenVerifier
 from tests.common.hostile import SlowJwks, assert_refused_without_stall, send_while_probing
-from tests.common.signing import ISSUER, SigningKey, jwks
+from tests.support.servers import LiveServer
+from tests.support.tokens import ISSUER, SigningKey, jwks
 
 JWKS_DELAY = 3.0
 

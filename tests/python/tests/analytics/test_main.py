@@ -14,11 +14,12 @@ import pytest
 from sqlalchemy import inspect
 
 from pm.analytics.main import main
+from pm.common.broker import free_port, wait_for_port
 from pm.common.db import Database
 from pm.common.kafka import ensure_topics, make_producer
-from pm.common.testing import LiveServer, free_port, wait_for_port
 from tests.analytics.conftest import event_bytes, wait_until
-from tests.common.signing import jwks
+from tests.support.servers import LiveServer
+from tests.support.tokens import jwks
 
 
 @pytest.mark.parametrize(

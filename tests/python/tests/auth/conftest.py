@@ -16,7 +16,7 @@ from pm.auth.bootstrap import create_app, migrate_and_seed
 from pm.auth.config import Settings
 from pm.common.config import Env
 from pm.common.db import Database
-from pm.common.testing import LiveServer
+from tests.support.servers import LiveServer
 
 DEMO = {"email": "testuser@test.com", "password": "password123"}
 FAST_ROUNDS = "4"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from pm.auth.adapters.keys import DEV_KEY_NAME, generate_rsa_pem
-from pm.common.testing import free_port
+from pm.common.broker import free_port
 from tests.auth.conftest import DEMO
 
 

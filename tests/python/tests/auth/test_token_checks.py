@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import time
-import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -16,29 +12,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.auth.conftest import AuthServer, bearer, token_for
+from tests.support.tokens import SigningKey, claims, hand_made, tamper
 
 
-def _b64(data: dict[str, object]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+def _key(path: Path, kid: str) -> SigningKey:
+    return SigningKey.from_pem_file(kid, path)
 
 
-def _private(path: Path) -> object:
-    return serialization.load_pem_private_key(path.read_bytes(), password=None)
-
-
-def _claims(**overrides: object) -> dict[str, object]:
-    now = int(time.time())
-    claims: dict[str, object] = {
-        "sub": "intruder@test.com",
-        "role": "ADMIN",
-        "iat": now,
-        "exp": now + 600,
-        "iss": "pm-auth",
-        "jti": str(uuid.uuid4()),
-        "sid": str(uuid.uuid4()),
-    }
-    claims.update(overrides)
-    return claims
+INTRUDER: dict[str, Any] = {"sub": "intruder@test.com", "role": "ADMIN"}
 
 
 def _assert_rejected(http: httpx.Client, base: str, token: str) -> None:
@@ -71,10 +52,7 @@ def test_non_bearer_schemes_and_garbage_are_401(http: httpx.Client, auth_url: st
 
 def test_tampered_payload_is_rejected(http: httpx.Client, real: tuple[str, str]) -> None:
     base, token = real
-    header, payload, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    claims["sub"] = "someone-else@test.com"
-    _assert_rejected(http, base, f"{header}.{_b64(claims)}.{signature}")
+    _assert_rejected(http, base, tamper(token, sub="someone-else@test.com"))
 
 
 def test_token_signed_by_another_key_with_the_real_kid_is_rejected(
@@ -82,14 +60,14 @@ def test_token_signed_by_another_key_with_the_real_kid_is_rejected(
 ) -> None:
     base, token = real
     kid = jwt.get_unverified_header(token)["kid"]
-    forged = jwt.encode(_claims(), _private(key_dir / "new.pem"), algorithm="RS256", headers={"kid": kid})  # type: ignore[arg-type]
+    forged = _key(key_dir / "new.pem", kid).mint(**INTRUDER)
     _assert_rejected(http, base, forged)
 
 
 def test_alg_none_is_rejected(http: httpx.Client, real: tuple[str, str]) -> None:
     base, token = real
     kid = jwt.get_unverified_header(token)["kid"]
-    unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': kid})}.{_b64(_claims())}."
+    unsigned = hand_made({"alg": "none", "typ": "JWT", "kid": kid}, claims(**INTRUDER))
     _assert_rejected(http, base, unsigned)
 
 
@@ -101,27 +79,24 @@ def test_hs256_signed_with_the_public_key_is_rejected(http: httpx.Client, real: 
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     # PyJWT refuses to sign HS256 with a PEM key (the very attack), so sign by hand.
-    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{_b64(_claims())}"
-    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
-    _assert_rejected(http, base, f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}")
+    forged = hand_made(
+        {"alg": "HS256", "typ": "JWT", "kid": kid}, claims(**INTRUDER), hs256_secret=public_pem
+    )
+    _assert_rejected(http, base, forged)
 
 
 def test_expired_token_is_rejected(http: httpx.Client, real: tuple[str, str], key_dir: Path) -> None:
     base, token = real
     kid = jwt.get_unverified_header(token)["kid"]
     hour_ago = int(time.time()) - 3600
-    expired = jwt.encode(
-        _claims(iat=hour_ago - 600, exp=hour_ago), _private(key_dir / "old.pem"), algorithm="RS256", headers={"kid": kid}  # type: ignore[arg-type]
-    )
+    expired = _key(key_dir / "old.pem", kid).mint(iat=hour_ago - 600, exp=hour_ago, **INTRUDER)
     _assert_rejected(http, base, expired)
 
 
 def test_wrong_issuer_is_rejected(http: httpx.Client, real: tuple[str, str], key_dir: Path) -> None:
     base, token = real
     kid = jwt.get_unverified_header(token)["kid"]
-    foreign = jwt.encode(
-        _claims(iss="someone-else"), _private(key_dir / "old.pem"), algorithm="RS256", headers={"kid": kid}  # type: ignore[arg-type]
-    )
+    foreign = _key(key_dir / "old.pem", kid).mint(iss="someone-else", **INTRUDER)
     _assert_rejected(http, base, foreign)
 
 
@@ -131,7 +106,7 @@ def test_a_correctly_signed_token_made_here_is_accepted(
     """Control for the forgeries above: the same construction with the right key and claims passes."""
     base, token = real
     kid = jwt.get_unverified_header(token)["kid"]
-    good = jwt.encode(_claims(), _private(key_dir / "old.pem"), algorithm="RS256", headers={"kid": kid})  # type: ignore[arg-type]
+    good = _key(key_dir / "old.pem", kid).mint(**INTRUDER)
     assert http.get(f"{base}/validate", headers=bearer(good)).status_code == 200
 
 
@@ -161,11 +136,7 @@ def test_public_key_file_is_accepted_as_a_previous_key(
     http: httpx.Client, auth_server: AuthServer, key_dir: Path, tmp_path: Path
 ) -> None:
     public = tmp_path / "old.pub.pem"
-    public.write_bytes(
-        _private(key_dir / "old.pem")
-        .public_key()  # type: ignore[attr-defined]
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    public.write_bytes(_key(key_dir / "old.pem", "old").public_pem())
     old_token = token_for(http, auth_server())
     after = auth_server(
         PM_JWT_PRIVATE_KEY_FILE=str(key_dir / "new.pem"), PM_JWT_PREVIOUS_PUBLIC_KEY_FILES=str(public)

@@ -10,8 +10,9 @@ from sqlalchemy.engine import make_url
 
 from pm.billing.bootstrap import MIGRATIONS
 from pm.common.db import migrate
-from pm.common.testing import PostgresDatabases, create_database, drop_database
+from pm.common.pgadmin import create_database, drop_database
 from pm.proto.billing.v1 import billing_pb2
+from tests.support.databases import PostgresDatabases
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from pm.billing.bootstrap import create_http_app
-from pm.common.testing import LiveServer, drop_database
+from pm.common.pgadmin import drop_database
 from pm.proto.billing.v1 import billing_pb2
+from tests.support.servers import LiveServer
 
 
 def test_health_is_up_with_the_database(database, metrics) -> None:

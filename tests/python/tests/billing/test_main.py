@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import inspect
 
 from pm.billing.main import main
+from pm.common.broker import free_port, wait_for_port
 from pm.common.db import Database
-from pm.common.testing import free_port, wait_for_port
 from pm.proto.billing.v1 import billing_pb2, billing_pb2_grpc
 
 

@@ -17,9 +17,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from pm.common import kafka
-from pm.common.broker import Broker
+from pm.common.broker import Broker, free_port
 from pm.common.kafka import BrokerProbe, ConsumerLoop, ensure_topics, make_producer
-from pm.common.testing import free_port
 from pm.proto.events.v1.patient_event_pb2 import PATIENT_CREATED, PatientEvent
 
 PARTITIONS = 3

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from kafka.errors import KafkaError
 
-from pm.common.broker import Broker
+from pm.common.broker import Broker, free_port
 from pm.common.kafka import BrokerProbe, ConsumerLoop, ensure_topics, make_producer, security_options
-from pm.common.testing import free_port
 from pm.common.tls import ClientTls
 from tests.common.certs import CertificateAuthority
 

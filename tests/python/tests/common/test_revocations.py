@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pm.common.tokens import InvalidToken, RevocationList, StaticKeys, TokenVerifier
-from tests.common.signing import ISSUER, SigningKey
+from tests.support.tokens import ISSUER, SigningKey
 
 
 class Feed:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pm.common.testing import free_port
+from pm.common.broker import free_port
 from pm.common.tls import ClientTls
 from pm.common.tokens import JwksKeys
 from tests.common.certs import CertificateAuthority

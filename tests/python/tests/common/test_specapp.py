@@ -13,8 +13,8 @@ import pytest
 
 from pm.common.logs import request_id_var
 from pm.common.specapp import COMPACT_JSON, OneHopWSGI, cache_security_signatures
-from pm.common.testing import LiveServer
 from pm.common.web import Receive, Scope, Send
+from tests.support.servers import LiveServer
 
 StartResponse = Callable[..., Any]
 

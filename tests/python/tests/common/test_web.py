@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from pm.common.health import Degraded
-from pm.common.testing import LiveServer
 from pm.common.tokens import StaticKeys, TokenVerifier
 from tests.common import webapp
-from tests.common.signing import ISSUER, SigningKey
+from tests.support.servers import LiveServer
+from tests.support.tokens import ISSUER, SigningKey
 
 PROBLEM = "application/problem+json"
 SECURITY_HEADERS = {

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from pm.common.testing import free_port
+from pm.common.broker import free_port
 
 CHROMIUM = os.environ.get("PM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

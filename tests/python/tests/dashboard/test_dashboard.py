@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import time
 import uuid
@@ -14,6 +12,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from tests.dashboard.conftest import DEMO_EMAIL, DEMO_PASSWORD, System
+from tests.support.tokens import tamper
 
 pytestmark = pytest.mark.slow
 
@@ -274,11 +273,7 @@ def test_an_expired_access_token_is_renewed_silently_with_the_refresh_token(
     login = httpx.post(
         f"{system.url}/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}, timeout=10
     ).json()
-    header, _payload, signature = login["token"].split(".")
-    claims = {"sub": DEMO_EMAIL, "role": "ADMIN", "exp": int(time.time()) - 60}
-    expired = (
-        f"{header}.{base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip('=')}.{signature}"
-    )
+    expired = tamper(login["token"], exp=int(time.time()) - 60)
     page.goto(f"{system.url}/dashboard")
     page.evaluate(
         "([token, refresh]) => { sessionStorage.setItem('pm.dashboard.token', token);"

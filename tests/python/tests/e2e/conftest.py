@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pm.common.testing import PostgresDatabases, free_port
+from pm.common.broker import free_port
+from tests.support.databases import PostgresDatabases
 
 SERVICES_WITH_DATABASES = ("AUTH", "PATIENT", "BILLING", "ANALYTICS")
 PORT_VARS = (

@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from pm.common.testing import free_port
+from pm.common.broker import free_port
 from tests.e2e.conftest import PORT_VARS
 
 pytestmark = pytest.mark.slow

@@ -3,73 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import hmac
 import json
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
 from pm.common import tracing
 from pm.common.config import Env
-from pm.common.testing import LiveServer
 from pm.common.tokens import JwksKeys
 from pm.gateway.adapters.traces import TraceStore
 from pm.gateway.bootstrap import bootstrap
 from pm.gateway.config import Settings
+from tests.support import tokens
+from tests.support.servers import LiveServer
 
-ISSUER = "pm-auth"
 
-
-class SigningKey:
-    def __init__(self, kid: str) -> None:
-        self.kid = kid
-        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    def jwk(self) -> dict[str, Any]:
-        entry = json.loads(RSAAlgorithm.to_jwk(self.private.public_key()))
-        entry.update(kid=self.kid, use="sig", alg="RS256")
-        return entry
-
-    def public_pem(self) -> bytes:
-        return self.private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+class SigningKey(tokens.SigningKey):
+    """An RS256 key whose tokens are the demo admin's unless told otherwise."""
 
     def token(self, *, kid: str | None = None, **overrides: Any) -> str:
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "sub": "testuser@test.com",
-            "role": "ADMIN",
-            "iat": now,
-            "exp": now + 600,
-            "iss": ISSUER,
-            "jti": str(uuid.uuid4()),
-            "sid": str(uuid.uuid4()),
-        }
-        claims.update(overrides)
-        return jwt.encode(claims, self.private, algorithm="RS256", headers={"kid": kid or self.kid})
-
-
-def unsigned_token(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None) -> str:
-    """A token built by hand, for algorithms PyJWT refuses to produce with these keys."""
-
-    def b64(data: bytes) -> bytes:
-        return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-    signing_input = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(claims).encode())
-    signature = b"" if secret is None else b64(hmac.new(secret, signing_input, hashlib.sha256).digest())
-    return (signing_input + b"." + signature).decode()
+        claims = {"sub": "testuser@test.com", "role": "ADMIN", **overrides}
+        return self.mint(headers={"kid": kid} if kid else None, **claims)
 
 
 class JwksServer:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from pm.common.testing import free_port
+from pm.common.broker import free_port
 from tests.gateway.conftest import Gateway
 
 

@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from pm.common.testing import free_port, wait_for_port
+from pm.common.broker import free_port, wait_for_port
 from tests.gateway.conftest import EchoUpstream, SigningKey
 
 

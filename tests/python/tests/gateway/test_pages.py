@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pm.common.testing import free_port
+from pm.common.broker import free_port
 from tests.gateway.conftest import Gateway
 
 DOCUMENT = {

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pm.common.testing import free_port
+from pm.common.broker import free_port
 from tests.gateway.conftest import Gateway, SigningKey, echoed_headers
 
 

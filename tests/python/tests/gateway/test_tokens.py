@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-import jwt
 import pytest
 
-from tests.gateway.conftest import ISSUER, Gateway, JwksServer, SigningKey, unsigned_token
+from tests.gateway.conftest import Gateway, JwksServer, SigningKey
+from tests.support.tokens import claims, hand_made, tamper
 
 
 def assert_unauthorized(response, upstreams: dict) -> None:  # type: ignore[no-untyped-def]
@@ -16,20 +16,6 @@ def assert_unauthorized(response, upstreams: dict) -> None:  # type: ignore[no-u
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert response.json()["status"] == 401
     assert "service" not in response.json()
-
-
-def claims(**overrides: object) -> dict[str, object]:
-    now = int(time.time())
-    base: dict[str, object] = {
-        "sub": "testuser@test.com",
-        "role": "ADMIN",
-        "iat": now,
-        "exp": now + 600,
-        "iss": ISSUER,
-        "jti": "j-1",
-    }
-    base.update(overrides)
-    return base
 
 
 def test_a_valid_token_passes(gateway: Gateway, signing_key: SigningKey) -> None:
@@ -69,20 +55,17 @@ def test_bad_tokens_are_refused(
     gateway: Gateway, signing_key: SigningKey, foreign_key: SigningKey, upstreams: dict
 ) -> None:
     bad = {
-        "alg none": unsigned_token({"alg": "none", "typ": "JWT", "kid": signing_key.kid}, claims(), None),
-        "HS256 keyed with the public key": unsigned_token(
-            {"alg": "HS256", "typ": "JWT", "kid": signing_key.kid}, claims(), signing_key.public_pem()
+        "alg none": hand_made({"alg": "none", "typ": "JWT", "kid": signing_key.kid}, claims()),
+        "HS256 keyed with the public key": hand_made(
+            {"alg": "HS256", "typ": "JWT", "kid": signing_key.kid},
+            claims(),
+            hs256_secret=signing_key.public_pem(),
         ),
         "signed by a foreign key": foreign_key.token(),
         "expired": signing_key.token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200),
         "wrong issuer": signing_key.token(iss="someone-else"),
-        "no role": jwt.encode(
-            {k: v for k, v in claims().items() if k != "role"},
-            signing_key.private,
-            algorithm="RS256",
-            headers={"kid": signing_key.kid},
-        ),
-        "tampered claims": _tamper(signing_key.token(role="USER")),
+        "no role": signing_key.token(drop=("role",)),
+        "tampered claims": tamper(signing_key.token(role="USER"), role="ADMIN"),
     }
     client = gateway()
     for name, token in bad.items():
@@ -90,17 +73,6 @@ def test_bad_tokens_are_refused(
         assert response.status_code == 401, name
         assert response.headers["www-authenticate"] == 'Bearer realm="pm", error="invalid_token"', name
         assert_unauthorized(response, upstreams)
-
-
-def _tamper(token: str) -> str:
-    import base64
-    import json
-
-    header, payload, signature = token.split(".")
-    body = json.loads(base64.urlsafe_b64decode(payload + "=="))
-    body["role"] = "ADMIN"
-    forged = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=").decode()
-    return f"{header}.{forged}.{signature}"
 
 
 def test_an_unknown_key_id_refetches_the_keys_then_refuses(

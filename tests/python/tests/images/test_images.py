@@ -23,7 +23,8 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pm.common.testing import PostgresDatabases, free_port
+from pm.common.broker import free_port
+from tests.support.databases import PostgresDatabases
 
 pytestmark = pytest.mark.slow
 

@@ -10,55 +10,46 @@ from typing import Any
 
 import grpc
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 from kafka import KafkaConsumer, TopicPartition
 
 from pm.billing.bootstrap import MIGRATIONS as BILLING_MIGRATIONS
 from pm.billing.bootstrap import create_grpc_server
+from pm.common.broker import free_port
 from pm.common.config import Env
 from pm.common.db import Database, migrate
 from pm.common.kafka import ensure_topics
-from pm.common.testing import LiveServer, PostgresDatabases, free_port
 from pm.common.tokens import StaticKeys, TokenVerifier
 from pm.patient.adapters.billing import GrpcBilling
 from pm.patient.adapters.relay import RelaySettings
 from pm.patient.bootstrap import MIGRATIONS, PatientApp, build
 from pm.patient.config import Settings
 from pm.proto.events.v1 import patient_event_pb2 as pb
+from tests.support.databases import PostgresDatabases
+from tests.support.servers import LiveServer
+from tests.support.tokens import ISSUER, SigningKey
 
-ISSUER = "pm-auth"
 KID = "test-key"
 ADMIN = "admin@example.com"
 USER = "user@example.com"
 
 
 @pytest.fixture(scope="session")
-def signing_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def signing_key() -> SigningKey:
+    return SigningKey(KID)
 
 
 @pytest.fixture(scope="session")
-def mint(signing_key: rsa.RSAPrivateKey) -> Callable[..., str]:
+def mint(signing_key: SigningKey) -> Callable[..., str]:
     def mint_token(sub: str = ADMIN, role: str = "ADMIN", ttl: int = 600) -> str:
-        now = int(time.time())
-        claims = {
-            "sub": sub,
-            "role": role,
-            "iat": now,
-            "exp": now + ttl,
-            "iss": ISSUER,
-            "jti": uuid.uuid4().hex,
-        }
-        return jwt.encode(claims, signing_key, algorithm="RS256", headers={"kid": KID})
+        return signing_key.mint(sub=sub, role=role, exp=int(time.time()) + ttl)
 
     return mint_token
 
 
 @pytest.fixture(scope="session")
-def verifier(signing_key: rsa.RSAPrivateKey) -> TokenVerifier:
-    return TokenVerifier(StaticKeys({KID: signing_key.public_key()}), issuer=ISSUER)
+def verifier(signing_key: SigningKey) -> TokenVerifier:
+    return TokenVerifier(StaticKeys({KID: signing_key.public}), issuer=ISSUER)
 
 
 @dataclass

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from jwt.algorithms import RSAAlgorithm
 
 from pm.common.db import Database
-from pm.common.testing import LiveServer
 from pm.common.tokens import JwksKeys, StaticKeys, TokenVerifier
 from tests.common.hostile import SlowJwks, assert_refused_without_stall, send_while_probing
-from tests.patient.conftest import ISSUER, KID, BillingServer, Running, start_service
+from tests.patient.conftest import KID, BillingServer, Running, start_service
+from tests.support import tokens
+from tests.support.servers import LiveServer
+from tests.support.tokens import ISSUER, SigningKey
 
 JWKS_DELAY = 3.0
 
 
 @pytest.fixture
-def jwks(signing_key: rsa.RSAPrivateKey) -> Iterator[tuple[SlowJwks, str]]:
-    entry = {**json.loads(RSAAlgorithm.to_jwk(signing_key.public_key())), "kid": KID, "alg": "RS256"}
-    endpoint = SlowJwks({"keys": [entry]})
+def jwks(signing_key: SigningKey) -> Iterator[tuple[SlowJwks, str]]:
+    endpoint = SlowJwks(tokens.jwks(signing_key))
     with LiveServer(endpoint) as server:
         yield endpoint, f"{server.url}/.well-known/jwks.json"
 
@@ -56,12 +51,7 @@ def test_a_slow_key_refetch_does_not_stall_other_requests(
     endpoint, _ = jwks
     endpoint.delay = JWKS_DELAY
     fetches = endpoint.fetches
-    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = int(time.time())
-    claims = {"sub": "x@example.com", "role": "ADMIN", "iat": now, "exp": now + 600, "iss": ISSUER}
-    unknown_kid = jwt.encode(
-        {**claims, "jti": uuid.uuid4().hex}, stranger, algorithm="RS256", headers={"kid": "new"}
-    )
+    unknown_kid = SigningKey("new").mint(sub="x@example.com", role="ADMIN")
     for probe in ("/health", "/patients"):
         outcome = send_while_probing(
             jwks_service.url,
@@ -86,24 +76,15 @@ def test_an_rs256_token_naming_an_ed25519_key_is_a_401_problem(
     billing_server: BillingServer,
     kafka_bootstrap: str,
     topic: str,
-    signing_key: rsa.RSAPrivateKey,
+    signing_key: SigningKey,
     mint: Callable[..., str],
 ) -> None:
-    ed_key = ed25519.Ed25519PrivateKey.generate()
-    keys = StaticKeys({KID: signing_key.public_key(), "ed": ed_key.public_key()})
+    ed_key = SigningKey("ed", "EdDSA")
+    keys = StaticKeys({KID: signing_key.public, "ed": ed_key.public})
     verifier = TokenVerifier(keys, issuer=ISSUER)
-    now = int(time.time())
-    claims = {
-        "sub": "x@example.com",
-        "role": "ADMIN",
-        "iat": now,
-        "exp": now + 600,
-        "iss": ISSUER,
-        "jti": "j",
-    }
     mismatched = {
-        "RS256 on the Ed25519 kid": jwt.encode(claims, signing_key, algorithm="RS256", headers={"kid": "ed"}),
-        "EdDSA on the RSA kid": jwt.encode(claims, ed_key, algorithm="EdDSA", headers={"kid": KID}),
+        "RS256 on the Ed25519 kid": signing_key.mint(headers={"kid": "ed"}, role="ADMIN"),
+        "EdDSA on the RSA kid": ed_key.mint(headers={"kid": KID}, role="ADMIN"),
     }
     for running in start_service(patient_db, verifier, billing_server.target, kafka_bootstrap, topic):
         with httpx.Client(base_url=running.url, timeout=10) as client:

@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 import pm.patient.main  # noqa: F401 - run as a child process; the import makes Pants ship it
+from pm.common.broker import free_port
 from pm.common.db import Database
-from pm.common.testing import free_port
 from pm.patient.adapters.relay import pending_count
 from pm.patient.adapters.seed import demo_patients
 from pm.patient.bootstrap import migrate_and_seed

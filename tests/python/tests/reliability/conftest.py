@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pm.common.testing import PostgresDatabases
 from tests.reliability.harness import System, login, start_system
+from tests.support.databases import PostgresDatabases
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from pm.common.testing import PostgresDatabases, free_port
+from pm.common.broker import free_port
 from pm.devstack.up import SERVICES, Settings, Stack
+from tests.support.databases import PostgresDatabases
 
 READY_TIMEOUT = 240.0  # five services importing at once on a loaded 2-core machine
 DEMO_LOGIN = {"email": "testuser@test.com", "password": "password123"}

@@ -6,8 +6,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pm.common.testing import PostgresDatabases
 from tests.reliability.harness import System, login, start_system
+from tests.support.databases import PostgresDatabases
 
 
 @pytest.fixture(scope="module")

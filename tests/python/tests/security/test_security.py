@@ -3,45 +3,23 @@ in any log line or error body. Every token case is tried at the gateway and at e
 
 from __future__ import annotations
 
-import base64
-import json
 import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pm.common.broker import wait_for_port
-from pm.common.testing import free_port
+from pm.common.broker import free_port, wait_for_port
 from tests.reliability.harness import DEMO_LOGIN, System, login, patient_body, write_figures
+from tests.support.tokens import SigningKey, hand_made, tamper
 
 pytestmark = pytest.mark.slow
 FIGURES: dict[str, int] = {}
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _claims(**override: object) -> dict[str, object]:
-    now = int(time.time())
-    claims: dict[str, object] = {
-        "sub": DEMO_LOGIN["email"],
-        "role": "ADMIN",
-        "iat": now,
-        "exp": now + 600,
-        "iss": "pm-auth",
-        "jti": uuid.uuid4().hex,
-        # Otherwise valid session tokens: each is refused for the one thing wrong with it, not the sid.
-        "sid": str(uuid.uuid4()),
-    }
-    claims.update(override)
-    return claims
 
 
 def protected_targets(system: System) -> list[str]:
@@ -59,30 +37,22 @@ def protected_targets(system: System) -> list[str]:
 
 @pytest.fixture(scope="module")
 def bad_authorizations(system: System, token: str, signing_key: rsa.RSAPrivateKey) -> dict[str, str]:
+    # Otherwise valid session tokens of the demo admin: each is refused for the one thing wrong with it.
     kid = jwt.get_unverified_header(token)["kid"]
-    public_pem = signing_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    auth_key = SigningKey(kid, private=signing_key)
+    real = jwt.decode(token, options={"verify_signature": False})
+    admin: dict[str, Any] = {"sub": DEMO_LOGIN["email"], "role": "ADMIN"}
+    hour_ago = int(time.time()) - 3600
     header, payload, _sig = token.split(".")
-    hs_input = f"{_b64(json.dumps({'alg': 'HS256', 'typ': 'JWT', 'kid': kid}).encode())}.{payload}"
-    import hashlib
-    import hmac
-
-    hs256 = hs_input + "." + _b64(hmac.new(public_pem, hs_input.encode(), hashlib.sha256).digest())
-    none = f"{_b64(json.dumps({'alg': 'none', 'typ': 'JWT'}).encode())}.{payload}."
-
-    def sign(claims: dict[str, object], key: rsa.RSAPrivateKey = signing_key, k: str = kid) -> str:
-        return jwt.encode(claims, key, "RS256", headers={"kid": k})
-
+    hs256 = hand_made({"alg": "HS256", "typ": "JWT", "kid": kid}, real, hs256_secret=auth_key.public_pem())
     return {
-        "alg none": f"Bearer {none}",
+        "alg none": f"Bearer {hand_made({'alg': 'none', 'typ': 'JWT'}, real)}",
         "HS256 with the public key": f"Bearer {hs256}",
-        "foreign key": f"Bearer {sign(_claims(), foreign)}",
-        "expired": f"Bearer {sign(_claims(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600))}",
-        "wrong issuer": f"Bearer {sign(_claims(iss='someone-else'))}",
-        "kid pointing nowhere": f"Bearer {sign(_claims(), k='no-such-key')}",
-        "tampered payload": f"Bearer {header}.{_b64(json.dumps(_claims(sub='x@example.com')).encode())}.{_sig}",
+        "foreign key": f"Bearer {SigningKey(kid).mint(**admin)}",
+        "expired": f"Bearer {auth_key.mint(iat=hour_ago - 3600, exp=hour_ago, **admin)}",
+        "wrong issuer": f"Bearer {auth_key.mint(iss='someone-else', **admin)}",
+        "kid pointing nowhere": f"Bearer {auth_key.mint(headers={'kid': 'no-such-key'}, **admin)}",
+        "tampered payload": f"Bearer {tamper(token, sub='x@example.com')}",
         "whitespace inside the token": f"Bearer {header}.{payload}. {_sig}",
         "two Bearer prefixes": f"Bearer Bearer {token}",
         "no scheme": token,

@@ -1,7 +1,7 @@
 """Benchmark: logins/s and validations/s of a real auth server over loopback HTTP.
 
-    ./pants run src/python/pm/auth:bench -- --rounds 12 --seconds 10 --concurrency 8
-    ./pants run src/python/pm/auth:bench -- --database-url postgresql+psycopg2://postgres@127.0.0.1/bench
+    ./pants run src/python/pm/bench:auth -- --rounds 12 --seconds 10 --concurrency 8
+    ./pants run src/python/pm/bench:auth -- --database-url postgresql+psycopg2://postgres@127.0.0.1/bench
 
 The server runs as a forked child process (`pm.auth.main serve`, one uvicorn worker) on a free port with
 a throw-away SQLite database unless a database URL is given; clients are threads of this process, so
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import socket
 import statistics
 import tempfile
 import threading
@@ -24,13 +23,9 @@ from pathlib import Path
 import bcrypt
 import httpx
 
+from pm.common.broker import free_port
+
 DEMO = {"email": "testuser@test.com", "password": "password123"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _serve(environ: dict[str, str]) -> None:
@@ -105,7 +100,7 @@ def _bcrypt_ms(rounds: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="pm.auth.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pm.bench.auth", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12, help="bcrypt cost (PM_AUTH_BCRYPT_ROUNDS)")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each phase")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads")
@@ -113,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="pm-auth-bench-") as scratch:
-        port = _free_port()
+        port = free_port()
         environ = {
             "PM_AUTH_PORT": str(port),
             "PM_DATA_DIR": scratch,

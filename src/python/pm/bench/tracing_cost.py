@@ -18,11 +18,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from pm.bench.measure import Wrk, load, machine
+from pm.bench.options import Options, parse_options
 from pm.bench.results import WrkRun
-from pm.bench.run import SEED_PATIENT, Bench, _workdir, load, machine, parse_options, say
-from pm.devstack.up import DEMO_LOGIN
+from pm.bench.run import _workdir, say
+from pm.bench.system import SEED_PATIENT, System
 
 MODES: dict[str, dict[str, str]] = {
     "off": {"OTEL_SDK_DISABLED": "true"},
@@ -32,31 +32,14 @@ MODES: dict[str, dict[str, str]] = {
 OTEL_VARIABLES = ("OTEL_SDK_DISABLED", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
 
 
-def start(bench: Bench, mode: str) -> str:
-    """Start one system with `mode`'s tracing; its gateway URL once a read answers 200."""
+def start(options: Options, workdir: Path, mode: str) -> System:
+    """Start one whole system with `mode`'s tracing (databases, services, a login)."""
     for name in OTEL_VARIABLES:
         os.environ.pop(name, None)
     os.environ.update(MODES[mode])
-    bench.start_system()
-    gateway = f"http://127.0.0.1:{bench.ports['PM_GATEWAY_PORT']}"
-    login = httpx.post(
-        f"{gateway}/auth/login", json={"email": DEMO_LOGIN[0], "password": DEMO_LOGIN[1]}, timeout=15.0
-    )
-    login.raise_for_status()
-    bench.token = str(login.json()["token"])
-    deadline = time.monotonic() + 30
-    while (
-        httpx.get(
-            f"{gateway}/api/patients/{SEED_PATIENT}",
-            headers={"Authorization": f"Bearer {bench.token}"},
-            timeout=15,
-        ).status_code
-        != 200
-    ):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{mode}: reads do not answer 200")
-        time.sleep(0.5)
-    return gateway
+    system = System(options.admin_url, workdir)
+    system.start()
+    return system
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,26 +57,25 @@ def main(argv: list[str] | None = None) -> None:
     reads: dict[str, list[WrkRun]] = {mode: [] for mode in MODES}
     writes: dict[str, list[WrkRun]] = {mode: [] for mode in MODES}
     with _workdir() as workdir:
-        benches: dict[str, Bench] = {}
-        gateways: dict[str, str] = {}
+        systems: dict[str, System] = {}
         try:
             for mode in MODES:
                 say(f"[bench] starting the system with tracing {mode}")
                 folder = workdir / mode.replace("%", "pct")
                 folder.mkdir()
-                benches[mode] = Bench(options, folder)
-                gateways[mode] = start(benches[mode], mode)
+                systems[mode] = start(options, folder, mode)
             names = list(MODES)
             for number in range(options.repeats):
                 order = names[number % len(names) :] + names[: number % len(names)]
                 for mode in order:
-                    bench, gateway = benches[mode], gateways[mode]
-                    url = f"{gateway}/api/patients/{SEED_PATIENT}"
+                    system = systems[mode]
+                    wrk = Wrk(system.token, options.threads, options.connections, system.processes)
+                    url = system.gateway_url(f"/api/patients/{SEED_PATIENT}")
                     if options.warmup > 0:
-                        bench.wrk(url, "get.lua", options.warmup)
-                    read, _ = bench.wrk(url, "get.lua", options.duration)
-                    write, _ = bench.wrk(
-                        f"{gateway}/api/patients",
+                        wrk(url, "get.lua", options.warmup)
+                    read, _ = wrk(url, "get.lua", options.duration)
+                    write, _ = wrk(
+                        system.gateway_url("/api/patients"),
                         "post.lua",
                         options.write_seconds,
                         {
@@ -110,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
                         f"  writes {write.rps:7.1f}/s (errors {write.errors})"
                     )
         finally:
-            for bench in benches.values():
-                bench.stop()
+            for system in systems.values():
+                system.stop()
     results["load_after"] = load()
     results["modes"] = {
         mode: {

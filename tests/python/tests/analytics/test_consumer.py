@@ -192,7 +192,7 @@ def test_processing_an_event_continues_the_trace_it_was_published_in(
     wait_until(lambda: reader.summary().patients_created == 2, what="both events counted")
 
     def processed() -> list:
-        trace.get_tracer_provider().force_flush()
+        trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
         return [s for s in memory.get_finished_spans() if s.kind is SpanKind.CONSUMER]
 
     wait_until(lambda: len(processed()) == 1, what="the traced event's processing span")

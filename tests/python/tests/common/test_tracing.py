@@ -152,8 +152,9 @@ def test_context_goes_through_a_stored_traceparent_and_kafka_headers(exported: I
     consumer_side = tracing.context_from_kafka_headers([("event-id", b"1"), *headers])
     with tracer.start_as_current_span("process", context=consumer_side, kind=SpanKind.CONSUMER) as process:
         pass
-    assert process.parent is not None
-    assert process.parent.span_id == publish.get_span_context().span_id
+    finished_process = next(s for s in finished(exported) if s.name == "process")
+    assert finished_process.parent is not None
+    assert finished_process.parent.span_id == publish.get_span_context().span_id
     assert process.get_span_context().trace_id == int(CLIENT_TRACE, 16)
     assert tracing.context_from_kafka_headers([("event-id", b"1")]) is None
     assert tracing.context_from_traceparent("garbage") is None
@@ -176,5 +177,6 @@ def test_sql_statements_inside_a_trace_are_child_spans_without_their_parameters(
     assert statement.name == "SELECT"
     assert statement.parent is not None
     assert statement.parent.span_id == request.get_span_context().span_id
+    assert statement.attributes is not None
     assert statement.attributes["db.system"] == "sqlite"
     assert "alice" not in str(dict(statement.attributes))

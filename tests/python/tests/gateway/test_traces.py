@@ -12,7 +12,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode, set_span_in_context
+from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode, set_span_in_context
 
 from pm.common.tracing import configure_tracing
 from pm.gateway.adapters.traces import TraceStore
@@ -163,9 +163,7 @@ def test_spans_of_one_trace_from_several_services_join(store: TraceStore) -> Non
     assert summary["rootSpan"]["service"] == "gateway"
 
 
-def _NonRecording(span: ReadableSpan) -> object:  # - stands for a remote parent
-    from opentelemetry.trace import NonRecordingSpan
-
+def _NonRecording(span: ReadableSpan) -> NonRecordingSpan:  # - stands for a remote parent
     assert span.context is not None
     return NonRecordingSpan(span.context)
 

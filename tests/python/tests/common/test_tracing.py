@@ -22,8 +22,8 @@ from pm.common import tracing
 from pm.common.config import ConfigError, Env
 from pm.common.db import Database
 from pm.common.logs import configure_logging
-from pm.common.testing import LiveServer
 from tests.common import webapp
+from tests.support.servers import LiveServer
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"

@@ -18,6 +18,7 @@ from pm.billing.entrypoints.grpc_auth import ServiceTokenInterceptor
 from pm.billing.entrypoints.grpc_metrics import MetricsInterceptor
 from pm.billing.entrypoints.grpc_service import SERVICE_NAME, BillingServicer, DatabaseHealth
 from pm.billing.entrypoints.http_app import not_found_app
+from pm.common import tracing
 from pm.common.db import Database, migrate
 from pm.common.health import DEFAULT_INTERVAL_SECONDS
 from pm.common.service import Service
@@ -78,7 +79,7 @@ def create_server(
     servicer = BillingServicer(
         lambda: SqlUnitOfWork(database), on_store_unavailable=health_state.mark_unavailable
     )
-    interceptors: list[grpc.ServerInterceptor] = []
+    interceptors: list[grpc.ServerInterceptor] = tracing.grpc_server_interceptors()
     if metrics is not None:
         interceptors.append(MetricsInterceptor(metrics))  # first: it also counts refused calls
     if settings.service_token is not None:

@@ -1,4 +1,5 @@
-"""One structured (JSON lines) logging setup for every service, carrying the request id."""
+"""One structured (JSON lines) logging setup for every service, carrying the request id and, inside a
+trace, the `trace_id` and `span_id` of the current span (pm.common.tracing)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 import time
 import warnings
 from typing import Any
+
+from opentelemetry import trace
 
 # Connexion imports Starlette's test client at import time, which warns on every service start. Services
 # import this module before Connexion, so the filter is in place in time.
@@ -103,6 +106,10 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = f"{span.trace_id:032x}"
+            entry["span_id"] = f"{span.span_id:016x}"
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = redact(value if _jsonable(value) else str(value), key)

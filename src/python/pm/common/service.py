@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pm.common.config import load_or_exit
 from pm.common.logs import configure_logging, scrub
 from pm.common.settings import ServiceSettings
+from pm.common.tracing import configure_tracing
 from pm.common.web import ASGIApp, serve
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def run(
     command = parser.parse_args(argv).command
     settings = load_or_exit(settings_type.from_env, name)  # type: ignore[attr-defined]
     configure_logging(name, settings.log_level)
+    configure_tracing(name)
     # A bad setting found while building (e.g. an unreadable key) stops the service like one in Settings.
     service = load_or_exit(lambda: bootstrap(settings), name) if command == "serve" else None
     if command == "migrate" or settings.migrate_on_start:

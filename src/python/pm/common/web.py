@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from pm.common import tracing
 from pm.common.health import DEFAULT_INTERVAL_SECONDS, HealthMonitor
 from pm.common.health import HealthCheck as HealthCheck  # re-exported: services declare checks with it
 from pm.common.logs import request_id_var
 from pm.common.problems import PROBLEM_JSON, problem_bytes
+from pm.common.tracing import TRACERESPONSE, traceresponse
 
 if TYPE_CHECKING:
     from pm.common.tls import ServerTls
@@ -41,6 +43,7 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 REQUEST_ID_HEADER = b"x-request-id"
+TRACEPARENT_HEADER = b"traceparent"
 
 
 class Metrics:
@@ -82,7 +85,9 @@ class ServiceMiddleware:
     - `GET /metrics` in Prometheus text format;
     - `state` entries are exposed to the app as `request.state.<name>` (no module globals);
     - request bodies over `max_body_bytes` are refused with 413 before the app reads them;
-    - security headers on every response; one access log line per request at DEBUG.
+    - security headers on every response; one access log line per request at DEBUG;
+    - `traceresponse` (W3C Trace Context level 2) naming this service's span of the request, when tracing is
+      on (an upstream's copy, behind the gateway, is replaced by the gateway's own).
     """
 
     def __init__(
@@ -158,11 +163,16 @@ class ServiceMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 response_headers = [
-                    (k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() not in (REQUEST_ID_HEADER, TRACERESPONSE)
                 ]
                 present = {k.lower() for k, _ in response_headers}
                 response_headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
                 response_headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                trace_header = traceresponse(headers.get(TRACEPARENT_HEADER))
+                if trace_header is not None:
+                    response_headers.append((TRACERESPONSE, trace_header))
                 message = dict(message)
                 message["headers"] = response_headers
             await send(message)
@@ -324,11 +334,14 @@ def serve(
     from anyone else, and from everyone when it is empty, the client is the TCP peer. With `tls` it
     serves HTTPS only (and requires a client certificate when `tls` names a client CA).
 
+    With tracing on (`pm.common.tracing.configure_tracing`), every request but the probes and scrapes
+    gets a server span continuing the caller's `traceparent`.
+
     Background workers (outbox relay, consumers) start after the socket is bound so that a port clash
     stops the service before they do anything.
     """
     config = uvicorn.Config(
-        app,
+        tracing.asgi(app),
         host=host,
         port=port,
         log_config=None,

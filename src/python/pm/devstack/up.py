@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pm.common import tracing
 from pm.common.broker import Broker, die_with_parent
 from pm.common.config import ConfigError, Env, exit_config_error
 
@@ -175,6 +176,8 @@ class Stack:
         ports = self.settings.ports
         base = f"http://{self.settings.host}"
         env.update({key: str(value) for key, value in ports.items()})
+        # Spans reach the trace view within a second (the SDK's default batches every 5 s).
+        env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "1000")
         env.update(
             {
                 "PM_HOST": self.settings.host,
@@ -216,11 +219,22 @@ class Stack:
             self.broker.stop()
             self.broker = None
 
+    def embedded_traces(self) -> bool:
+        """Whether spans go to the gateway's embedded store (no OTLP collector named, tracing not off)."""
+        return tracing.enabled(self.env) and tracing.collector_endpoint(self.env) is None
+
+    def service_env(self, name: str) -> dict[str, str]:
+        """The stack's wiring; with the embedded trace store, every service but the gateway exports to it."""
+        if name == "gateway" or not self.embedded_traces():
+            return self.env
+        gateway = f"http://{self.settings.host}:{self.settings.ports['PM_GATEWAY_PORT']}"
+        return {**self.env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{gateway}/v1/traces"}
+
     def start_service(self, name: str) -> subprocess.Popen[bytes]:
         """Start one service with the stack's wiring; after stop_service this restarts it (fault tests)."""
         process = subprocess.Popen(
             [sys.executable, "-m", f"pm.{name}.main", "serve"],
-            env=self.env,
+            env=self.service_env(name),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -326,6 +340,14 @@ def signal_on_parent_death(sig: int) -> None:
         pass  # not Linux: the main loop's parent check still notices, within half a second
 
 
+def traces_location(stack: Stack, gateway_url: str) -> str:
+    if stack.embedded_traces():
+        return f"{gateway_url}/dashboard/#traces (GET {gateway_url}/api/traces, ADMIN)"
+    if not tracing.enabled(stack.env):
+        return "off (OTEL_SDK_DISABLED / OTEL_TRACES_EXPORTER=none)"
+    return f"exported to {tracing.collector_endpoint(stack.env)} (view them in that collector's UI)"
+
+
 def main() -> None:
     parent = os.getppid()
     stop_requested = threading.Event()
@@ -367,6 +389,7 @@ def main() -> None:
         stack.say(f"[devstack] all services healthy in {elapsed:.1f}s; data in {settings.data_dir}")
         stack.say(f"[devstack] demo login: {DEMO_LOGIN[0]} / {DEMO_LOGIN[1]} (POST {gateway_url}/auth/login)")
         stack.say(f"[devstack] API docs: {gateway_url}/docs   dashboard: {gateway_url}/dashboard")
+        stack.say(f"[devstack] traces: {traces_location(stack, gateway_url)}")
         stack.say(f"READY {gateway_url}")
         while not stop_requested.wait(0.5) and os.getppid() == parent:
             stack.raise_if_a_child_died()

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from pm.common import tracing
 from pm.common.tokens import JwksKeys, KeySource, RevocationList, TokenVerifier, http_revocation_feed
 from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
 from pm.gateway.adapters.health import downstream_check
 from pm.gateway.adapters.openapi import ApiDocs, DocsSource
+from pm.gateway.adapters.traces import TraceStore
 from pm.gateway.adapters.upstream import ConnectionPools, Proxy, Timeouts
 from pm.gateway.config import Settings
 from pm.gateway.domain.clients import ClientAddresses
@@ -19,6 +21,7 @@ from pm.gateway.domain.routes import public_routes
 from pm.gateway.entrypoints.app import create_app
 from pm.gateway.entrypoints.authn import BearerAuthenticator
 from pm.gateway.entrypoints.pages import swagger_ui_folder
+from pm.gateway.entrypoints.traces import TracesApi
 
 SERVICE = "gateway"
 DASHBOARD_FOLDER = Path(__file__).parent / "dashboard"
@@ -30,6 +33,7 @@ class Gateway:
     keys: KeySource
     proxy: Proxy
     revocations: RevocationList
+    traces: TraceStore | None = None
 
     def load_keys(self) -> None:
         """Fetch the signing keys up front so that the first requests need no fetch (best effort)."""
@@ -37,8 +41,19 @@ class Gateway:
             self.keys.refresh()
 
 
+def trace_store(settings: Settings) -> TraceStore | None:
+    """The embedded trace store, unless tracing is off or spans go to a collector."""
+    if not tracing.enabled() or tracing.collector_endpoint() is not None:
+        return None
+    return TraceStore(max_traces=settings.traces_max, max_age_seconds=settings.traces_max_age_seconds)
+
+
 def bootstrap(
-    settings: Settings, *, keys: KeySource | None = None, revocations: RevocationList | None = None
+    settings: Settings,
+    *,
+    keys: KeySource | None = None,
+    revocations: RevocationList | None = None,
+    traces: TraceStore | None = None,
 ) -> Gateway:
     upstreams = {
         "auth": settings.auth_url,
@@ -70,12 +85,13 @@ def bootstrap(
         timeouts,
         cache_seconds=settings.docs_cache_seconds,
     )
+    authenticator = BearerAuthenticator(
+        TokenVerifier(keys, issuer=settings.jwt_issuer, revocations=revocations)
+    )
     gateway = create_app(
         routes=public_routes(),
         proxy=proxy,
-        authenticator=BearerAuthenticator(
-            TokenVerifier(keys, issuer=settings.jwt_issuer, revocations=revocations)
-        ),
+        authenticator=authenticator,
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         clients=ClientAddresses(settings.trusted_proxies),
         cors_policy=CorsPolicy(settings.cors_origins),
@@ -90,7 +106,7 @@ def bootstrap(
     }
     app = ServiceMiddleware(
         # pm.common.web spells the ASGI types with dict where Starlette says MutableMapping.
-        cast(ASGIApp, gateway),
+        TracesApi(cast(ASGIApp, gateway), traces, authenticator, tracing.collector_endpoint()),
         service=SERVICE,
         # Without auth or patient the gateway cannot serve its purpose; without analytics only the
         # dashboard's figures are missing: it is DEGRADED then, and stays in the load balancer.
@@ -101,4 +117,4 @@ def bootstrap(
         health_timeout=settings.health_timeout + 1.0,
         health_interval=settings.health_interval,
     )
-    return Gateway(app=app, keys=keys, proxy=proxy, revocations=revocations)
+    return Gateway(app=app, keys=keys, proxy=proxy, revocations=revocations, traces=traces)

@@ -33,6 +33,9 @@ class Settings:
     environment: str = "dev"
     http_tls: ServerTls | None = None
     http_client_tls: ClientTls | None = None
+    # The embedded trace store (pm.gateway.adapters.traces), used when no OTLP collector is configured.
+    traces_max: int = 1_000
+    traces_max_age_seconds: float = 3_600.0
 
     @property
     def is_production(self) -> bool:
@@ -73,6 +76,8 @@ class Settings:
             http_client_tls=client_tls(env, "PM_HTTP_TLS"),
             # Load balancers in front of the gateway; nobody by default (the gateway is the edge).
             trusted_proxies=env.networks("PM_GATEWAY_TRUSTED_PROXIES"),
+            traces_max=env.integer("PM_TRACES_MAX", 1_000, minimum=1, maximum=100_000),
+            traces_max_age_seconds=env.duration("PM_TRACES_MAX_AGE", "1h", minimum=1.0),
         )
 
 

@@ -7,8 +7,10 @@ import logging
 
 from pm.common.config import Env, load_or_exit
 from pm.common.logs import configure_logging
+from pm.common.tracing import configure_tracing
 from pm.common.web import serve
-from pm.gateway.bootstrap import SERVICE, bootstrap
+from pm.gateway.adapters.traces import StoreExporter
+from pm.gateway.bootstrap import SERVICE, bootstrap, trace_store
 from pm.gateway.config import Settings
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         log.info("the gateway keeps no data: nothing to migrate")
         return
-    gateway = bootstrap(settings)
+    traces = trace_store(settings)
+    configure_tracing(SERVICE, exporter=StoreExporter(traces) if traces is not None else None)
+    gateway = bootstrap(settings, traces=traces)
     serve(
         gateway.app,
         host=settings.host,

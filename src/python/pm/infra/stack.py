@@ -51,6 +51,7 @@ HTTPS_PORT = 443
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 DB_USER = "pm"
 HAS_KAFKA_BOOTSTRAP = "HasKafkaBootstrap"
+HAS_TRACE_COLLECTOR = "HasTraceCollector"
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,15 @@ class _Builder:
                 "that use Kafka run no tasks.",
             )
         )
+        self.trace_collector = t.add_parameter(
+            Parameter(
+                "TraceCollectorEndpoint",
+                Type="String",
+                Default="",
+                Description="An OTLP/HTTP collector the services send their traces to (OTEL_EXPORTER_OTLP_"
+                "ENDPOINT, e.g. http://otel-collector.internal:4318). Empty: tracing is off.",
+            )
+        )
         self.task_cpu = t.add_parameter(
             Parameter("TaskCpu", Type="String", Default="256", AllowedValues=["256", "512", "1024", "2048"])
         )
@@ -248,6 +258,7 @@ class _Builder:
             )
         )
         t.add_condition(HAS_KAFKA_BOOTSTRAP, Not(Equals(Ref(self.kafka_bootstrap), "")))
+        t.add_condition(HAS_TRACE_COLLECTOR, Not(Equals(Ref(self.trace_collector), "")))
 
     def network(self) -> None:
         self.vpc = self.add(
@@ -670,6 +681,14 @@ class _Builder:
         environment = [
             ecs.Environment(Name=k, Value=v) for k, v in sorted(container_environment(spec).items())
         ]
+        # Spans go to the named collector; without one there is nowhere to send them in the cloud.
+        environment.append(
+            If(
+                HAS_TRACE_COLLECTOR,
+                ecs.Environment(Name="OTEL_EXPORTER_OTLP_ENDPOINT", Value=Ref(self.trace_collector)),
+                ecs.Environment(Name="OTEL_TRACES_EXPORTER", Value="none"),
+            )
+        )
         if spec.uses_kafka:
             environment.append(
                 If(

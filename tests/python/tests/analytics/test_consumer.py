@@ -8,10 +8,14 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from pm.analytics.adapters.store import SqlAnalyticsReader
 from pm.analytics.adapters.tables import dead_letter, patient_event
 from pm.analytics.main import main
+from pm.common import tracing
 from pm.common.db import Database
 from pm.common.kafka import make_producer
 from pm.proto.billing.v1 import billing_pb2
@@ -208,3 +212,29 @@ def test_after_a_rebuild_the_replayed_events_are_counted_once(
     time.sleep(1.0)  # anything read twice would have been counted by now
     assert reader.summary().patients_created == 12
     assert count(database, patient_event) == 12
+
+
+def test_processing_an_event_continues_the_trace_it_was_published_in(
+    start_consumer, producer, topics, database, monkeypatch
+) -> None:
+    memory = InMemorySpanExporter()
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")  # only the events' own traces
+    assert tracing.configure_tracing("analytics", exporter=memory)
+    trace_id, publish_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    traced = [("traceparent", f"00-{trace_id}-{publish_span}-01".encode())]
+    producer.send(topics[0], key=b"p1", value=event_bytes("created"), headers=traced)
+    producer.send(topics[0], key=b"p2", value=event_bytes("created"))  # from before tracing: no trace
+    producer.flush(timeout=10)
+    start_consumer()
+    reader = SqlAnalyticsReader(database)
+    wait_until(lambda: reader.summary().patients_created == 2, what="both events counted")
+
+    def processed() -> list:
+        trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
+        return [s for s in memory.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+
+    wait_until(lambda: len(processed()) == 1, what="the traced event's processing span")
+    (span,) = processed()
+    assert span.name == f"process {topics[0]}"
+    assert f"{span.context.trace_id:032x}" == trace_id
+    assert span.parent is not None and f"{span.parent.span_id:016x}" == publish_span

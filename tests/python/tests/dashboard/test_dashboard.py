@@ -315,3 +315,29 @@ def test_a_wrong_password_is_refused_with_a_clear_message(page: Page, system: Sy
     form.get_by_role("button", name="Sign in").click()
     expect(page.locator("#login-error")).to_have_text("Wrong email or password.")
     expect(page.locator("#app-view")).to_be_hidden()
+
+
+def test_an_admin_opens_the_waterfall_of_a_patients_create(
+    page: Page, system: System, screenshots: Path
+) -> None:
+    sign_in(page, system)
+    name = unique("Traced Patient")
+    page.get_by_role("button", name="New patient").click()
+    dialog = patient_dialog(page)
+    fill_patient(dialog, name=name, email=f"{name.lower().replace(' ', '.')}@example.com")
+    dialog.get_by_role("button", name="Save").click()
+    expect(page.locator("#patients-status")).to_have_text(f"Created {name}.")
+    page.get_by_role("button", name="View the trace of this create").click()
+
+    spans = page.locator("#waterfall-spans li")
+    # The create crosses every service, and analytics' processing arrives last.
+    expect(spans.filter(has_text="process patient")).to_have_count(1, timeout=EVENT_SECONDS_MS)
+    for service in ("gateway", "patient", "billing", "analytics"):
+        expect(page.locator(f"#waterfall-spans li[data-service='{service}']").first).to_be_visible()
+    expect(spans.first).to_contain_text("gateway")
+    expect(spans.first).to_contain_text("POST /api/patients")
+    expect(page.locator("#waterfall-title")).to_have_text(
+        re.compile(r"^Trace [0-9a-f]{32} \(\d+ spans, \d+ ms\)$")
+    )
+    expect(page.locator("#traces-rows tr").first).to_be_visible()
+    page.locator("#traces").screenshot(path=str(screenshots / "traces.png"), animations="disabled")

@@ -232,3 +232,109 @@ def test_passwords_and_tokens_never_reach_the_logs(system: RunningSystem, admin_
     assert "password123" not in logs
     assert "s3cret-pass" not in logs
     assert admin_token not in logs
+
+
+def client_traceparent() -> tuple[str, str, dict[str, str]]:
+    """A caller's own sampled trace context: (trace id, its span id, the header)."""
+    trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    return trace_id, span_id, {"traceparent": f"00-{trace_id}-{span_id}-01"}
+
+
+def wait_for_spans(
+    gateway: httpx.Client, auth: dict[str, str], trace_id: str, services: set[str], seconds: float = 40
+) -> list[dict]:
+    """The trace's spans once every one of `services` has a span in it (each exports in batches)."""
+    deadline = time.monotonic() + seconds
+    spans: list[dict] = []
+    while time.monotonic() < deadline:
+        response = gateway.get(f"/api/traces/{trace_id}", headers=auth)
+        if response.status_code == 200:
+            spans = response.json()["spans"]
+            consumed = any(s["kind"] == "CONSUMER" for s in spans)
+            if services <= {s["service"] for s in spans} and consumed:
+                return spans
+        else:
+            assert response.status_code == 404, response.text
+        time.sleep(0.5)
+    pytest.fail(f"trace {trace_id} lacks spans of {services}: {[(s['service'], s['name']) for s in spans]}")
+
+
+def only(spans: list[dict], **wanted: object) -> dict:
+    matching = [s for s in spans if all(s[k] == v for k, v in wanted.items())]
+    assert len(matching) == 1, (wanted, [(s["service"], s["kind"], s["name"]) for s in spans])
+    return matching[0]
+
+
+def assert_one_trace_through_the_system(
+    response: httpx.Response, spans: list[dict], trace_id: str, client_span: str, event_type: str
+) -> dict:
+    """gateway SERVER (child of the caller) → gateway CLIENT → patient SERVER → publish → analytics process;
+    returns patient's server span."""
+    _, answered_trace, answered_span, flags = response.headers["traceresponse"].split("-")
+    assert (answered_trace, int(flags, 16) & 1) == (trace_id, 1)
+    edge = only(spans, service="gateway", kind="SERVER")
+    assert edge["parentSpanId"] == client_span
+    assert edge["spanId"] == answered_span
+    proxied = only(spans, service="gateway", kind="CLIENT")
+    assert proxied["parentSpanId"] == edge["spanId"]
+    patient = only(spans, service="patient", kind="SERVER")
+    assert patient["parentSpanId"] == proxied["spanId"]
+    publish = only(spans, service="patient", kind="PRODUCER")
+    assert publish["parentSpanId"] == patient["spanId"]
+    assert publish["attributes"]["pm.event_type"] == event_type
+    assert publish["attributes"]["messaging.destination.name"] == "patient"
+    process = only(spans, service="analytics", kind="CONSUMER")
+    assert process["parentSpanId"] == publish["spanId"]
+    assert process["name"] == "process patient"
+    return patient
+
+
+def test_a_request_is_one_trace_from_the_gateway_through_billing_and_kafka_to_analytics(
+    gateway: httpx.Client, auth: dict[str, str]
+) -> None:
+    trace_id, client_span, header = client_traceparent()
+    created = gateway.post("/api/patients", json=new_patient(), headers={**auth, **header})
+    assert created.status_code == 201, created.text
+    spans = wait_for_spans(gateway, auth, trace_id, {"gateway", "patient", "billing", "analytics"})
+    patient = assert_one_trace_through_the_system(created, spans, trace_id, client_span, "PATIENT_CREATED")
+    by_id = {s["spanId"]: s for s in spans}
+    billing_call = only(
+        spans, service="patient", kind="CLIENT", name="/pm.billing.v1.BillingService/CreateBillingAccount"
+    )
+    assert billing_call["parentSpanId"] == patient["spanId"]
+    billing = only(spans, service="billing", kind="SERVER")
+    assert billing["parentSpanId"] == billing_call["spanId"]
+    assert billing["name"] == "/pm.billing.v1.BillingService/CreateBillingAccount"
+    # The databases' statements sit under the server span that ran them.
+    statements = [s for s in spans if s["kind"] == "CLIENT" and s["attributes"].get("db.system")]
+    assert {by_id[s["parentSpanId"]]["service"] for s in statements} >= {"patient", "billing"}
+    # The list of recent traces has it, with every service it crossed.
+    recent = gateway.get("/api/traces", params={"limit": 50}, headers=auth).json()
+    listed = only(recent, traceId=trace_id)
+    assert set(listed["services"]) == {"gateway", "patient", "billing", "analytics"}
+    assert listed["rootSpan"]["service"] == "gateway" and listed["errors"] == 0
+
+    patient_id = created.json()["id"]
+    changed = {k: v for k, v in created.json().items() if k not in ("id", "billingAccountId")}
+    changed["name"] = "E2E Traced Rename"
+    trace_id, client_span, header = client_traceparent()
+    updated = gateway.put(f"/api/patients/{patient_id}", json=changed, headers={**auth, **header})
+    assert updated.status_code == 200, updated.text
+    spans = wait_for_spans(gateway, auth, trace_id, {"gateway", "patient", "analytics"})
+    assert_one_trace_through_the_system(updated, spans, trace_id, client_span, "PATIENT_UPDATED")
+
+    trace_id, client_span, header = client_traceparent()
+    deleted = gateway.delete(f"/api/patients/{patient_id}", headers={**auth, **header})
+    assert deleted.status_code == 204, deleted.text
+    spans = wait_for_spans(gateway, auth, trace_id, {"gateway", "patient", "analytics"})
+    assert_one_trace_through_the_system(deleted, spans, trace_id, client_span, "PATIENT_DELETED")
+
+
+def test_every_response_carries_a_traceresponse(gateway: httpx.Client) -> None:
+    for response in (gateway.get("/health"), gateway.get("/nothing/here"), gateway.get("/api/patients")):
+        version, trace_id, span_id, _flags = response.headers["traceresponse"].split("-")
+        assert version == "00" and int(trace_id, 16) and int(span_id, 16)
+
+
+def test_traces_are_for_admins(gateway: httpx.Client) -> None:
+    assert_problem(gateway.get("/api/traces"), 401)

@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from pm.common import tracing
 from pm.common.config import Env
 from pm.common.tokens import JwksKeys
+from pm.gateway.adapters.traces import TraceStore
 from pm.gateway.bootstrap import bootstrap
 from pm.gateway.config import Settings
 from tests.support import tokens
@@ -210,7 +212,7 @@ def gateway(
     """Starts a gateway over the echo upstreams; keyword arguments are extra PM_* settings."""
     with ExitStack() as stack:
 
-        def start(**settings: str) -> httpx.Client:
+        def start(traces: TraceStore | None = None, **settings: str) -> httpx.Client:
             environ = {
                 "PM_AUTH_URL": upstreams["auth"][1],
                 "PM_PATIENT_URL": upstreams["patient"][1],
@@ -220,9 +222,10 @@ def gateway(
             }
             config = Settings.from_env(Env(environ))
             # No refresh throttle: tests look at every refetch an unknown key id causes.
-            built = bootstrap(config, keys=JwksKeys(config.jwks_url, min_refresh_interval=0.0))
+            built = bootstrap(config, keys=JwksKeys(config.jwks_url, min_refresh_interval=0.0), traces=traces)
             built.load_keys()
-            live = stack.enter_context(LiveServer(built.app))
+            # Wrapped as `serve` wraps it (no change unless a test switched tracing on).
+            live = stack.enter_context(LiveServer(tracing.asgi(built.app)))
             return stack.enter_context(httpx.Client(base_url=live.url, timeout=10.0))
 
         yield start

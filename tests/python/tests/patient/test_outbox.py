@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaAdminClient, KafkaProducer
 
+from pm.common import tracing
 from pm.common.broker import Broker
 from pm.common.db import Database
 from pm.common.kafka import ensure_topics, make_producer
@@ -394,3 +395,33 @@ def test_relays_starting_together_both_record_the_topic_without_an_error(
             sa.select(relay_state.c.topic_id).where(relay_state.c.topic == topic)
         ).scalar_one()
     assert stored not in ("", "recorded-by-the-other-relay"), "the broker's topic id is recorded"
+
+
+def test_each_event_carries_the_trace_of_the_request_that_wrote_it_also_when_replayed(
+    patient_db: Database, own_broker: Broker, topic: str
+) -> None:
+    service = patient_service(patient_db)
+    traces = {}
+    for i in range(3):
+        trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+        token = tracing.attach(tracing.context_from_traceparent(f"00-{trace_id}-{span_id}-01"))
+        try:
+            patient = service.register(details(i), actor="tester")
+        finally:
+            tracing.detach(token)
+        traces[str(patient.id)] = trace_id
+    untraced = service.register(details(9), actor="tester")
+    relay = OutboxRelay(patient_db, relay_settings(own_broker.bootstrap, topic))
+    relay.start()
+    try:
+        first = read_events(own_broker.bootstrap, topic, expect=4)
+        own_broker.stop()  # the log is lost: every retained event goes out again
+        own_broker.start()
+        replayed = read_events(own_broker.bootstrap, topic, expect=4, timeout=30)
+    finally:
+        relay.stop()
+
+    for records in (first, replayed):
+        carried = {decode(r).patient_id: dict(r.headers).get("traceparent") for r in records}
+        assert carried.pop(str(untraced.id)) is None
+        assert {pid: (value or b"").decode().split("-")[1] for pid, value in carried.items()} == traces

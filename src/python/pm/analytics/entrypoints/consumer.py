@@ -7,14 +7,19 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, StatusCode
+
 from pm.analytics.adapters.codec import decode_patient_event
 from pm.analytics.adapters.dead_letters import DeadLetterPublisher
 from pm.analytics.service_layer import services
 from pm.analytics.service_layer.services import AnalyticsUnitOfWork, RawMessage
+from pm.common import tracing
 from pm.common.kafka import BrokerProbe, ConsumerLoop, ensure_topics
 from pm.common.tls import ClientTls
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 
 class PatientEventConsumer:
@@ -45,7 +50,17 @@ class PatientEventConsumer:
 
     def handle(self, records: list[Any]) -> None:
         messages = [RawMessage(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
-        result = services.record_batch(self.unit_of_work(), messages, decode_patient_event)
+        spans = [self._process_span(r) for r in records]
+        try:
+            result = services.record_batch(self.unit_of_work(), messages, decode_patient_event)
+        except Exception as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+            raise
+        finally:
+            for span in spans:
+                span.end()
         for letter in result.parked:
             log.warning(
                 "parked an undecodable message",
@@ -63,6 +78,25 @@ class PatientEventConsumer:
                 "recorded": result.recorded,
                 "duplicates": result.duplicates,
                 "parked": len(result.parked),
+            },
+        )
+
+    def _process_span(self, record: Any) -> Span:
+        """The CONSUMER span of one record: a child of the relay's publish span, whose context the record
+        carries, so an event's processing sits in the trace of the request that caused it (a re-delivered
+        or replayed event joins that same trace again). It covers the batch's transaction, which is what
+        processing the record took."""
+        return _tracer.start_span(
+            f"process {record.topic}",
+            context=tracing.context_from_kafka_headers(record.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.kafka.destination.partition": record.partition,
+                "messaging.kafka.message.offset": record.offset,
+                "messaging.consumer.group.name": self.loop.group_id,
             },
         )
 

@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from pm.common import tracing
 from pm.common.tls import ClientTls
 from pm.common.web import BodyTooLarge
 from pm.gateway.domain.headers import Headers, client_response_headers
@@ -72,8 +73,10 @@ class ConnectionPools:
         limits = httpx.Limits(
             max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=20.0
         )
+        # With tracing on, each forwarded request is a CLIENT span whose context goes upstream.
         self.transports = [
-            httpx.AsyncHTTPTransport(verify=context, limits=limits, trust_env=False) for _ in range(shards)
+            tracing.http_transport(httpx.AsyncHTTPTransport(verify=context, limits=limits, trust_env=False))
+            for _ in range(shards)
         ]
         self._next = itertools.cycle(self.transports).__next__
         self.timeout = timeouts.httpx().as_dict()

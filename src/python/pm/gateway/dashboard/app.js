@@ -162,7 +162,9 @@
     $("login-view").hidden = true;
     $("app-view").hidden = false;
     $("broker-toggle").hidden = session.claims.role !== "ADMIN";
+    $("traces").hidden = !isAdmin();
     loadPatients();
+    loadTraces();
     live.start();
     return true;
   }
@@ -436,9 +438,11 @@
     const save = $("patient-save");
     save.disabled = true;
     const creating = editing.id === null;
+    // A create is always traced (a sampled traceparent of our own), so that its waterfall can be opened.
+    const traced = newTraceparent();
     try {
       const { data } = creating
-        ? await api("/api/patients", { method: "POST", body: formBody() })
+        ? await api("/api/patients", { method: "POST", body: formBody(), headers: { traceparent: traced.header } })
         : await api(`/api/patients/${encodeURIComponent(editing.id)}`, {
             method: "PUT",
             body: formBody(),
@@ -447,6 +451,7 @@
       closeDialog($("patient-dialog"));
       const name = data && data.name ? data.name : "the patient";
       setPatientsStatus(creating ? `Created ${name}.` : `Saved ${name}.`);
+      if (creating && isAdmin()) offerTrace(traced.traceId);
       loadPatients();
     } catch (err) {
       showSaveError(err);
@@ -947,6 +952,141 @@
       status.className = "status error";
     }
     await Promise.allSettled([loadDeadLetters(), loadLag()]);
+  // ---------------------------------------------------------------- traces (ADMIN)
+
+  const TRACE_LIMIT = 20;
+  const TRACE_WAIT_MS = 15000;
+
+  function isAdmin() {
+    return Boolean(session.claims && session.claims.role === "ADMIN");
+  }
+
+  function randomHex(bytes) {
+    const values = new Uint8Array(bytes);
+    crypto.getRandomValues(values);
+    return Array.from(values, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function newTraceparent() {
+    const traceId = randomHex(16);
+    return { traceId, header: `00-${traceId}-${randomHex(8)}-01` };
+  }
+
+  function offerTrace(traceId) {
+    const offer = $("patient-trace");
+    offer.replaceChildren(
+      actionButton("View trace", "View the trace of this create", () => showTrace(traceId, true)),
+    );
+    offer.hidden = false;
+  }
+
+  function setTracesStatus(message, isError = false) {
+    const status = $("traces-status");
+    status.textContent = message;
+    status.classList.toggle("error", Boolean(isError));
+  }
+
+  async function loadTraces() {
+    if (!isAdmin()) return;
+    try {
+      const { data } = await api(`/api/traces?limit=${TRACE_LIMIT}`);
+      renderTraces(Array.isArray(data) ? data : []);
+      setTracesStatus(Array.isArray(data) && data.length ? "" : "No traces kept yet.");
+    } catch (err) {
+      setTracesStatus(err.message, true);
+    }
+  }
+
+  function renderTraces(traces) {
+    const rows = traces.map((t) =>
+      el(
+        "tr",
+        {},
+        el("td", { "data-label": "Started", text: formatTime(t.startTime) }),
+        el("td", { "data-label": "Root span", text: `${t.rootSpan.service}: ${t.rootSpan.name}` }),
+        el("td", { "data-label": "Services", text: t.services.join(", ") }),
+        el("td", { "data-label": "Duration", text: `${t.durationMs.toFixed(1)} ms` }),
+        el("td", { "data-label": "Errors", text: String(t.errors) }),
+        el("td", {}, actionButton("Open", `Open trace ${t.traceId}`, () => showTrace(t.traceId))),
+      ),
+    );
+    $("traces-rows").replaceChildren(...rows);
+  }
+
+  // Spans arrive in batches from every service: a fresh trace is asked for again until analytics'
+  // processing span is there (or the wait is over).
+  async function showTrace(traceId, wait = false) {
+    const section = $("traces");
+    section.hidden = false;
+    setTracesStatus("Loading the trace…");
+    const deadline = Date.now() + (wait ? TRACE_WAIT_MS : 0);
+    for (;;) {
+      let trace = null;
+      try {
+        ({ data: trace } = await api(`/api/traces/${encodeURIComponent(traceId)}`));
+      } catch (err) {
+        if (err.status !== 404 || Date.now() > deadline) {
+          setTracesStatus(err.status === 404 ? "That trace is not kept (yet)." : err.message, true);
+          return;
+        }
+      }
+      const complete = trace && trace.spans.some((s) => s.kind === "CONSUMER");
+      if (trace && (complete || Date.now() > deadline)) {
+        renderWaterfall(trace);
+        setTracesStatus("");
+        section.scrollIntoView({ block: "start" });
+        loadTraces();
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+
+  // Depth-first from the roots, so that every span sits under its parent.
+  function orderedSpans(spans) {
+    const ids = new Set(spans.map((s) => s.spanId));
+    const children = new Map();
+    for (const span of spans) {
+      const parent = ids.has(span.parentSpanId) ? span.parentSpanId : null;
+      if (!children.has(parent)) children.set(parent, []);
+      children.get(parent).push(span);
+    }
+    const ordered = [];
+    const visit = (parent, depth) => {
+      for (const span of children.get(parent) || []) {
+        ordered.push({ span, depth });
+        visit(span.spanId, depth + 1);
+      }
+    };
+    visit(null, 0);
+    return ordered;
+  }
+
+  function renderWaterfall(trace) {
+    const starts = trace.spans.map((s) => Date.parse(s.startTime));
+    const begin = Math.min(...starts);
+    const end = Math.max(...trace.spans.map((s) => Date.parse(s.startTime) + s.durationMs));
+    const total = Math.max(end - begin, 1);
+    $("waterfall-title").textContent = `Trace ${trace.traceId} (${trace.spans.length} spans, ${total.toFixed(0)} ms)`;
+    const items = orderedSpans(trace.spans).map(({ span, depth }) => {
+      const left = ((Date.parse(span.startTime) - begin) / total) * 100;
+      const width = (span.durationMs / total) * 100;
+      const bar = el("span", { class: `span-bar kind-${span.kind}${span.status === "ERROR" ? " error" : ""}` });
+      bar.style.left = `${left}%`;
+      bar.style.width = `${width}%`;
+      const time = el("span", { class: "span-time", text: `${span.durationMs.toFixed(1)} ms` });
+      time.style.left = `${Math.min(left + width, 90)}%`;
+      const label = el(
+        "span",
+        { class: "span-label", title: `${span.service} ${span.kind} ${span.name}` },
+        el("span", { class: "span-service", text: span.service }),
+        el("span", { text: span.name }),
+      );
+      label.style.paddingLeft = `${depth * 0.8}rem`;
+      return el("li", { "data-kind": span.kind, "data-service": span.service }, label, el("span", { class: "span-track" }, bar, time));
+    });
+    $("waterfall-spans").replaceChildren(...items);
+    $("waterfall").hidden = false;
   }
 
   // ---------------------------------------------------------------- wiring
@@ -966,6 +1106,7 @@
       openCreate();
     });
     $("patient-form").addEventListener("submit", onSave);
+    $("traces-refresh").addEventListener("click", loadTraces);
     $("patient-cancel").addEventListener("click", () => closeDialog($("patient-dialog")));
     $("delete-dialog").addEventListener("close", onDeleteClosed);
     $("patient-filters").addEventListener("submit", (event) => event.preventDefault());

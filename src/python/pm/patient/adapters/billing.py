@@ -13,6 +13,7 @@ import uuid
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pm.common import tracing
 from pm.common.tls import ClientTls
 from pm.patient.domain.model import BillingRejected, BillingUnavailable
 from pm.proto.billing.v1 import billing_pb2, billing_pb2_grpc
@@ -44,7 +45,7 @@ class GrpcBilling:
         self.backoff_seconds = backoff_seconds
         # Billing's internal credential (PM_BILLING_SERVICE_TOKEN), sent with every BillingService call.
         self._metadata = (("authorization", f"Bearer {service_token}"),) if service_token else None
-        self._channel = (
+        self._channel = tracing.grpc_channel(
             grpc.secure_channel(target, channel_credentials(tls)) if tls else grpc.insecure_channel(target)
         )
         self._stub = billing_pb2_grpc.BillingServiceStub(self._channel)

@@ -12,6 +12,9 @@ and looks at it every `log_check_interval_seconds`; when the id differs (the log
 recreated), every retained published row becomes pending again and is sent anew, in outbox order.
 Consumers drop the copies they already have by `event_id`.
 
+Tracing: each row keeps the `traceparent` of the request that wrote it; its publication is a PRODUCER span
+in that trace, and the record carries the span's context as a `traceparent` header (pm.common.tracing).
+
 Retention: a published row is kept for `retention_seconds` after it was created (PM_OUTBOX_RETENTION), then
 deleted by this thread in small batches between publications, so a purge never holds locks for long and
 never delays new events by more than one batch.
@@ -29,7 +32,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from kafka import KafkaAdminClient, KafkaProducer
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
+from pm.common import tracing
 from pm.common.db import Database
 from pm.common.kafka import (
     close_quietly,
@@ -42,6 +48,7 @@ from pm.common.tls import ClientTls
 from pm.patient.adapters.tables import outbox, relay_state
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,14 @@ def _pending_query(batch_size: int) -> sa.Select[Any]:
         .where(earlier.c.id < outbox.c.id)
     )
     return (
-        sa.select(outbox.c.id, outbox.c.event_id, outbox.c.patient_id, outbox.c.event_type, outbox.c.payload)
+        sa.select(
+            outbox.c.id,
+            outbox.c.event_id,
+            outbox.c.patient_id,
+            outbox.c.event_type,
+            outbox.c.payload,
+            outbox.c.traceparent,
+        )
         .where(outbox.c.published_at.is_(None))
         .where(~sa.exists(earlier_pending))
         .order_by(outbox.c.id)
@@ -175,6 +189,7 @@ class OutboxRelay:
             rows = session.execute(_pending_query(self.settings.batch_size)).all()
             if not rows:
                 return 0
+            spans = [self._publish_span(row) for row in rows]
             futures = [
                 producer.send(
                     self.settings.topic,
@@ -183,20 +198,25 @@ class OutboxRelay:
                     headers=[
                         ("event-type", row.event_type.encode()),
                         ("event-id", str(row.event_id).encode()),
+                        *(tracing.kafka_headers(trace.set_span_in_context(span)) if span else []),
                     ],
                 )
-                for row in rows
+                for row, span in zip(rows, spans, strict=True)
             ]
             try:
                 producer.flush(timeout=self.settings.ack_timeout_seconds)
             except Exception as exc:  # noqa: BLE001 - reported after the acknowledged rows are marked
                 failure = exc
             acknowledged = []
-            for row, future in zip(rows, futures, strict=True):
+            for row, future, span in zip(rows, futures, spans, strict=True):
                 if future.is_done and future.succeeded():
                     acknowledged.append(row.id)
                 else:
                     failure = failure or future.exception or TimeoutError("no acknowledgement in time")
+                    if span is not None:
+                        span.set_status(StatusCode.ERROR, "not acknowledged by the broker")
+                if span is not None:
+                    span.end()
             if acknowledged:
                 session.execute(
                     sa.update(outbox)
@@ -208,6 +228,26 @@ class OutboxRelay:
         if failure is not None:
             raise failure
         return len(acknowledged)
+
+    def _publish_span(self, row: Any) -> Span | None:
+        """A PRODUCER span in the trace of the request that wrote the row (its stored traceparent), ended
+        once the broker answered; a replayed row joins its original trace again. None for untraced rows."""
+        parent = tracing.context_from_traceparent(row.traceparent)
+        if parent is None:
+            return None
+        return _tracer.start_span(
+            f"publish {self.settings.topic}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation": "publish",
+                "messaging.destination.name": self.settings.topic,
+                "messaging.message.id": str(row.event_id),
+                "messaging.kafka.message.key": str(row.patient_id),
+                "pm.event_type": row.event_type,
+            },
+        )
 
     def purge_due(self) -> int:
         """One purge batch when a purge is due; due again at once while batches come back full."""

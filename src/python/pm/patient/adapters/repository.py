@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pm.common import tracing
 from pm.common.db import Database, UnitOfWork
 from pm.patient.adapters import tables
 from pm.patient.adapters.events import serialize
@@ -272,6 +273,7 @@ class SqlOutbox:
                 event_type=event.event_type.value,
                 payload=serialize(event),
                 created_at=event.occurred_at,
+                traceparent=tracing.current_traceparent(),
             )
         )
 

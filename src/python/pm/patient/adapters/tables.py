@@ -34,6 +34,8 @@ outbox = sa.Table(
     sa.Column("payload", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    # The writing request's W3C traceparent, sent on as a Kafka header (migration 0004).
+    sa.Column("traceparent", sa.String(55), nullable=True),
 )
 
 # The topic id the relay last published to: a different id means the broker lost its log (an in-memory

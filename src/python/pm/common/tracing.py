@@ -1,0 +1,311 @@
+"""Distributed tracing for every service: OpenTelemetry, set up once, from the standard `OTEL_*` variables.
+
+- `OTEL_SERVICE_NAME` (default: the service's own name), `OTEL_RESOURCE_ATTRIBUTES`;
+- `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn tracing off (no spans, no headers);
+- `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`: `always_on`, `always_off`, `traceidratio`,
+  `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` (the default, at
+  `DEFAULT_RATIO`). A caller's sampled `traceparent` is honoured by the `parentbased_*` samplers;
+- `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the OTLP/HTTP collector (read by
+  the exporter itself). Unset, spans go to `http://localhost:4318/v1/traces`, OTLP's default, which is
+  where the gateway's embedded receiver listens in the devstack (`pm.gateway.adapters.traces`).
+
+Traces start only where work enters a service: a request served or a message consumed. A span without a
+parent anywhere else (the background health pings' SQL, the token-feed polls) is not recorded, so the
+periodic chatter of a running system never fills the trace store.
+
+The hooks the services use are all here: `asgi` (server spans, in `pm.common.web.serve`), `traceresponse`
+(the W3C Trace Context level 2 response header), `grpc_channel` / `grpc_server_interceptors`,
+`http_transport` (the gateway's proxy), `trace_statements` (SQL, in `pm.common.db.Database`), `current_traceparent` / `context_from_traceparent` (the outbox),
+`kafka_headers` / `context_from_kafka_headers` (the relay and analytics) and `log_fields` (every log line).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import grpc
+import sqlalchemy as sa
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.grpc import client_interceptor, filters, server_interceptor
+from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
+from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider, sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
+
+from pm.common.config import ConfigError, Env, load_or_exit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAMPLER = "parentbased_traceidratio"
+# The share of traces started here that are recorded (a caller's sampled traceparent is always honoured);
+# why 10 %: docs/observability.md.
+DEFAULT_RATIO = 0.1
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+# Server-side paths that never start a trace: probes and scrapes arrive every few seconds, and the
+# embedded receiver's exports would trace themselves.
+EXCLUDED_PATHS = "/health,/health/live,/metrics,/v1/traces"
+TRACERESPONSE = b"traceresponse"
+TRACEPARENT = "traceparent"
+# The health checks of the gRPC server are probes too.
+_NOT_HEALTH = filters.negate(filters.service_prefix("grpc.health"))
+_ENTRY_KINDS = frozenset({SpanKind.SERVER, SpanKind.CONSUMER})
+_propagator = TraceContextTextMapPropagator()
+_ids = RandomIdGenerator()
+_configured = False
+
+
+def enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Whether tracing is on by the environment (it is unless switched off)."""
+    environ = os.environ if env is None else env
+    return (
+        environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+        and environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none"
+    )
+
+
+def collector_endpoint(env: Mapping[str, str] | None = None) -> str | None:
+    """The OTLP endpoint set in the environment, if any (None means: the embedded default)."""
+    environ = os.environ if env is None else env
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        value = environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def sampler_from_env(env: Env) -> Sampler:
+    """The sampler named by OTEL_TRACES_SAMPLER(_ARG), entered only at entry points (see the module doc)."""
+    name = env.text("OTEL_TRACES_SAMPLER", DEFAULT_SAMPLER).lower()
+    if name not in SAMPLERS:
+        raise ConfigError(f"OTEL_TRACES_SAMPLER must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    ratio = env.number("OTEL_TRACES_SAMPLER_ARG", DEFAULT_RATIO)
+    if ratio > 1.0:
+        raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG must be between 0 and 1, got {ratio}")
+    root = {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": sampling.TraceIdRatioBased(ratio),
+    }[name.removeprefix("parentbased_")]
+    chosen = sampling.ParentBased(root) if name.startswith("parentbased_") else root
+    return EntryPointSampler(chosen)
+
+
+class EntryPointSampler(Sampler):
+    """Delegates, except that a span without a parent that is not an entry point is dropped."""
+
+    def __init__(self, delegate: Sampler) -> None:
+        self.delegate = delegate
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        parent = trace.get_current_span(parent_context).get_span_context()
+        if not parent.is_valid and kind not in _ENTRY_KINDS:
+            return SamplingResult(Decision.DROP)
+        return self.delegate.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"EntryPoint{{{self.delegate.get_description()}}}"
+
+
+def configure_tracing(service: str, *, exporter: SpanExporter | None = None, env: Env | None = None) -> bool:
+    """Install the tracer provider for this process (once); returns whether tracing is on.
+
+    `exporter` replaces the OTLP/HTTP exporter (the gateway passes its embedded store's). A bad
+    `OTEL_*` value stops the service with one line naming the variable, like any other setting.
+    """
+    global _configured
+    if not enabled() or _configured:
+        return _configured
+    sampler = load_or_exit(lambda: sampler_from_env(env or Env()), service)
+    name = os.environ.get("OTEL_SERVICE_NAME", "").strip() or service
+    provider = TracerProvider(sampler=sampler, resource=Resource.create({SERVICE_NAME: name}))
+    provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter(timeout=2)))
+    trace.set_tracer_provider(provider)
+    # An unreachable collector must not flood the service's own log: one line per failed export at most.
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.ERROR)
+    _configured = True
+    log.info(
+        "tracing on",
+        extra={
+            "otel_service": name,
+            "sampler": sampler.get_description(),
+            "exporter": type(exporter).__name__ if exporter else "OTLP/HTTP",
+            "endpoint": collector_endpoint() or "http://localhost:4318 (default)",
+        },
+    )
+    return True
+
+
+def is_configured() -> bool:
+    return _configured
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def asgi(app: Any) -> Any:
+    """`app` with a server span per request (the caller's traceparent continued), when tracing is on."""
+    if not _configured:
+        return app
+    return OpenTelemetryMiddleware(app, excluded_urls=EXCLUDED_PATHS, exclude_spans=["receive", "send"])
+
+
+def traceresponse(request_traceparent: bytes | None = None) -> bytes | None:
+    """The `traceresponse` header (W3C Trace Context level 2): `00-<trace id>-<span id>-<flags>` of the
+    current server span. A request that starts no span (a probe) when tracing is on gets an unrecorded
+    answer: the caller's trace id (or a new one), a new span id, flags 00. None when tracing is off."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}".encode()
+    if not _configured:
+        return None
+    caller = context_from_traceparent(request_traceparent.decode("latin-1") if request_traceparent else None)
+    trace_id = (
+        trace.get_current_span(caller).get_span_context().trace_id if caller else _ids.generate_trace_id()
+    )
+    return f"00-{trace_id:032x}-{_ids.generate_span_id():016x}-00".encode()
+
+
+def log_fields() -> dict[str, str]:
+    """`trace_id` and `span_id` of the current span, for a log line (empty outside a trace)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
+
+
+def current_traceparent() -> str | None:
+    """The current span's context as a `traceparent` value (kept with an outbox row); None outside one."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get(TRACEPARENT)
+
+
+def context_from_traceparent(traceparent: str | None) -> Context | None:
+    """The context a stored `traceparent` names; None when there is none or it is malformed."""
+    if not traceparent:
+        return None
+    context = _propagator.extract({TRACEPARENT: traceparent})
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def kafka_headers(context: Context | None = None) -> list[tuple[str, bytes]]:
+    """Kafka record headers carrying `context` (default: the current one); empty outside a trace."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=context)
+    return [(key, value.encode()) for key, value in carrier.items()]
+
+
+def context_from_kafka_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> Context | None:
+    """The producer's context from a record's headers; None when it carries none."""
+    carrier = {
+        key.lower(): value.decode("latin-1")
+        for key, value in headers or ()
+        if key.lower() in (TRACEPARENT, "tracestate") and value
+    }
+    return context_from_traceparent(carrier.get(TRACEPARENT)) and _propagator.extract(carrier)
+
+
+def attach(context: Context | None) -> object | None:
+    """Make `context` current (for log lines and child spans); pass the token to `detach`."""
+    return otel_context.attach(context) if context is not None else None
+
+
+def detach(token: object | None) -> None:
+    if token is not None:
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+
+def grpc_channel(channel: grpc.Channel) -> grpc.Channel:
+    """`channel` with a CLIENT span per call and the context sent in the metadata, when tracing is on."""
+    if not _configured:
+        return channel
+    return intercept_channel(channel, client_interceptor(filter_=_NOT_HEALTH))
+
+
+def grpc_server_interceptors() -> list[grpc.ServerInterceptor]:
+    """For `grpc.server(interceptors=...)`: a SERVER span per call continuing the caller's (none when off)."""
+    return [server_interceptor(filter_=_NOT_HEALTH)] if _configured else []
+
+
+def http_transport(transport: Any) -> Any:
+    """An httpx async transport that records a CLIENT span per request and sends the context on."""
+    if not _configured:
+        return transport
+    return AsyncOpenTelemetryTransport(transport)
+
+
+_STATEMENT_SPAN = "_pm_statement_span"
+
+
+def trace_statements(engine: sa.Engine) -> None:
+    """A CLIENT span per SQL statement `engine` runs inside a trace (statement text only, never its
+    parameters). SQLAlchemy's own engine events: the official SQLAlchemy instrumentation declares
+    support below 2.1 only, and forcing it needs greenlet (its asyncio wrapping) which services lack."""
+    if not _configured:
+        return
+    system = engine.dialect.name
+    tracer = trace.get_tracer(__name__)
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _start(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
+        if context is None or not trace.get_current_span().get_span_context().is_valid:
+            return
+        verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+        span = tracer.start_span(
+            verb,
+            kind=SpanKind.CLIENT,
+            attributes={"db.system": system, "db.statement": statement[:2000]},
+        )
+        setattr(context, _STATEMENT_SPAN, span)
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def _end(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
+        span = getattr(context, _STATEMENT_SPAN, None)
+        if span is not None:
+            span.end()
+            setattr(context, _STATEMENT_SPAN, None)
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _failed(exception_context: Any) -> None:
+        context = exception_context.execution_context
+        span = getattr(context, _STATEMENT_SPAN, None) if context is not None else None
+        if span is not None:
+            span.set_status(StatusCode.ERROR, type(exception_context.original_exception).__name__)
+            span.end()
+            setattr(context, _STATEMENT_SPAN, None)

@@ -116,7 +116,8 @@ def run(
     command = parser.parse_args(argv).command
     settings = load_or_exit(settings_type.from_env, name)  # type: ignore[attr-defined]
     configure_logging(name, settings.log_level)
-    configure_tracing(name)
+    if command == "serve":  # one-off commands (migrate, rebuild) send no spans
+        configure_tracing(name)
     # A bad setting found while building (e.g. an unreadable key) stops the service like one in Settings.
     service = load_or_exit(lambda: bootstrap(settings), name) if command == "serve" else None
     if command == "migrate" or settings.migrate_on_start:

@@ -13,6 +13,8 @@ import pm.analytics.config
 import pm.auth.config
 import pm.billing.config
 import pm.common.config
+import pm.common.settings
+import pm.common.tracing
 import pm.gateway.config
 import pm.patient.config
 
@@ -36,12 +38,19 @@ def services() -> dict[str, dict[str, Any]]:
 
 
 def settings_read_by(service: str) -> set[str]:
-    sources = inspect.getsource(CONFIGS[service]) + inspect.getsource(pm.common.config)
-    return set(re.findall(r"\"(PM_[A-Z0-9_]+)\"", sources))
+    """The variables a service reads: its own Settings, the kit's shared ones (`PM_{name}_PORT` spelled
+    for this service) and the standard OTEL_* variables of the tracing setup."""
+    sources = "".join(
+        inspect.getsource(module)
+        for module in (CONFIGS[service], pm.common.config, pm.common.settings, pm.common.tracing)
+    )
+    names = set(re.findall(r"\"((?:PM|OTEL)_[A-Z0-9_]+)\"", sources))
+    shared = re.findall(r"f\"PM_\{name\}_([A-Z0-9_]+)\"", sources)
+    return names | {f"PM_{service.upper()}_{suffix}" for suffix in shared}
 
 
 def test_every_service_runs_its_image_beside_postgres_and_kafka(services: dict[str, Any]) -> None:
-    assert set(services) == {*PORTS, "postgres", "kafka", "kafka-ui"}
+    assert set(services) == {*PORTS, "postgres", "kafka", "kafka-ui", "jaeger"}
     for name in PORTS:
         assert services[name]["image"] == f"pm-{name}:latest"
 
@@ -74,9 +83,13 @@ def test_ports_urls_and_health_checks_match_the_pinned_defaults(
     assert f"http://127.0.0.1:{port}/health'" in " ".join(services[service]["healthcheck"]["test"])
 
 
-def test_only_the_gateway_is_published_on_4004_and_kafka_ui_on_loopback(services: dict[str, Any]) -> None:
+def test_only_the_gateway_is_published_and_the_operator_uis_on_loopback(services: dict[str, Any]) -> None:
     published = {name: spec["ports"] for name, spec in services.items() if "ports" in spec}
-    assert published == {"gateway": ["4004:4004"], "kafka-ui": ["127.0.0.1:8080:8080"]}
+    assert published == {
+        "gateway": ["4004:4004"],
+        "kafka-ui": ["127.0.0.1:8080:8080"],
+        "jaeger": ["127.0.0.1:16686:16686"],
+    }
 
 
 def test_kafka_ui_reads_the_compose_broker_with_the_event_schema(services: dict[str, Any]) -> None:

@@ -41,7 +41,10 @@ class AsProblem:
     ext: Callable[[Any], dict[str, Any]] | None = None
 
     def problem(self, error: Exception) -> ProblemException:
-        if self.status >= 500:
+        if isinstance(error, StoreUnavailable):
+            # Its text is the driver's error class (never the driver's message, which may quote values).
+            log.warning("database unavailable", extra={"status": self.status, "error": str(error)})
+        elif self.status >= 500:
             # The class only: a driver's or peer's message may quote values.
             log.warning(
                 "answered with a problem", extra={"status": self.status, "error": type(error).__name__}

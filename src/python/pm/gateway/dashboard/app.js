@@ -952,6 +952,8 @@
       status.className = "status error";
     }
     await Promise.allSettled([loadDeadLetters(), loadLag()]);
+  }
+
   // ---------------------------------------------------------------- traces (ADMIN)
 
   const TRACE_LIMIT = 20;

@@ -1032,7 +1032,12 @@
           return;
         }
       }
-      const complete = trace && trace.spans.some((s) => s.kind === "CONSUMER");
+      // Each service exports on its own schedule: a create's trace is whole once the gateway's request
+      // span (the root) and analytics' processing span (the far end) have both arrived.
+      const complete =
+        trace &&
+        trace.spans.some((s) => s.kind === "CONSUMER") &&
+        trace.spans.some((s) => s.service === "gateway" && s.kind === "SERVER");
       if (trace && (complete || Date.now() > deadline)) {
         renderWaterfall(trace);
         setTracesStatus("");

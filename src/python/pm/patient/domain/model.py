@@ -248,5 +248,9 @@ class BillingUnavailable(PatientError):
     """Billing could not open the account in time; nothing was stored, the client may retry."""
 
 
+class ErasureUnavailable(BillingUnavailable):
+    """Billing could not erase its copy of a patient's data in time; nothing was erased, retry the purge."""
+
+
 class BillingRejected(PatientError):
     """Billing answered with an error that a retry will not fix."""

@@ -26,7 +26,10 @@ def test_a_purge_erases_the_patients_events_and_keeps_the_counts(postgres_url: s
 
     try:
         batch(
-            (purged, event_bytes("created", patient_id=purged, name="Erase Me", email="erase.me@example.com")),
+            (
+                purged,
+                event_bytes("created", patient_id=purged, name="Erase Me", email="erase.me@example.com"),
+            ),
             (kept, event_bytes("created", patient_id=kept, name="Keep Me", email="keep.me@example.com")),
             (purged, b"\x00not a patient event Erase Me"),
         )
@@ -37,10 +40,16 @@ def test_a_purge_erases_the_patients_events_and_keeps_the_counts(postgres_url: s
         )
         with database.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(patient_event.c.patient_id, patient_event.c.event_type, patient_event.c.name, patient_event.c.email)
-                .order_by(patient_event.c.seq)
+                sa.select(
+                    patient_event.c.patient_id,
+                    patient_event.c.event_type,
+                    patient_event.c.name,
+                    patient_event.c.email,
+                ).order_by(patient_event.c.seq)
             ).all()
-            letters = conn.execute(sa.select(dead_letter.c.key, dead_letter.c.payload, dead_letter.c.error)).all()
+            letters = conn.execute(
+                sa.select(dead_letter.c.key, dead_letter.c.payload, dead_letter.c.error)
+            ).all()
         assert [(r.patient_id, r.event_type, r.name, r.email) for r in rows] == [
             (purged, "PATIENT_CREATED", "", ""),
             (kept, "PATIENT_CREATED", "Keep Me", "keep.me@example.com"),

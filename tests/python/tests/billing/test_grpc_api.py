@@ -141,7 +141,9 @@ def test_erase_patient_data_blanks_name_and_email_and_is_idempotent(stub, databa
     erase = billing_pb2.ErasePatientDataRequest(patient_id=patient_id)
     assert stub.ErasePatientData(erase, timeout=TIMEOUT).account_found is True
     assert stub.ErasePatientData(erase, timeout=TIMEOUT).account_found is True  # again: same answer
-    after = stub.GetBillingAccount(billing_pb2.GetBillingAccountRequest(patient_id=patient_id), timeout=TIMEOUT)
+    after = stub.GetBillingAccount(
+        billing_pb2.GetBillingAccountRequest(patient_id=patient_id), timeout=TIMEOUT
+    )
     assert (after.account_id, after.status, after.name, after.email) == (account.account_id, "ACTIVE", "", "")
     with database.transaction() as session:
         erased_at = session.execute(

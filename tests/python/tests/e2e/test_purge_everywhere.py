@@ -84,7 +84,10 @@ def test_a_purged_patients_data_is_nowhere_in_any_database(
     assert history.links["next"]["url"].startswith(f"/api/patients/{patient_id}/history?")
     older = gateway.get(history.links["next"]["url"], headers=auth).json()
     assert [(v["version"], v["patient"]["name"]) for v in older] == [(1, body["name"])]
-    assert gateway.get(f"/api/patients/{patient_id}/history/2", headers=auth).json()["patient"]["name"] == renamed["name"]
+    assert (
+        gateway.get(f"/api/patients/{patient_id}/history/2", headers=auth).json()["patient"]["name"]
+        == renamed["name"]
+    )
 
     needles = [body["name"], body["email"], body["address"], renamed["name"], renamed["email"], tag]
     databases = {name.lower(): system.env[f"PM_{name}_DATABASE_URL"] for name in SERVICES_WITH_DATABASES}
@@ -101,7 +104,9 @@ def test_a_purged_patients_data_is_nowhere_in_any_database(
     assert all(cells > 0 for _, cells in after.values())
     with make_engine(databases["patient"]).connect() as conn:
         born = conn.execute(
-            sa.text("SELECT count(*) FROM patient_versions WHERE patient_id = :id AND date_of_birth IS NOT NULL"),
+            sa.text(
+                "SELECT count(*) FROM patient_versions WHERE patient_id = :id AND date_of_birth IS NOT NULL"
+            ),
             {"id": patient_id},
         ).scalar_one()
     assert born == 0

@@ -104,23 +104,32 @@ def _drive(url: str, token: str, clients: int, seconds: float) -> dict[str, floa
     """`clients` keep-alive clients reading one patient for `seconds`: req/s, median and p95 latency (ms)."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
-    stop = time.monotonic() + seconds
+    # Clients are made first (an SSL context each: slow on a busy machine), then all start together.
+    https = [
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) for _ in range(clients)
+    ]
+    ready = threading.Barrier(clients + 1)
+    stop = 0.0
 
     def client(i: int) -> None:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:
-            while time.monotonic() < stop:
-                started = time.perf_counter()
-                status = http.get(f"/patients/{SEED_PATIENT}").status_code
-                latencies[i].append((time.perf_counter() - started) * 1000)
-                if status != 200:
-                    errors[i] += 1
+        ready.wait()
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            status = https[i].get(f"/patients/{SEED_PATIENT}").status_code
+            latencies[i].append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                errors[i] += 1
 
-    started = time.monotonic()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
+    started = time.monotonic()
+    stop = started + seconds
+    ready.wait()
     for thread in threads:
         thread.join()
+    for http in https:
+        http.close()
     elapsed = time.monotonic() - started
     every = sorted(x for per in latencies for x in per)
     if sum(errors):

@@ -213,6 +213,7 @@ def test_audit_events_newest_first_filtered_and_keyset_paged(
     # The three pages read above are audit reads of this patient's trail (the filter names the patient).
     reads = client.get("/audit-events", params={"action": "audit.read"}).json()
     assert [e["patientId"] for e in reads] == [None, SEED_ID, SEED_ID]
+    assert [e["detail"]["returned"] for e in reads] == [1, 2, 2]
     assert client.get("/audit-events", params={"since": "2999-01-01T00:00:00Z"}).json() == []
     assert len(client.get("/audit-events", params={"until": "2999-01-01T00:00:00Z", "size": 200}).json()) > 5
 

@@ -34,7 +34,7 @@ import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
 
@@ -103,8 +103,7 @@ def _trace_id() -> str | None:
 def _patient(detail: dict[str, Any]) -> uuid.UUID | None:
     """The patient a request names: its path's id, else a `patient` filter. An id that is not a UUID is
     kept (cut short) in `detail`: a guessed id is worth recording."""
-    view_args = request.view_args or {}
-    raw = next((view_args[name] for name in _ID_PARAMETERS if name in view_args), None)
+    raw = _path_id()
     if raw is None:
         raw = request.args.get("patient")
     if raw is None:
@@ -116,6 +115,11 @@ def _patient(detail: dict[str, Any]) -> uuid.UUID | None:
     except ValueError:
         detail["id"] = str(raw)[:_MAX_DETAIL_TEXT]
         return None
+
+
+def _path_id() -> Any:
+    view_args = request.view_args or {}
+    return next((view_args[name] for name in _ID_PARAMETERS if name in view_args), None)
 
 
 def _query() -> dict[str, Any]:
@@ -173,7 +177,7 @@ def install_audit(app: FlaskApp, trail: AuditService) -> None:
             client=(request.remote_addr or "")[:64] or None,
             detail=detail or None,
         )
-        current_access.set(Access(entry, _success_status(operation)))
+        current_access.set(Access(entry, _success_status(operation), listing=_path_id() is None))
 
     @flask_app.after_request
     def finish(response: Response) -> Response:
@@ -182,7 +186,7 @@ def install_audit(app: FlaskApp, trail: AuditService) -> None:
         if access is None or access.recorded:
             return response
         entry = access.entry
-        returned = None if entry.patient_id else _returned(response)
+        returned = _returned(response) if access.listing else None
         if returned is not None:
             entry = replace(entry, detail={**(entry.detail or {}), "returned": returned})
         try:
@@ -227,14 +231,30 @@ def decode_cursor(text: str, filters: Mapping[str, Any]) -> int:
     return int.from_bytes(raw[1:9], "big")
 
 
+# RFC 3339 date-time (what the spec's `format: date-time` means), offset optional (UTC then).
+_INSTANT = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})?$"
+)
+
+
 def _instant(name: str, text: str | None) -> datetime | None:
+    """An RFC 3339 instant: a leap second counts as :59, digits past microseconds are dropped."""
     if text is None:
         return None
+    match = _INSTANT.match(text)
     try:
-        value = datetime.fromisoformat(text)
+        if match is None:
+            raise ValueError(text)
+        year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+        zone = UTC
+        offset = match.group(8)
+        if offset and offset not in ("Z", "z"):
+            sign = -1 if offset[0] == "-" else 1
+            zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+        micro = int((match.group(7) or "0")[:6].ljust(6, "0"))
+        return datetime(max(1, year), month, day, hour, minute, min(second, 59), micro, tzinfo=zone)
     except ValueError:
         raise InvalidPatient({name: f"{name} must be a date-time (e.g. 2026-12-02T14:00:00Z)"}) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _json(chained: ChainedEntry) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class Access:
 
     entry: AuditEntry
     success_status: int
+    listing: bool = False  # an operation without a path id: its answer's size is noted
     recorded: bool = False
 
 

@@ -106,7 +106,8 @@ def _drive(url: str, token: str, clients: int, seconds: float) -> dict[str, floa
     errors = [0] * clients
     # Clients are made first (an SSL context each: slow on a busy machine), then all start together.
     https = [
-        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) for _ in range(clients)
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        for _ in range(clients)
     ]
     ready = threading.Barrier(clients + 1)
     stop = 0.0
@@ -166,7 +167,9 @@ def _entry_size(database_url: str) -> dict[str, Any]:
 
 
 def _ratio(runs: dict[str, list[dict[str, float]]], key: str) -> float:
-    return round(statistics.median(a[key] / p[key] for a, p in zip(runs["audited"], runs["plain"], strict=True)), 3)
+    return round(
+        statistics.median(a[key] / p[key] for a, p in zip(runs["audited"], runs["plain"], strict=True)), 3
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,8 +203,14 @@ def main(argv: list[str] | None = None) -> None:
             )
         now = int(time.time())
         token = jwt.encode(
-            {"sub": "bench@example.com", "role": "ADMIN", "iss": ISSUER, "iat": now, "exp": now + 3600,
-             "jti": uuid.uuid4().hex},
+            {
+                "sub": "bench@example.com",
+                "role": "ADMIN",
+                "iss": ISSUER,
+                "iat": now,
+                "exp": now + 3600,
+                "jti": uuid.uuid4().hex,
+            },
             key,
             algorithm="RS256",
             headers={"kid": KID},
@@ -243,7 +252,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _report(results: dict[str, Any]) -> None:
-    print(f"machine: {results['machine']['cpus']} CPUs; load before {results['load_before']}, after {results['load_after']}")
+    print(
+        f"machine: {results['machine']['cpus']} CPUs; load before {results['load_before']}, after {results['load_after']}"
+    )
     for kind in ("sequential", "concurrent"):
         for mode in MODES:
             runs = results[kind][mode]

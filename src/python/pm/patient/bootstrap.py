@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from prometheus_client import Gauge
@@ -22,7 +23,9 @@ from pm.patient.adapters.relay import OutboxRelay, RelaySettings, pending_count
 from pm.patient.adapters.repository import SqlUnitOfWork
 from pm.patient.adapters.seed import seed
 from pm.patient.config import Settings
+from pm.patient.entrypoints.audit import AUDIT_ERRORS, AuditHandlers, install_audit, verify_command
 from pm.patient.entrypoints.patients import ERRORS, PatientHandlers
+from pm.patient.service_layer.audit import AuditService
 from pm.patient.service_layer.ports import Billing
 from pm.patient.service_layer.services import PatientService
 
@@ -51,8 +54,11 @@ def bootstrap(
     billing: Billing | None = None,
     verifier: TokenVerifier | None = None,
     relay_settings: RelaySettings | None = None,
+    audit: bool = True,
 ) -> Service:
-    """The HTTP API over the patient use cases; the outbox relay and the revocation poller beside it."""
+    """The HTTP API over the patient use cases; the outbox relay and the revocation poller beside it.
+
+    `audit=False` leaves the audit trail out: only the benchmark that measures its cost does that."""
     owned = database is None
     database = database or Database(settings.database_url)
     billing = billing or GrpcBilling(
@@ -75,21 +81,24 @@ def bootstrap(
             tls=settings.kafka_tls,
         ),
     )
-    service = PatientService(
-        lambda: SqlUnitOfWork(database, exact_count_limit=settings.exact_count_limit),
-        billing,
-        on_event=relay.wake,
-    )
+
+    def unit_of_work() -> SqlUnitOfWork:
+        return SqlUnitOfWork(database, exact_count_limit=settings.exact_count_limit)
+
+    service = PatientService(unit_of_work, billing, on_event=relay.wake)
+    trail = AuditService(unit_of_work)
 
     app = spec_app(
         __name__,
         SPEC,
-        resolver=handler_resolver(PatientHandlers(service, relay)),
+        resolver=handler_resolver(PatientHandlers(service, relay), AuditHandlers(trail)),
         validate_responses=settings.validate_responses,
         validator_map=VALIDATOR_MAP,
         pythonic_params=True,
-        errors=ERRORS,
+        errors={**ERRORS, **AUDIT_ERRORS},
     )
+    if audit:
+        install_audit(app, trail)
 
     # Only the database makes the service DOWN. Billing down only stops creations (503, nothing stored)
     # and Kafka down only delays events (they wait in the outbox): either makes it DEGRADED, so that an
@@ -120,6 +129,17 @@ def bootstrap(
         workers=workers,
         close=[c for c in (close, database.dispose if owned else None) if c is not None],
     )
+
+
+def audit_verify(settings: Settings) -> None:
+    """`python -m pm.patient.main audit-verify`: check the audit trail's hash chain; status 1 if broken."""
+    database = Database(settings.database_url)
+    try:
+        status = verify_command(AuditService(lambda: SqlUnitOfWork(database)))
+    finally:
+        database.dispose()
+    if status:
+        sys.exit(status)
 
 
 def jwks_verifier(settings: Settings) -> TokenVerifier:

@@ -315,6 +315,7 @@
               actionButton("Edit", `Edit ${patient.name}`, () => openEdit(patient.id)),
               actionButton("History", `History of ${patient.name}`, () => openHistory(patient)),
               actionButton("Delete", `Delete ${patient.name}`, () => askDelete(patient), "danger"),
+              ...(isAdmin() ? [actionButton("Audit", `Audit trail of ${patient.name}`, () => openAudit(patient))] : []),
             ),
           ),
         ),
@@ -576,6 +577,44 @@
 
   function closeDialog(dialog) {
     if (dialog.open) dialog.close();
+  }
+
+  // ---------------------------------------------------------------- audit trail (ADMIN)
+  // Who accessed a patient's record, newest first, from /api/audit-events. Opening it is itself recorded.
+
+  const AUDIT_PAGE = 50;
+
+  async function openAudit(patient) {
+    const status = $("audit-status");
+    $("audit-patient").textContent = patient.name || patient.id;
+    $("audit-rows").replaceChildren();
+    status.textContent = "Loading…";
+    status.className = "status";
+    openDialog($("audit-dialog"));
+    try {
+      const { data } = await api(`/api/audit-events?patient=${encodeURIComponent(patient.id)}&size=${AUDIT_PAGE}`);
+      const entries = Array.isArray(data) ? data : [];
+      $("audit-rows").replaceChildren(
+        ...entries.map((entry) =>
+          el(
+            "tr",
+            {},
+            cell("When", formatTime(entry.at)),
+            cell("Who", entry.actor),
+            cell("Role", entry.role),
+            cell("Action", entry.action),
+            cell("Status", entry.status),
+            cell("Client", entry.client),
+          ),
+        ),
+      );
+      status.textContent = entries.length
+        ? `The ${entries.length} most recent entr${entries.length === 1 ? "y" : "ies"}, newest first.`
+        : "No access recorded yet.";
+    } catch (err) {
+      status.textContent = err.message;
+      status.className = "status error";
+    }
   }
 
   // ---------------------------------------------------------------- analytics

@@ -42,6 +42,8 @@ def public_routes() -> tuple[Route, ...]:
         # The broker view: the outbox backlog is the patient service's, the rest analytics'.
         Route("patient", "/api/broker/outbox", "/broker/outbox", needs_token=True, exact=True, roles=ADMIN),
         Route("analytics", "/api/broker", "/broker", needs_token=True, roles=ADMIN),
+        # ADMIN only, but decided by the patient service, which records a USER's refusal in the trail.
+        Route("patient", "/api/audit-events", "/audit-events", needs_token=True, exact=True),
         Route("auth", "/auth/users", "/users", needs_token=True),
         Route("auth", "/auth/login", "/login", needs_token=False, exact=True),
         Route("auth", "/auth/token/refresh", "/token/refresh", needs_token=False, exact=True),

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from pm.common import tracing
 from pm.common.db import Database, UnitOfWork
 from pm.patient.adapters import tables
+from pm.patient.adapters.audit import SqlAuditLog
 from pm.patient.adapters.events import scrub, serialize
 from pm.patient.adapters.history import SqlTombstoneRepository, SqlVersionRepository
 from pm.patient.domain.model import (
@@ -27,6 +28,7 @@ from pm.patient.domain.model import (
     PatientQuery,
     email_key,
 )
+from pm.patient.service_layer.audit import current_access
 
 _t = tables.patients
 _SORT_COLUMNS: dict[str, Any] = {
@@ -265,8 +267,11 @@ def _beyond(keys: list[tuple[Any, bool]], values: tuple[Any, ...], backwards: bo
 class SqlOutbox:
     def __init__(self, session: Session) -> None:
         self.session = session
+        # The patients this transaction changed (their events), for the audit entry joining the commit.
+        self.patient_ids: list[uuid.UUID] = []
 
     def add(self, event: PatientChanged) -> None:
+        self.patient_ids.append(event.patient.id)
         self.session.execute(
             sa.insert(tables.outbox).values(
                 event_id=event.event_id,
@@ -296,6 +301,7 @@ class SqlUnitOfWork(UnitOfWork):
     outbox: SqlOutbox
     versions: SqlVersionRepository
     tombstones: SqlTombstoneRepository
+    audit: SqlAuditLog
 
     def __init__(self, database: Database, *, exact_count_limit: int = EXACT_COUNT_LIMIT) -> None:
         super().__init__(database)
@@ -306,3 +312,20 @@ class SqlUnitOfWork(UnitOfWork):
         self.outbox = SqlOutbox(session)
         self.versions = SqlVersionRepository(session)
         self.tombstones = SqlTombstoneRepository(session)
+        self.audit = SqlAuditLog(session)
+
+    def commit(self) -> None:
+        """A transaction that changed patients (it wrote their events) also writes the audit entry of
+        the request being served: the change and its record commit together or not at all."""
+        access = current_access.get()
+        if access is None or access.recorded or not self.outbox.patient_ids:
+            super().commit()
+            return
+        entry = access.entry
+        self.audit.append(
+            replace(
+                entry, status=access.success_status, patient_id=entry.patient_id or self.outbox.patient_ids[0]
+            )
+        )
+        super().commit()
+        access.recorded = True

@@ -93,3 +93,35 @@ deleted_patients = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True),
 )
+
+# The audit trail of access to patient data (migration 0007): append-only, each entry chained to the one
+# before by its hash (pm.patient.domain.audit). `seq` is the entry's place in the chain, 1, 2, ...
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column(
+        "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(254), nullable=True),
+    sa.Column("role", sa.String(16), nullable=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("patient_id", sa.Uuid, nullable=True),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("trace_id", sa.String(32), nullable=True),
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("prev_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
+
+# One row (id 1): the last entry's seq and hash. Appending locks it (one writer at a time extends the
+# chain) and the verifier compares it with the last entry, so that removing entries at the end shows.
+audit_chain = sa.Table(
+    "audit_chain",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)

@@ -1,0 +1,141 @@
+"""The audit trail in SQL: appending under the chain head's lock, pages newest first, the verifier's read.
+
+Appending is three statements in the caller's transaction: `UPDATE audit_chain ... RETURNING` takes the
+chain head's row lock (PostgreSQL) or the database's write lock (SQLite) and reads the previous hash, the
+entry is inserted, the head gets the entry's hash. Concurrent writers queue on that lock until the
+holder commits, so each sees its predecessor's hash: the chain has no forks and `seq` no gaps. The
+cost of that serialization is measured in docs/benchmarks.md ("Audit trail").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from pm.common.db import utc
+from pm.patient.adapters import tables
+from pm.patient.domain.audit import (
+    AuditEntry,
+    AuditPage,
+    AuditQuery,
+    AuditUnavailable,
+    ChainedEntry,
+    StoredEntry,
+    Verdict,
+    chain,
+    detail_text,
+    verify,
+)
+
+_e = tables.audit_events
+_head = tables.audit_chain
+HEAD_ID = 1
+VERIFY_BATCH = 1000
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _entry(row: Any) -> AuditEntry:
+    return AuditEntry(
+        at=utc(row.at),
+        action=row.action,
+        status=row.status,
+        actor=row.actor,
+        role=row.role,
+        patient_id=row.patient_id,
+        request_id=row.request_id,
+        trace_id=row.trace_id,
+        client=row.client,
+        detail=json.loads(row.detail) if row.detail else None,
+    )
+
+
+class SqlAuditLog:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def append(self, entry: AuditEntry) -> ChainedEntry:
+        try:
+            head = self.session.execute(
+                sa.update(_head)
+                .where(_head.c.id == HEAD_ID)
+                .values(seq=_head.c.seq + 1)
+                .returning(_head.c.seq, _head.c.hash)
+            ).one()
+            # Timed under the lock: the trail's order is its time order.
+            chained = chain(head.seq, replace(entry, at=_now()), head.hash)
+            stored = chained.entry
+            self.session.execute(
+                sa.insert(_e).values(
+                    seq=chained.seq,
+                    at=stored.at,
+                    actor=stored.actor,
+                    role=stored.role,
+                    action=stored.action,
+                    patient_id=stored.patient_id,
+                    status=stored.status,
+                    request_id=stored.request_id,
+                    trace_id=stored.trace_id,
+                    client=stored.client,
+                    detail=detail_text(stored.detail),
+                    prev_hash=chained.prev_hash,
+                    hash=chained.hash,
+                )
+            )
+            self.session.execute(sa.update(_head).where(_head.c.id == HEAD_ID).values(hash=chained.hash))
+        except SQLAlchemyError as exc:
+            # The class only: the driver's message may quote the values (a search's query).
+            raise AuditUnavailable(type(exc).__name__) from exc
+        return chained
+
+    def find(self, query: AuditQuery) -> AuditPage:
+        conditions: list[sa.ColumnElement[bool]] = []
+        if query.patient_id is not None:
+            conditions.append(_e.c.patient_id == query.patient_id)
+        if query.actor is not None:
+            conditions.append(_e.c.actor == query.actor)
+        if query.action is not None:
+            conditions.append(_e.c.action == query.action)
+        if query.since is not None:
+            conditions.append(_e.c.at >= query.since)
+        if query.until is not None:
+            conditions.append(_e.c.at < query.until)
+        if query.before_seq is not None:
+            conditions.append(_e.c.seq < query.before_seq)
+        statement = sa.select(_e).where(*conditions).order_by(_e.c.seq.desc()).limit(query.size + 1)
+        rows = list(self.session.execute(statement))
+        more = len(rows) > query.size
+        rows = rows[: query.size]
+        entries = [ChainedEntry(r.seq, _entry(r), r.prev_hash, r.hash) for r in rows]
+        return AuditPage(entries, rows[-1].seq if more else None)
+
+    def verify(self) -> Verdict:
+        # The head first: entries appended while the walk runs come after it and are left for next time.
+        head = self.session.execute(sa.select(_head.c.seq, _head.c.hash).where(_head.c.id == HEAD_ID)).one()
+        return verify(self._stored(head.seq), head.seq, head.hash)
+
+    def _stored(self, up_to: int) -> Iterator[StoredEntry]:
+        after = 0
+        while True:
+            rows = list(
+                self.session.execute(
+                    sa.select(_e)
+                    .where(_e.c.seq > after, _e.c.seq <= up_to)
+                    .order_by(_e.c.seq)
+                    .limit(VERIFY_BATCH)
+                )
+            )
+            for row in rows:
+                yield StoredEntry(row.seq, _entry(row), row.detail, row.prev_hash, row.hash)
+            if len(rows) < VERIFY_BATCH:
+                return
+            after = rows[-1].seq

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -235,6 +236,7 @@ class _Assignments(ConsumerRebalanceListener):
         self.fresh.update(assigned)
 
 
+@dataclass(eq=False)
 class ConsumerLoop:
     """One consumer on its own thread; offsets are committed only after the handler returned.
 
@@ -255,38 +257,26 @@ class ConsumerLoop:
     Re-reading is safe because handlers de-duplicate.
     """
 
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        topics: list[str],
-        group_id: str,
-        handler: Handler,
-        *,
-        client_id: str,
-        max_records: int = 200,
-        poll_timeout_ms: int = 500,
-        retry_backoff_s: float = 1.0,
-        tls: ClientTls | None = None,
-    ) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.tls = tls
-        self.topics = topics
-        self.group_id = group_id
-        self.handler = handler
-        self.client_id = client_id
-        self.max_records = max_records
-        self.poll_timeout_ms = poll_timeout_ms
-        self.retry_backoff_s = retry_backoff_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.connected = threading.Event()
-        self.last_error: str | None = None
-        self._assignment: frozenset[TopicPartition] = frozenset()
-        # Kept across reconnects. The id of the log each partition's position (and our commits) belong to.
-        self._log_of: dict[TopicPartition, str | None] = {}
-        # Partitions sent back to their beginning with nothing committed since: their committed offset
-        # may still be one of the old log's, so a reassignment must not resume there.
-        self._rereading: set[TopicPartition] = set()
+    bootstrap_servers: str
+    topics: list[str]
+    group_id: str
+    handler: Handler
+    _: KW_ONLY
+    client_id: str
+    max_records: int = 200
+    poll_timeout_ms: int = 500
+    retry_backoff_s: float = 1.0
+    tls: ClientTls | None = None
+    connected: threading.Event = field(default_factory=threading.Event, init=False)
+    last_error: str | None = field(default=None, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _assignment: frozenset[TopicPartition] = field(default=frozenset(), init=False, repr=False)
+    # Kept across reconnects. The id of the log each partition's position (and our commits) belong to.
+    _log_of: dict[TopicPartition, str | None] = field(default_factory=dict, init=False, repr=False)
+    # Partitions sent back to their beginning with nothing committed since: their committed offset
+    # may still be one of the old log's, so a reassignment must not resume there.
+    _rereading: set[TopicPartition] = field(default_factory=set, init=False, repr=False)
 
     @property
     def assignment(self) -> frozenset[TopicPartition]:

@@ -29,7 +29,7 @@ import logging
 import re
 import secrets
 import string
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from moto.cloudformation import parsing
@@ -59,13 +59,38 @@ def _tags(properties: dict[str, Any]) -> list[dict[str, str]]:
 class _EmulatedResource(CloudFormationModel):
     """Shared plumbing: the physical id is what `Ref` returns, `attributes` what `Fn::GetAtt` returns."""
 
+    # The CloudFormation type a subclass creates, and the property that names it ("" when none does).
+    # (this base's own, as moto lists every subclass of CloudFormationModel: moto's placeholder)
+    TYPE: ClassVar[str] = CloudFormationModel.cloudformation_type()
+    NAME_PROPERTY: ClassVar[str] = ""
+
     def __init__(self, physical_resource_id: str, attributes: dict[str, str]) -> None:
         self.physical_resource_id = physical_resource_id
         self.attributes = attributes
 
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
+    @classmethod
+    def cloudformation_type(cls) -> str:
+        return cls.TYPE
+
+    @classmethod
+    def cloudformation_name_type(cls) -> str:
+        return cls.NAME_PROPERTY
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[override]
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> _EmulatedResource:
+        return cls.create(resource_name, cloudformation_json["Properties"], account_id, region_name)
+
+    @classmethod
+    def create(cls, resource_name: str, props: Any, account_id: str, region_name: str) -> Any:
+        """Create the resource in moto's backend from its CloudFormation `Properties`."""
+        raise NotImplementedError
 
     @classmethod
     def has_cfn_attr(cls, attr: str) -> bool:
@@ -97,24 +122,13 @@ class _EmulatedResource(CloudFormationModel):
 
 
 class EmulatedKafkaCluster(_EmulatedResource):
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::MSK::Cluster"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return "ClusterName"
+    TYPE = "AWS::MSK::Cluster"
+    NAME_PROPERTY = "ClusterName"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def create(
+        cls, resource_name: str, props: Any, account_id: str, region_name: str
     ) -> EmulatedKafkaCluster:
-        props = cloudformation_json["Properties"]
         backend = kafka_backends[account_id][region_name]
         arn, _, _ = backend.create_cluster(
             broker_node_group_info=_api_keys(props["BrokerNodeGroupInfo"]),
@@ -131,20 +145,12 @@ class EmulatedKafkaCluster(_EmulatedResource):
 
 
 class EmulatedPrivateDnsNamespace(_EmulatedResource):
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ServiceDiscovery::PrivateDnsNamespace"
+    TYPE = "AWS::ServiceDiscovery::PrivateDnsNamespace"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def create(
+        cls, resource_name: str, props: Any, account_id: str, region_name: str
     ) -> EmulatedPrivateDnsNamespace:
-        props = cloudformation_json["Properties"]
         backend = servicediscovery_backends[account_id][region_name]
         request_id = secrets.token_hex(8)
         backend.create_private_dns_namespace(
@@ -167,20 +173,12 @@ class EmulatedPrivateDnsNamespace(_EmulatedResource):
 
 
 class EmulatedDiscoveryService(_EmulatedResource):
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ServiceDiscovery::Service"
+    TYPE = "AWS::ServiceDiscovery::Service"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def create(
+        cls, resource_name: str, props: Any, account_id: str, region_name: str
     ) -> EmulatedDiscoveryService:
-        props = cloudformation_json["Properties"]
         backend = servicediscovery_backends[account_id][region_name]
         dns_config = dict(props.get("DnsConfig") or {})
         dns_config.setdefault("NamespaceId", props.get("NamespaceId"))
@@ -199,24 +197,13 @@ class EmulatedDiscoveryService(_EmulatedResource):
 
 
 class EmulatedSecret(_EmulatedResource):
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::SecretsManager::Secret"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return "Name"
+    TYPE = "AWS::SecretsManager::Secret"
+    NAME_PROPERTY = "Name"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def create(
+        cls, resource_name: str, props: Any, account_id: str, region_name: str
     ) -> EmulatedSecret:
-        props = cloudformation_json["Properties"]
         value = props.get("SecretString")
         generate = props.get("GenerateSecretString")
         if generate:

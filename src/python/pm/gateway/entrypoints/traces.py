@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 from pm.common.problems import PROBLEM_JSON, problem_bytes
 from pm.common.web import ASGIApp, Receive, Scope, Send, read_body
 from pm.gateway.adapters.traces import EXPORT_RESPONSE, TraceStore, decode_export
-from pm.gateway.entrypoints.authn import BearerAuthenticator, Unauthenticated
+from pm.gateway.service_layer.authentication import BearerAuthenticator, Unauthenticated
 
 PREFIX = "/api/traces"
 RECEIVER = "/v1/traces"

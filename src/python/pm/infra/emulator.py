@@ -201,9 +201,7 @@ class EmulatedSecret(_EmulatedResource):
     NAME_PROPERTY = "Name"
 
     @classmethod
-    def create(
-        cls, resource_name: str, props: Any, account_id: str, region_name: str
-    ) -> EmulatedSecret:
+    def create(cls, resource_name: str, props: Any, account_id: str, region_name: str) -> EmulatedSecret:
         value = props.get("SecretString")
         generate = props.get("GenerateSecretString")
         if generate:

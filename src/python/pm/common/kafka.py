@@ -19,6 +19,8 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from pm.common.threads import ThreadWorker
+
 if TYPE_CHECKING:
     from pm.common.tls import ClientTls
 
@@ -237,7 +239,7 @@ class _Assignments(ConsumerRebalanceListener):
 
 
 @dataclass(eq=False)
-class ConsumerLoop:
+class ConsumerLoop(ThreadWorker):
     """One consumer on its own thread; offsets are committed only after the handler returned.
 
     If the handler raises, nothing is committed and the consumer seeks back to the first record of the
@@ -307,14 +309,11 @@ class ConsumerLoop:
         consumer.subscribe(self.topics, listener=assignments)
         return consumer
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name=f"consumer-{self.group_id}", daemon=True)
-        self._thread.start()
+    def thread_name(self) -> str:
+        return f"consumer-{self.group_id}"
 
-    def stop(self, timeout: float = 8.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def join_seconds(self) -> float:
+        return 8.0
 
     def run(self) -> None:
         while not self._stop.is_set():

@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
 
+from pm.common.threads import ThreadWorker
+
 if TYPE_CHECKING:
     from pm.common.tls import ClientTls
 
@@ -190,7 +192,7 @@ RevocationFeed = Callable[[int], Mapping[str, Any]]
 
 
 @dataclass(eq=False)
-class RevocationList:
+class RevocationList(ThreadWorker):
     """The sessions that ended before their access tokens expired, kept in memory.
 
     A background thread (`start`) polls the feed every `interval` seconds, off the event loop; checking
@@ -241,20 +243,13 @@ class RevocationList:
             self._until = {sid: until for sid, until in self._until.items() if until > horizon}
             return True
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"{self.name}-poller", daemon=True)
-        self._thread.start()
+    def thread_name(self) -> str:
+        return f"{self.name}-poller"
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.interval + 5)
-            self._thread = None
+    def join_seconds(self) -> float:
+        return self.interval + 5
 
-    def _run(self) -> None:
+    def run(self) -> None:
         self.poll()
         while not self._stop.wait(self.interval):
             self.poll()

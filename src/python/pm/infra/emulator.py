@@ -63,6 +63,8 @@ class _EmulatedResource(CloudFormationModel):
     # (this base's own, as moto lists every subclass of CloudFormationModel: moto's placeholder)
     TYPE: ClassVar[str] = CloudFormationModel.cloudformation_type()
     NAME_PROPERTY: ClassVar[str] = ""
+    # moto's backends of the resource's service, by account and region.
+    BACKENDS: ClassVar[Any]
 
     def __init__(self, physical_resource_id: str, attributes: dict[str, str]) -> None:
         self.physical_resource_id = physical_resource_id
@@ -85,10 +87,11 @@ class _EmulatedResource(CloudFormationModel):
         region_name: str,
         **kwargs: Any,
     ) -> _EmulatedResource:
-        return cls.create(resource_name, cloudformation_json["Properties"], account_id, region_name)
+        backend = cls.BACKENDS[account_id][region_name]
+        return cls.create(resource_name, cloudformation_json["Properties"], backend)
 
     @classmethod
-    def create(cls, resource_name: str, props: Any, account_id: str, region_name: str) -> Any:
+    def create(cls, resource_name: str, props: Any, backend: Any) -> Any:
         """Create the resource in moto's backend from its CloudFormation `Properties`."""
         raise NotImplementedError
 
@@ -124,12 +127,10 @@ class _EmulatedResource(CloudFormationModel):
 class EmulatedKafkaCluster(_EmulatedResource):
     TYPE = "AWS::MSK::Cluster"
     NAME_PROPERTY = "ClusterName"
+    BACKENDS = kafka_backends
 
     @classmethod
-    def create(
-        cls, resource_name: str, props: Any, account_id: str, region_name: str
-    ) -> EmulatedKafkaCluster:
-        backend = kafka_backends[account_id][region_name]
+    def create(cls, resource_name: str, props: Any, backend: Any) -> EmulatedKafkaCluster:
         arn, _, _ = backend.create_cluster(
             broker_node_group_info=_api_keys(props["BrokerNodeGroupInfo"]),
             client_authentication=_api_keys(props.get("ClientAuthentication")),
@@ -146,12 +147,10 @@ class EmulatedKafkaCluster(_EmulatedResource):
 
 class EmulatedPrivateDnsNamespace(_EmulatedResource):
     TYPE = "AWS::ServiceDiscovery::PrivateDnsNamespace"
+    BACKENDS = servicediscovery_backends
 
     @classmethod
-    def create(
-        cls, resource_name: str, props: Any, account_id: str, region_name: str
-    ) -> EmulatedPrivateDnsNamespace:
-        backend = servicediscovery_backends[account_id][region_name]
+    def create(cls, resource_name: str, props: Any, backend: Any) -> EmulatedPrivateDnsNamespace:
         request_id = secrets.token_hex(8)
         backend.create_private_dns_namespace(
             name=props["Name"],
@@ -174,12 +173,10 @@ class EmulatedPrivateDnsNamespace(_EmulatedResource):
 
 class EmulatedDiscoveryService(_EmulatedResource):
     TYPE = "AWS::ServiceDiscovery::Service"
+    BACKENDS = servicediscovery_backends
 
     @classmethod
-    def create(
-        cls, resource_name: str, props: Any, account_id: str, region_name: str
-    ) -> EmulatedDiscoveryService:
-        backend = servicediscovery_backends[account_id][region_name]
+    def create(cls, resource_name: str, props: Any, backend: Any) -> EmulatedDiscoveryService:
         dns_config = dict(props.get("DnsConfig") or {})
         dns_config.setdefault("NamespaceId", props.get("NamespaceId"))
         service = backend.create_service(
@@ -199,14 +196,14 @@ class EmulatedDiscoveryService(_EmulatedResource):
 class EmulatedSecret(_EmulatedResource):
     TYPE = "AWS::SecretsManager::Secret"
     NAME_PROPERTY = "Name"
+    BACKENDS = secretsmanager_backends
 
     @classmethod
-    def create(cls, resource_name: str, props: Any, account_id: str, region_name: str) -> EmulatedSecret:
+    def create(cls, resource_name: str, props: Any, backend: Any) -> EmulatedSecret:
         value = props.get("SecretString")
         generate = props.get("GenerateSecretString")
         if generate:
             value = _generated_secret(generate)
-        backend = secretsmanager_backends[account_id][region_name]
         created = backend.create_secret(
             name=props.get("Name", resource_name),
             secret_string=value,

@@ -55,9 +55,10 @@ class HttpSettings(_SettingsBase):
 
     @classmethod
     def shared(cls, env: Env) -> dict[str, Any]:
+        name = cls.SERVICE.upper()
         return {
             "host": env.text("PM_HOST", "127.0.0.1"),
-            "port": env.port(f"PM_{cls.SERVICE.upper()}_PORT", cls.DEFAULT_PORT),
+            "port": env.port(f"PM_{name}_PORT", cls.DEFAULT_PORT),
             "log_level": env.log_level(),
             "environment": env.environment(),
             "health_interval": env.health_interval(),
@@ -97,11 +98,10 @@ class ServiceSettings(HttpSettings):
 
     @classmethod
     def shared(cls, env: Env) -> dict[str, Any]:
+        name = cls.SERVICE.upper()
         return {
             **super().shared(env),
-            "database_url": env.database_url(
-                f"PM_{cls.SERVICE.upper()}_DATABASE_URL", sqlite_default(env, cls.SERVICE)
-            ),
+            "database_url": env.database_url(f"PM_{name}_DATABASE_URL", sqlite_default(env, cls.SERVICE)),
             "migrate_on_start": env.flag("PM_MIGRATE_ON_START", True),
             "validate_responses": env.flag("PM_VALIDATE_RESPONSES", False),
         }

@@ -70,4 +70,4 @@ def test_reflection_lists_and_describes_the_billing_service(channel) -> None:
     assert {"pm.billing.v1.BillingService", "grpc.health.v1.Health"} <= services
     file = reflected.FindFileContainingSymbol("pm.billing.v1.BillingService")
     methods = {m.name for s in file.service for m in s.method}
-    assert methods == {"CreateBillingAccount", "GetBillingAccount"}
+    assert methods == {"CreateBillingAccount", "GetBillingAccount", "ErasePatientData"}

@@ -107,6 +107,9 @@ class StaticBilling:
     def open_account(self, patient_id: uuid.UUID, name: str, email: str) -> str:
         return f"acct-{patient_id}"
 
+    def erase_patient_data(self, patient_id: uuid.UUID) -> None:
+        return None
+
 
 class SlowFlushProducer:
     """A real producer whose batches take a while, so that a stop lands between two of them."""

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pm.common.logs import mask_url, scrub
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 ENVIRONMENTS = ("dev", "production")
 PRODUCTION = "production"
@@ -44,28 +45,30 @@ class Env:
         return self.raw(name)
 
     def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31) -> int:
-        value = self.raw(name)
-        if value is None:
+        number = self._parsed(name, int, "an integer")
+        if number is None:
             return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {value!r}") from None
         if not minimum <= number <= maximum:
             raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {number}")
         return number
 
     def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        value = self.raw(name)
-        if value is None:
+        number = self._parsed(name, float, "a number")
+        if number is None:
             return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number, got {value!r}") from None
         if number < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {number}")
         return number
+
+    def _parsed(self, name: str, parse: Callable[[str], N], kind: str) -> N | None:
+        """The variable read by `parse`; None when it is not set; a ConfigError naming `kind` otherwise."""
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be {kind}, got {value!r}") from None
 
     def duration(self, name: str, default: str, *, minimum: float = 0.0) -> float:
         """Seconds, from `90` (seconds) or a number with one unit: `30s`, `15m`, `12h`, `7d`."""

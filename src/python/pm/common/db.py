@@ -17,7 +17,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from pm.common import tracing
 from pm.common.errors import DATABASE_UNAVAILABLE as DATABASE_UNAVAILABLE
 from pm.common.errors import StoreUnavailable as StoreUnavailable
 
@@ -93,7 +92,6 @@ class Database:
     def __init__(self, url: str, **engine_options: int) -> None:
         self.url = url
         self.engine = make_engine(url, **engine_options)
-        tracing.trace_statements(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def session(self) -> Session:

@@ -11,12 +11,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from pm.common.threads import ThreadWorker
 
 if TYPE_CHECKING:
     from pm.common.tls import ClientTls
@@ -235,7 +238,8 @@ class _Assignments(ConsumerRebalanceListener):
         self.fresh.update(assigned)
 
 
-class ConsumerLoop:
+@dataclass(eq=False)
+class ConsumerLoop(ThreadWorker):
     """One consumer on its own thread; offsets are committed only after the handler returned.
 
     If the handler raises, nothing is committed and the consumer seeks back to the first record of the
@@ -255,38 +259,26 @@ class ConsumerLoop:
     Re-reading is safe because handlers de-duplicate.
     """
 
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        topics: list[str],
-        group_id: str,
-        handler: Handler,
-        *,
-        client_id: str,
-        max_records: int = 200,
-        poll_timeout_ms: int = 500,
-        retry_backoff_s: float = 1.0,
-        tls: ClientTls | None = None,
-    ) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.tls = tls
-        self.topics = topics
-        self.group_id = group_id
-        self.handler = handler
-        self.client_id = client_id
-        self.max_records = max_records
-        self.poll_timeout_ms = poll_timeout_ms
-        self.retry_backoff_s = retry_backoff_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.connected = threading.Event()
-        self.last_error: str | None = None
-        self._assignment: frozenset[TopicPartition] = frozenset()
-        # Kept across reconnects. The id of the log each partition's position (and our commits) belong to.
-        self._log_of: dict[TopicPartition, str | None] = {}
-        # Partitions sent back to their beginning with nothing committed since: their committed offset
-        # may still be one of the old log's, so a reassignment must not resume there.
-        self._rereading: set[TopicPartition] = set()
+    bootstrap_servers: str
+    topics: list[str]
+    group_id: str
+    handler: Handler
+    _: KW_ONLY
+    client_id: str
+    max_records: int = 200
+    poll_timeout_ms: int = 500
+    retry_backoff_s: float = 1.0
+    tls: ClientTls | None = None
+    connected: threading.Event = field(default_factory=threading.Event, init=False)
+    last_error: str | None = field(default=None, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _assignment: frozenset[TopicPartition] = field(default=frozenset(), init=False, repr=False)
+    # Kept across reconnects. The id of the log each partition's position (and our commits) belong to.
+    _log_of: dict[TopicPartition, str | None] = field(default_factory=dict, init=False, repr=False)
+    # Partitions sent back to their beginning with nothing committed since: their committed offset
+    # may still be one of the old log's, so a reassignment must not resume there.
+    _rereading: set[TopicPartition] = field(default_factory=set, init=False, repr=False)
 
     @property
     def assignment(self) -> frozenset[TopicPartition]:
@@ -317,14 +309,11 @@ class ConsumerLoop:
         consumer.subscribe(self.topics, listener=assignments)
         return consumer
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name=f"consumer-{self.group_id}", daemon=True)
-        self._thread.start()
+    def thread_name(self) -> str:
+        return f"consumer-{self.group_id}"
 
-    def stop(self, timeout: float = 8.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def join_seconds(self) -> float:
+        return 8.0
 
     def run(self) -> None:
         while not self._stop.is_set():

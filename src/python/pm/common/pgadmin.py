@@ -17,23 +17,22 @@ _DISCONNECT = (
 
 def create_database(admin_url: str, name: str) -> str:
     """A new, empty database `name` (dropped first if it exists); its URL, with the admin's credentials."""
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(_DISCONNECT), {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
+    _admin(admin_url, name, f'CREATE DATABASE "{name}"')
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(admin_url: str, name: str) -> None:
     """Drop `name`, disconnecting whoever still uses it."""
+    _admin(admin_url, name)
+
+
+def _admin(admin_url: str, name: str, *then: str) -> None:
+    """Disconnect whoever uses `name`, drop it if it exists, then run `then` (autocommit)."""
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             conn.execute(text(_DISCONNECT), {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            for statement in (f'DROP DATABASE IF EXISTS "{name}"', *then):
+                conn.execute(text(statement))
     finally:
         engine.dispose()

@@ -1,7 +1,8 @@
 """The one lifecycle of every service: command line, migration at start, serving, background workers.
 
 Each service's `main.py` is a call to `run()` with its `Settings`, its `bootstrap(settings) -> Service`
-and its `prepare_database(settings)` (migrations, and seed data where the service has any). `bootstrap`
+and its `prepare_database(settings)` (migrations, and seed data where the service has any; None for the
+gateway, which keeps no data). `bootstrap`
 is the only place objects are built; it touches nothing outside the process (no database, broker or
 network call), so a bad setting found there stops the service before anything happened.
 """
@@ -15,18 +16,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from opentelemetry.sdk.trace.export import SpanExporter
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from pm.common.config import load_or_exit
 from pm.common.logs import configure_logging, scrub
-from pm.common.settings import ServiceSettings
+from pm.common.settings import HttpSettings, ServiceSettings
 from pm.common.tracing import configure_tracing
 from pm.common.web import ASGIApp, serve
 
 log = logging.getLogger(__name__)
 
-S = TypeVar("S", bound=ServiceSettings)
+S = TypeVar("S", bound=HttpSettings)
 
 
 class Worker(Protocol):
@@ -67,7 +69,7 @@ class Service:
                 close()
 
 
-def serve_service(service: Service, settings: ServiceSettings) -> None:
+def serve_service(service: Service, settings: HttpSettings) -> None:
     serve(
         service.app,
         host=settings.host,
@@ -100,13 +102,16 @@ def prepare_or_exit(settings: ServiceSettings, prepare: Callable[[], object]) ->
 def run(
     settings_type: type[S],
     bootstrap: Callable[[S], Service],
-    prepare_database: Callable[[S], object],
+    prepare_database: Callable[[S], object] | None,
     argv: list[str] | None = None,
     *,
     commands: Mapping[str, Callable[[S], None]] | None = None,
     help: str = "serve (default; migrates first unless PM_MIGRATE_ON_START=false) or migrate, then exit",
+    span_exporter: Callable[[S], SpanExporter | None] | None = None,
 ) -> None:
-    """`python -m pm.<service>.main [serve|migrate|...]`: parse, bootstrap, migrate when asked, serve."""
+    """`python -m pm.<service>.main [serve|migrate|...]`: parse, bootstrap, migrate when asked, serve.
+
+    `span_exporter(settings)`, when given, replaces the OTLP exporter (the gateway's embedded store)."""
     extra = dict(commands or {})
     name = settings_type.SERVICE
     parser = argparse.ArgumentParser(prog=f"pm.{name}.main", description=f"The {name} service.")
@@ -117,11 +122,16 @@ def run(
     settings = load_or_exit(settings_type.from_env, name)  # type: ignore[attr-defined]
     configure_logging(name, settings.log_level)
     if command == "serve":  # one-off commands (migrate, rebuild) send no spans
-        configure_tracing(name)
+        configure_tracing(name, exporter=span_exporter(settings) if span_exporter else None)
     # A bad setting found while building (e.g. an unreadable key) stops the service like one in Settings.
     service = load_or_exit(lambda: bootstrap(settings), name) if command == "serve" else None
-    if command == "migrate" or settings.migrate_on_start:
-        prepare_or_exit(settings, lambda: prepare_database(settings))
+    stored = settings if isinstance(settings, ServiceSettings) else None
+    if prepare_database is None or stored is None:
+        if command == "migrate":
+            log.info("nothing to migrate: the service keeps no data")
+    elif command == "migrate" or stored.migrate_on_start:
+        prepare = prepare_database
+        prepare_or_exit(stored, lambda: prepare(settings))
     if service is not None:
         serve_service(service, settings)
     elif command in extra:

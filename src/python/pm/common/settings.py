@@ -1,8 +1,8 @@
 """The settings every service shares, read from the same `PM_*` variables with the same defaults.
 
 A service's `config.py` subclasses `ServiceSettings` (or `TokenCheckingSettings` when it checks tokens
-issued by auth), names itself and its default port, and adds only its own variables; every subclass is
-a frozen, keyword-only dataclass without saying so:
+issued by auth; the gateway, which keeps no data, `TokenSettings`), names itself and its default port,
+and adds only its own variables; every subclass is a frozen, keyword-only dataclass without saying so:
 
     class Settings(ServiceSettings, service="billing", port=4001):
         grpc_port: int
@@ -36,7 +36,9 @@ class _SettingsBase:
         dataclass(frozen=True, kw_only=True)(cls)
 
 
-class ServiceSettings(_SettingsBase):
+class HttpSettings(_SettingsBase):
+    """What every process that serves HTTP reads, the gateway included: `PM_HOST`, `PM_<SERVICE>_PORT`,
+    `PM_LOG_LEVEL`, `PM_ENV`, `PM_HEALTH_INTERVAL_SECONDS`, `PM_TRUSTED_PROXIES`, `PM_HTTP_TLS_*`."""
 
     host: str = "127.0.0.1"
     port: int
@@ -45,9 +47,6 @@ class ServiceSettings(_SettingsBase):
     health_interval: float = 3.0
     # Peers whose X-Forwarded-For is believed (the gateway); nobody by default.
     trusted_proxies: tuple[str, ...] = ()
-    database_url: str = field(repr=False)
-    migrate_on_start: bool = True
-    validate_responses: bool = False
     http_tls: ServerTls | None = None
 
     @property
@@ -56,9 +55,6 @@ class ServiceSettings(_SettingsBase):
 
     @classmethod
     def shared(cls, env: Env) -> dict[str, Any]:
-        """The shared variables: `PM_HOST`, `PM_<SERVICE>_PORT`, `PM_LOG_LEVEL`, `PM_ENV`,
-        `PM_HEALTH_INTERVAL_SECONDS`, `PM_TRUSTED_PROXIES`, `PM_<SERVICE>_DATABASE_URL` (a SQLite file in
-        `PM_DATA_DIR` by default), `PM_MIGRATE_ON_START`, `PM_VALIDATE_RESPONSES`, `PM_HTTP_TLS_*`."""
         name = cls.SERVICE.upper()
         return {
             "host": env.text("PM_HOST", "127.0.0.1"),
@@ -67,15 +63,13 @@ class ServiceSettings(_SettingsBase):
             "environment": env.environment(),
             "health_interval": env.health_interval(),
             "trusted_proxies": env.networks("PM_TRUSTED_PROXIES"),
-            "database_url": env.database_url(f"PM_{name}_DATABASE_URL", sqlite_default(env, cls.SERVICE)),
-            "migrate_on_start": env.flag("PM_MIGRATE_ON_START", True),
-            "validate_responses": env.flag("PM_VALIDATE_RESPONSES", False),
             "http_tls": server_tls(env, "PM_HTTP_TLS"),
         }
 
 
-class TokenCheckingSettings(ServiceSettings):
-    """A service that checks auth's tokens itself: auth's keys (JWKS), its revocation feed, the issuer."""
+class TokenSettings(HttpSettings):
+    """A process that checks auth's tokens itself: auth's keys (JWKS), its revocation feed, the issuer:
+    also `PM_AUTH_URL`, `PM_JWKS_URL`, `PM_REVOCATIONS_URL`, `PM_JWT_ISSUER`, `PM_HTTP_TLS` (client side)."""
 
     jwks_url: str
     revocations_url: str
@@ -84,9 +78,7 @@ class TokenCheckingSettings(ServiceSettings):
 
     @classmethod
     def shared(cls, env: Env) -> dict[str, Any]:
-        """Also `PM_AUTH_URL`, `PM_JWKS_URL`, `PM_REVOCATIONS_URL`, `PM_JWT_ISSUER`, `PM_HTTP_TLS`."""
-        auth_url = env.url("PM_AUTH_URL", DEFAULT_AUTH_URL)
-        jwks_url = env.url("PM_JWKS_URL", f"{auth_url}/.well-known/jwks.json")
+        jwks_url = env.url("PM_JWKS_URL", f"{auth_url(env)}/.well-known/jwks.json")
         return {
             **super().shared(env),
             "jwks_url": jwks_url,
@@ -94,6 +86,34 @@ class TokenCheckingSettings(ServiceSettings):
             "jwt_issuer": env.text("PM_JWT_ISSUER", "pm-auth"),
             "http_client_tls": client_tls(env, "PM_HTTP_TLS"),
         }
+
+
+class ServiceSettings(HttpSettings):
+    """A service with a database: also `PM_<SERVICE>_DATABASE_URL` (a SQLite file in `PM_DATA_DIR` by
+    default), `PM_MIGRATE_ON_START`, `PM_VALIDATE_RESPONSES`."""
+
+    database_url: str = field(repr=False)
+    migrate_on_start: bool = True
+    validate_responses: bool = False
+
+    @classmethod
+    def shared(cls, env: Env) -> dict[str, Any]:
+        name = cls.SERVICE.upper()
+        return {
+            **super().shared(env),
+            "database_url": env.database_url(f"PM_{name}_DATABASE_URL", sqlite_default(env, cls.SERVICE)),
+            "migrate_on_start": env.flag("PM_MIGRATE_ON_START", True),
+            "validate_responses": env.flag("PM_VALIDATE_RESPONSES", False),
+        }
+
+
+class TokenCheckingSettings(ServiceSettings, TokenSettings):
+    """A service with a database that checks auth's tokens itself (patient, analytics)."""
+
+
+def auth_url(env: Env) -> str:
+    """`PM_AUTH_URL`: where the auth service answers."""
+    return env.url("PM_AUTH_URL", DEFAULT_AUTH_URL)
 
 
 def kafka_bootstrap_servers(env: Env) -> str:

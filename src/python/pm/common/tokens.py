@@ -14,11 +14,13 @@ import asyncio
 import contextvars
 import functools
 import logging
+import re
 import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
@@ -27,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
+
+from pm.common.threads import ThreadWorker
 
 if TYPE_CHECKING:
     from pm.common.tls import ClientTls
@@ -73,6 +77,7 @@ class StaticKeys:
         return self._keys.get(kid)
 
 
+@dataclass(eq=False)
 class JwksKeys:
     """Public keys fetched from a JWKS URL, cached for `ttl`, refetched on an unknown `kid`.
 
@@ -82,29 +87,26 @@ class JwksKeys:
     token would be refused for the whole interval after auth comes back.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = 3.0,
-        ttl: float = 300.0,
-        min_refresh_interval: float = 5.0,
-        retry_after_failure: float = 0.5,
-        fetch: Callable[[str, float], dict[str, Any]] | None = None,
-        tls: ClientTls | None = None,
-    ) -> None:
-        self.url = url
-        self.timeout = timeout
-        self.ttl = ttl
-        self.min_refresh_interval = min_refresh_interval
-        self.retry_after_failure = retry_after_failure
-        self._last_attempt_failed = False
+    url: str
+    _: KW_ONLY
+    timeout: float = 3.0
+    ttl: float = 300.0
+    min_refresh_interval: float = 5.0
+    retry_after_failure: float = 0.5
+    fetch: Callable[[str, float], dict[str, Any]] | None = field(default=None, repr=False)
+    tls: ClientTls | None = field(default=None, repr=False)
+    _keys: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _fetched_at: float = field(default=0.0, init=False, repr=False)
+    _attempted_at: float = field(default=float("-inf"), init=False, repr=False)
+    _last_attempt_failed: bool = field(default=False, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
         # An https:// JWKS URL is checked against PM_HTTP_TLS_CA_FILE's CA when set (else the system's).
-        self._fetch = fetch or functools.partial(_http_get_json, verify=tls.ssl_context() if tls else True)
-        self._keys: dict[str, Any] = {}
-        self._fetched_at = 0.0
-        self._attempted_at = float("-inf")
-        self._lock = threading.Lock()
+        tls = self.tls
+        self._fetch = self.fetch or functools.partial(
+            _http_get_json, verify=tls.ssl_context() if tls else True
+        )
 
     def key_for(self, kid: str, *, fetch: bool = True) -> Any | None:
         now = time.monotonic()
@@ -189,7 +191,8 @@ RevocationFeed = Callable[[int], Mapping[str, Any]]
 "until"}], "more"}`; raises when auth cannot be reached."""
 
 
-class RevocationList:
+@dataclass(eq=False)
+class RevocationList(ThreadWorker):
     """The sessions that ended before their access tokens expired, kept in memory.
 
     A background thread (`start`) polls the feed every `interval` seconds, off the event loop; checking
@@ -198,26 +201,18 @@ class RevocationList:
     and polling goes on; a failure is logged once per outage, not once per poll.
     """
 
-    def __init__(
-        self,
-        fetch: RevocationFeed,
-        *,
-        interval: float = 2.0,
-        leeway: float = 30.0,
-        clock: Callable[[], float] = time.time,
-        name: str = "revocations",
-    ) -> None:
-        self._fetch = fetch
-        self.interval = interval
-        self.leeway = leeway
-        self.clock = clock
-        self.name = name
-        self._until: dict[str, float] = {}
-        self._cursor = 0
-        self._failing = False
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    fetch: RevocationFeed
+    _: KW_ONLY
+    interval: float = 2.0
+    leeway: float = 30.0
+    clock: Callable[[], float] = time.time
+    name: str = "revocations"
+    _until: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _cursor: int = field(default=0, init=False, repr=False)
+    _failing: bool = field(default=False, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def is_revoked(self, session_id: str) -> bool:
         return session_id in self._until
@@ -227,7 +222,7 @@ class RevocationList:
         with self._lock:
             try:
                 while True:
-                    page = self._fetch(self._cursor)
+                    page = self.fetch(self._cursor)
                     for entry in page.get("revoked", []):
                         self._until[str(entry["sid"])] = float(entry["until"])
                     cursor = int(page["cursor"])
@@ -248,20 +243,13 @@ class RevocationList:
             self._until = {sid: until for sid, until in self._until.items() if until > horizon}
             return True
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"{self.name}-poller", daemon=True)
-        self._thread.start()
+    def thread_name(self) -> str:
+        return f"{self.name}-poller"
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.interval + 5)
-            self._thread = None
+    def join_seconds(self) -> float:
+        return self.interval + 5
 
-    def _run(self) -> None:
+    def run(self) -> None:
         self.poll()
         while not self._stop.wait(self.interval):
             self.poll()
@@ -284,22 +272,16 @@ def http_revocation_feed(url: str, *, timeout: float = 2.0, tls: ClientTls | Non
     return fetch
 
 
+@dataclass(eq=False)
 class TokenVerifier:
     """Checks signature, algorithm, `kid`, expiry and issuer; with a RevocationList also that the
     token's session (`sid`) has not ended, and then a token without a session is refused."""
 
-    def __init__(
-        self,
-        keys: KeySource,
-        *,
-        issuer: str,
-        leeway: float = 30.0,
-        revocations: RevocationList | None = None,
-    ) -> None:
-        self.keys = keys
-        self.issuer = issuer
-        self.leeway = leeway
-        self.revocations = revocations
+    keys: KeySource
+    _: KW_ONLY
+    issuer: str
+    leeway: float = 30.0
+    revocations: RevocationList | None = None
 
     async def verify_async(self, token: str) -> dict[str, Any]:
         """`verify` for the event loop: on the loop while the keys are at hand, in a worker thread when
@@ -366,18 +348,24 @@ def _fits(key: Any, algorithm: str) -> bool:
     return isinstance(key, KEY_TYPES[algorithm])
 
 
+# RFC 6750 `b64token`: what a JWT is made of; whitespace, a second scheme or other junk never matches.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header; None for anything else.
 
-    The scheme is case-insensitive and may be followed by several spaces (RFC 7235 `1*SP`); anything
-    but exactly one token after it (e.g. a doubled `Bearer Bearer <token>`) is refused.
+    The one parser of bearer headers in the system (the gateway and every service): the scheme in any
+    case, exactly one space, then one RFC 6750 `b64token`. No token, an empty one, extra or other
+    whitespace and a doubled `Bearer` are refused rather than guessed at, so a header the gateway passes
+    is one every service behind it reads the same way.
     """
     if not authorization:
         return None
-    parts = authorization.split()
-    if len(parts) != 2 or parts[0].lower() != "bearer" or parts[1].lower() == "bearer":
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not _B64TOKEN.fullmatch(token) or token.lower() == "bearer":
         return None
-    return parts[1]
+    return token
 
 
 async def bearer_info(token: str, request: Any) -> dict[str, Any] | None:

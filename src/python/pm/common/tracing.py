@@ -15,8 +15,10 @@ periodic chatter of a running system never fills the trace store.
 
 The hooks the services use are all here: `asgi` (server spans, in `pm.common.web.serve`), `traceresponse`
 (the W3C Trace Context level 2 response header), `grpc_channel` / `grpc_server_interceptors`,
-`http_transport` (the gateway's proxy), `trace_statements` (SQL, in `pm.common.db.Database`), `current_traceparent` / `context_from_traceparent` (the outbox),
-`kafka_headers` / `context_from_kafka_headers` (the relay and analytics) and `log_fields` (every log line).
+`http_transport` (the gateway's proxy), a span per SQL statement (every engine's, installed by
+`configure_tracing`, which `pm.common.service.run` calls for `serve`), `current_traceparent` /
+`context_from_traceparent` (the outbox), `kafka_headers` / `context_from_kafka_headers` (the relay and
+analytics) and `log_fields` (every log line).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ _ENTRY_KINDS = frozenset({SpanKind.SERVER, SpanKind.CONSUMER})
 _propagator = TraceContextTextMapPropagator()
 _ids = RandomIdGenerator()
 _configured = False
+_exporter: SpanExporter | None = None
 
 
 def enabled(env: Mapping[str, str] | None = None) -> bool:
@@ -186,7 +189,7 @@ def configure_tracing(service: str, *, exporter: SpanExporter | None = None, env
     `exporter` replaces the OTLP/HTTP exporter (the gateway passes its embedded store's). A bad
     `OTEL_*` value stops the service with one line naming the variable, like any other setting.
     """
-    global _configured
+    global _configured, _exporter
     if not enabled() or _configured:
         return _configured
     sampler = load_or_exit(lambda: sampler_from_env(env or Env()), service)
@@ -195,7 +198,8 @@ def configure_tracing(service: str, *, exporter: SpanExporter | None = None, env
     chosen = exporter or CollectorExporter(OTLPSpanExporter(timeout=2), collector_endpoint())
     provider.add_span_processor(BatchSpanProcessor(chosen))
     trace.set_tracer_provider(provider)
-    _configured = True
+    _configured, _exporter = True, exporter
+    _trace_statements()
     log.info(
         "tracing on",
         extra={
@@ -210,6 +214,11 @@ def configure_tracing(service: str, *, exporter: SpanExporter | None = None, env
 
 def is_configured() -> bool:
     return _configured
+
+
+def configured_exporter() -> SpanExporter | None:
+    """The exporter given to `configure_tracing` (None: OTLP/HTTP, or tracing off)."""
+    return _exporter
 
 
 def tracer(name: str) -> trace.Tracer:
@@ -311,16 +320,14 @@ def http_transport(transport: Any) -> Any:
 _STATEMENT_SPAN = "_pm_statement_span"
 
 
-def trace_statements(engine: sa.Engine) -> None:
-    """A CLIENT span per SQL statement `engine` runs inside a trace (statement text only, never its
-    parameters). SQLAlchemy's own engine events: the official SQLAlchemy instrumentation declares
-    support below 2.1 only, and forcing it needs greenlet (its asyncio wrapping) which services lack."""
-    if not _configured:
-        return
-    system = engine.dialect.name
+def _trace_statements() -> None:
+    """A CLIENT span per SQL statement any engine of this process runs inside a trace (statement text
+    only, never its parameters), installed once by `configure_tracing`: SQLAlchemy's engine events on the
+    `Engine` class, so that `pm.common.db` needs no tracing import. The official SQLAlchemy
+    instrumentation declares support below 2.1 only, and forcing it needs greenlet (its asyncio
+    wrapping) which the services lack."""
     tracer = trace.get_tracer(__name__)
 
-    @sa.event.listens_for(engine, "before_cursor_execute")
     def _start(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
@@ -330,11 +337,10 @@ def trace_statements(engine: sa.Engine) -> None:
         span = tracer.start_span(
             verb,
             kind=SpanKind.CLIENT,
-            attributes={"db.system": system, "db.statement": statement[:2000]},
+            attributes={"db.system": conn.dialect.name, "db.statement": statement[:2000]},
         )
         setattr(context, _STATEMENT_SPAN, span)
 
-    @sa.event.listens_for(engine, "after_cursor_execute")
     def _end(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
@@ -343,7 +349,6 @@ def trace_statements(engine: sa.Engine) -> None:
             span.end()
             setattr(context, _STATEMENT_SPAN, None)
 
-    @sa.event.listens_for(engine, "handle_error")
     def _failed(exception_context: Any) -> None:
         context = exception_context.execution_context
         span = getattr(context, _STATEMENT_SPAN, None) if context is not None else None
@@ -351,3 +356,7 @@ def trace_statements(engine: sa.Engine) -> None:
             span.set_status(StatusCode.ERROR, type(exception_context.original_exception).__name__)
             span.end()
             setattr(context, _STATEMENT_SPAN, None)
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", _start)
+    sa.event.listen(sa.Engine, "after_cursor_execute", _end)
+    sa.event.listen(sa.Engine, "handle_error", _failed)

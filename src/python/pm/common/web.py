@@ -52,16 +52,22 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "pm_http_requests_total", "HTTP requests served", ["method", "status"], registry=self.registry
+        self.requests, self.latency = self.served("http", "HTTP request", "status")
+
+    def served(self, protocol: str, call: str, outcome: str) -> tuple[Counter, Histogram]:
+        """`pm_<protocol>_requests_total` by method and `outcome`, `pm_<protocol>_request_duration_seconds`
+        by method (HTTP here; gRPC in billing)."""
+        counter = Counter(
+            f"pm_{protocol}_requests_total", f"{call}s served", ["method", outcome], registry=self.registry
         )
-        self.latency = Histogram(
-            "pm_http_request_duration_seconds",
-            "HTTP request latency",
+        histogram = Histogram(
+            f"pm_{protocol}_request_duration_seconds",
+            f"{call} latency",
             ["method"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        return counter, histogram
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,4 +1,8 @@
-"""Composition root: the gateway assembled from Settings, with swappable key source."""
+"""Composition root: the gateway assembled from Settings, with swappable key source.
+
+`bootstrap(settings) -> Gateway` (a `pm.common.service.Service`) is the only place objects are built;
+`main.py` hands it to the kit's `run()` with no database to prepare and `trace_exporter` for the spans.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ from pathlib import Path
 from typing import cast
 
 from pm.common import tracing
+from pm.common.service import Service
 from pm.common.tokens import JwksKeys, KeySource, RevocationList, TokenVerifier, http_revocation_feed
 from pm.common.web import ASGIApp, Metrics, ServiceMiddleware
 from pm.gateway.adapters.health import downstream_check
 from pm.gateway.adapters.openapi import ApiDocs, DocsSource
-from pm.gateway.adapters.traces import TraceStore
+from pm.gateway.adapters.traces import StoreExporter, TraceStore
 from pm.gateway.adapters.upstream import ConnectionPools, Proxy, Timeouts
 from pm.gateway.config import Settings
 from pm.gateway.domain.clients import ClientAddresses
@@ -19,21 +24,26 @@ from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.ratelimit import RateLimiter
 from pm.gateway.domain.routes import public_routes
 from pm.gateway.entrypoints.app import create_app
-from pm.gateway.entrypoints.authn import BearerAuthenticator
 from pm.gateway.entrypoints.pages import swagger_ui_folder
 from pm.gateway.entrypoints.traces import TracesApi
+from pm.gateway.service_layer.authentication import BearerAuthenticator
 
 SERVICE = "gateway"
 DASHBOARD_FOLDER = Path(__file__).parent / "dashboard"
 
 
 @dataclass
-class Gateway:
-    app: ServiceMiddleware
-    keys: KeySource
-    proxy: Proxy
-    revocations: RevocationList
+class Gateway(Service):
+    """The kit's Service (the app, the revocation poller as its worker) and the parts tests look at."""
+
+    keys: KeySource | None = None
+    proxy: Proxy | None = None
+    revocations: RevocationList | None = None
     traces: TraceStore | None = None
+
+    def start(self) -> None:
+        self.load_keys()
+        super().start()
 
     def load_keys(self) -> None:
         """Fetch the signing keys up front so that the first requests need no fetch (best effort)."""
@@ -48,6 +58,12 @@ def trace_store(settings: Settings) -> TraceStore | None:
     return TraceStore(max_traces=settings.traces_max, max_age_seconds=settings.traces_max_age_seconds)
 
 
+def trace_exporter(settings: Settings) -> StoreExporter | None:
+    """For `run(span_exporter=)`: the gateway's own spans into its embedded store (when it has one)."""
+    store = trace_store(settings)
+    return StoreExporter(store) if store is not None else None
+
+
 def bootstrap(
     settings: Settings,
     *,
@@ -55,6 +71,10 @@ def bootstrap(
     revocations: RevocationList | None = None,
     traces: TraceStore | None = None,
 ) -> Gateway:
+    """The gateway; `traces` defaults to the store this process's spans are exported to, if any."""
+    if traces is None:
+        exporter = tracing.configured_exporter()
+        traces = exporter.store if isinstance(exporter, StoreExporter) else None
     upstreams = {
         "auth": settings.auth_url,
         "patient": settings.patient_url,
@@ -93,7 +113,7 @@ def bootstrap(
         proxy=proxy,
         authenticator=authenticator,
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
-        clients=ClientAddresses(settings.trusted_proxies),
+        clients=ClientAddresses(settings.edge_proxies),
         cors_policy=CorsPolicy(settings.cors_origins),
         docs=docs,
         swagger_ui=swagger_ui_folder(),
@@ -117,4 +137,6 @@ def bootstrap(
         health_timeout=settings.health_timeout + 1.0,
         health_interval=settings.health_interval,
     )
-    return Gateway(app=app, keys=keys, proxy=proxy, revocations=revocations, traces=traces)
+    return Gateway(
+        SERVICE, app, workers=[revocations], keys=keys, proxy=proxy, revocations=revocations, traces=traces
+    )

@@ -29,7 +29,7 @@ import logging
 import re
 import secrets
 import string
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from moto.cloudformation import parsing
@@ -59,13 +59,41 @@ def _tags(properties: dict[str, Any]) -> list[dict[str, str]]:
 class _EmulatedResource(CloudFormationModel):
     """Shared plumbing: the physical id is what `Ref` returns, `attributes` what `Fn::GetAtt` returns."""
 
+    # The CloudFormation type a subclass creates, and the property that names it ("" when none does).
+    # (this base's own, as moto lists every subclass of CloudFormationModel: moto's placeholder)
+    TYPE: ClassVar[str] = CloudFormationModel.cloudformation_type()
+    NAME_PROPERTY: ClassVar[str] = ""
+    # moto's backends of the resource's service, by account and region.
+    BACKENDS: ClassVar[Any]
+
     def __init__(self, physical_resource_id: str, attributes: dict[str, str]) -> None:
         self.physical_resource_id = physical_resource_id
         self.attributes = attributes
 
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
+    @classmethod
+    def cloudformation_type(cls) -> str:
+        return cls.TYPE
+
+    @classmethod
+    def cloudformation_name_type(cls) -> str:
+        return cls.NAME_PROPERTY
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[override]
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> _EmulatedResource:
+        backend = cls.BACKENDS[account_id][region_name]
+        return cls.create(resource_name, cloudformation_json["Properties"], backend)
+
+    @classmethod
+    def create(cls, resource_name: str, props: Any, backend: Any) -> Any:
+        """Create the resource in moto's backend from its CloudFormation `Properties`."""
+        raise NotImplementedError
 
     @classmethod
     def has_cfn_attr(cls, attr: str) -> bool:
@@ -97,25 +125,12 @@ class _EmulatedResource(CloudFormationModel):
 
 
 class EmulatedKafkaCluster(_EmulatedResource):
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::MSK::Cluster"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return "ClusterName"
+    TYPE = "AWS::MSK::Cluster"
+    NAME_PROPERTY = "ClusterName"
+    BACKENDS = kafka_backends
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
-    ) -> EmulatedKafkaCluster:
-        props = cloudformation_json["Properties"]
-        backend = kafka_backends[account_id][region_name]
+    def create(cls, resource_name: str, props: Any, backend: Any) -> EmulatedKafkaCluster:
         arn, _, _ = backend.create_cluster(
             broker_node_group_info=_api_keys(props["BrokerNodeGroupInfo"]),
             client_authentication=_api_keys(props.get("ClientAuthentication")),
@@ -131,21 +146,11 @@ class EmulatedKafkaCluster(_EmulatedResource):
 
 
 class EmulatedPrivateDnsNamespace(_EmulatedResource):
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ServiceDiscovery::PrivateDnsNamespace"
+    TYPE = "AWS::ServiceDiscovery::PrivateDnsNamespace"
+    BACKENDS = servicediscovery_backends
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
-    ) -> EmulatedPrivateDnsNamespace:
-        props = cloudformation_json["Properties"]
-        backend = servicediscovery_backends[account_id][region_name]
+    def create(cls, resource_name: str, props: Any, backend: Any) -> EmulatedPrivateDnsNamespace:
         request_id = secrets.token_hex(8)
         backend.create_private_dns_namespace(
             name=props["Name"],
@@ -167,21 +172,11 @@ class EmulatedPrivateDnsNamespace(_EmulatedResource):
 
 
 class EmulatedDiscoveryService(_EmulatedResource):
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ServiceDiscovery::Service"
+    TYPE = "AWS::ServiceDiscovery::Service"
+    BACKENDS = servicediscovery_backends
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
-    ) -> EmulatedDiscoveryService:
-        props = cloudformation_json["Properties"]
-        backend = servicediscovery_backends[account_id][region_name]
+    def create(cls, resource_name: str, props: Any, backend: Any) -> EmulatedDiscoveryService:
         dns_config = dict(props.get("DnsConfig") or {})
         dns_config.setdefault("NamespaceId", props.get("NamespaceId"))
         service = backend.create_service(
@@ -199,29 +194,16 @@ class EmulatedDiscoveryService(_EmulatedResource):
 
 
 class EmulatedSecret(_EmulatedResource):
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::SecretsManager::Secret"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return "Name"
+    TYPE = "AWS::SecretsManager::Secret"
+    NAME_PROPERTY = "Name"
+    BACKENDS = secretsmanager_backends
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
-    ) -> EmulatedSecret:
-        props = cloudformation_json["Properties"]
+    def create(cls, resource_name: str, props: Any, backend: Any) -> EmulatedSecret:
         value = props.get("SecretString")
         generate = props.get("GenerateSecretString")
         if generate:
             value = _generated_secret(generate)
-        backend = secretsmanager_backends[account_id][region_name]
         created = backend.create_secret(
             name=props.get("Name", resource_name),
             secret_string=value,

@@ -48,3 +48,15 @@ def test_production_packages_import_neither_bench_nor_test_code() -> None:
         for path, imports in modules(*PRODUCTION).items()
     }
     assert {path: names for path, names in offenders.items() if names} == {}
+
+
+SERVICES = ("auth", "patient", "billing", "analytics", "gateway")
+SHAPE = ("config.py", "bootstrap.py", "main.py", "domain", "service_layer", "adapters", "entrypoints")
+
+
+def test_every_service_has_the_same_shape_and_a_short_main() -> None:
+    modules(*SERVICES)  # the sources are in the sandbox
+    missing = {service: [n for n in SHAPE if not (SOURCES / service / n).exists()] for service in SERVICES}
+    assert {service: names for service, names in missing.items() if names} == {}
+    lines = {service: len((SOURCES / service / "main.py").read_text().splitlines()) for service in SERVICES}
+    assert {service: n for service, n in lines.items() if n >= 30} == {}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pm.common.tokens import InvalidToken, JwksKeys, TokenVerifier, bearer_token
+from pm.common.tokens import InvalidToken, JwksKeys, TokenVerifier
 from tests.support.servers import LiveServer
 from tests.support.tokens import ISSUER, SigningKey, claims, hand_made, jwks, tamper
 
@@ -210,30 +210,6 @@ def test_ping_reports_a_reachable_jwks(endpoint: tuple[JwksEndpoint, str]) -> No
     jwks_endpoint.keys = []
     with pytest.raises(RuntimeError, match="no usable keys"):
         JwksKeys(url).ping()
-
-
-@pytest.mark.parametrize(
-    ("header", "token"),
-    [
-        ("Bearer abc.def.ghi", "abc.def.ghi"),
-        ("bearer abc.def.ghi", "abc.def.ghi"),
-        ("BEARER abc.def.ghi", "abc.def.ghi"),
-        ("Bearer   abc.def.ghi", "abc.def.ghi"),
-        ("  Bearer abc.def.ghi  ", "abc.def.ghi"),
-        ("Bearer Bearer abc.def.ghi", None),
-        ("Bearer Bearer", None),
-        ("Bearer abc def", None),
-        ("Bearer", None),
-        ("Bearer ", None),
-        ("Bearerabc.def.ghi", None),
-        ("Basic dXNlcjpwYXNz", None),
-        ("abc.def.ghi", None),
-        ("", None),
-        (None, None),
-    ],
-)
-def test_bearer_token_parsing(header: str | None, token: str | None) -> None:
-    assert bearer_token(header) == token
 
 
 def test_tokens_are_accepted_soon_after_the_jwks_comes_back(endpoint: tuple[JwksEndpoint, str]) -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.gateway.conftest import Gateway, SigningKey, echoed_headers
+from tests.support.routes import BROKER_ROUTES
 
 ID = "123e4567-e89b-12d3-a456-426614174000"
 
@@ -253,20 +254,7 @@ def test_services_learn_where_they_are_mounted_so_their_links_work_through_the_g
     assert echoed_headers(response)["x-forwarded-prefix"] == [prefix]
 
 
-@pytest.mark.parametrize(
-    ("method", "public"),
-    [
-        ("GET", "/api/broker/outbox"),
-        ("GET", "/api/broker/topics"),
-        ("GET", "/api/broker/topics/patient/partitions/0/messages"),
-        ("GET", "/api/broker/consumer-groups"),
-        ("GET", "/api/broker/dead-letters"),
-        ("DELETE", "/api/broker/dead-letters"),
-        ("POST", "/api/broker/dead-letters/redrive"),
-        ("POST", "/api/broker/dead-letters/7/redrive"),
-        ("DELETE", "/api/broker/dead-letters/7"),
-    ],
-)
+@pytest.mark.parametrize(("method", "public"), BROKER_ROUTES)
 def test_broker_routes_are_admin_only_at_the_gateway(
     gateway: Gateway, signing_key: SigningKey, method: str, public: str
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pm.billing.bootstrap import MIGRATIONS as BILLING_MIGRATIONS
 from pm.billing.bootstrap import BillingGrpcServer, create_server
 from pm.billing.config import Settings as BillingSettings
-from pm.common.broker import free_port
+from pm.common.broker import Broker, free_port
 from pm.common.config import Env
 from pm.common.db import Database, migrate
 from pm.common.kafka import ensure_topics
@@ -167,6 +168,41 @@ def service(
     topic: str,
 ) -> Iterator[Running]:
     yield from start_service(patient_db, verifier, billing_server.target, kafka_bootstrap, topic)
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Broker]:
+    """A broker of the test's own, which it may stop and start."""
+    broker = Broker().start()
+    yield broker
+    broker.stop()
+
+
+OwnBrokerService = Callable[[], AbstractContextManager[httpx.Client]]
+
+
+@pytest.fixture
+def on_own_broker(
+    patient_db: Database,
+    verifier: TokenVerifier,
+    billing_server: BillingServer,
+    own_broker: Broker,
+    topic: str,
+    mint: Callable[..., str],
+) -> OwnBrokerService:
+    """`with on_own_broker() as client:` the service over `own_broker`, and an ADMIN client of it."""
+
+    @contextmanager
+    def started() -> Iterator[httpx.Client]:
+        for running in start_service(
+            patient_db, verifier, billing_server.target, own_broker.bootstrap, topic
+        ):
+            with httpx.Client(
+                base_url=running.url, timeout=15, headers={"Authorization": f"Bearer {mint()}"}
+            ) as client:
+                yield client
+
+    return started
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -27,6 +27,7 @@ from pm.patient.domain.model import Patient, PatientDetails
 from pm.patient.service_layer.services import PatientService
 from tests.patient.conftest import (
     BillingServer,
+    OwnBrokerService,
     decode,
     new_patient,
     read_events,
@@ -66,47 +67,32 @@ def test_billing_down_means_503_with_retry_after_and_nothing_stored(
     assert health.json()["components"]["database"]["status"] == "UP"
 
 
-@pytest.fixture
-def own_broker() -> Iterator[Broker]:
-    broker = Broker().start()
-    yield broker
-    broker.stop()
-
-
 def test_events_created_while_the_broker_is_down_all_arrive_once_it_is_back(
-    patient_db: Database,
-    verifier: TokenVerifier,
-    billing_server: BillingServer,
-    own_broker: Broker,
-    topic: str,
-    mint: Callable[..., str],
+    patient_db: Database, own_broker: Broker, topic: str, on_own_broker: OwnBrokerService
 ) -> None:
     own_broker.stop()
-    for running in start_service(patient_db, verifier, billing_server.target, own_broker.bootstrap, topic):
-        with httpx.Client(
-            base_url=running.url, timeout=15, headers={"Authorization": f"Bearer {mint()}"}
-        ) as c:
-            created = [c.post("/patients", json=new_patient()) for _ in range(12)]
-            assert [r.status_code for r in created] == [201] * 12, "Kafka is not on the request path"
-            assert pending_count(patient_db) == 12
-            time.sleep(1.0)  # the relay keeps failing meanwhile, with backoff
-            assert pending_count(patient_db) == 12
-            relay_health = c.get("/health").json()["components"]["relay"]
-            assert relay_health["status"] == "DOWN"
+    with on_own_broker() as c:
+        created = [c.post("/patients", json=new_patient()) for _ in range(12)]
+        assert [r.status_code for r in created] == [201] * 12, "Kafka is not on the request path"
+        assert pending_count(patient_db) == 12
+        time.sleep(1.0)  # the relay keeps failing meanwhile, with backoff
+        assert pending_count(patient_db) == 12
+        relay_health = c.get("/health").json()["components"]["relay"]
+        assert relay_health["status"] == "DOWN"
 
-            assert "pm_outbox_pending_events 12.0" in c.get("/metrics").text
+        assert "pm_outbox_pending_events 12.0" in c.get("/metrics").text
 
-            own_broker.start()
-            records = read_events(own_broker.bootstrap, topic, expect=12, timeout=20)
-            # Readiness comes from the background health round: the recovery shows within an interval.
-            deadline = time.monotonic() + 10
-            while c.get("/health").json()["components"]["relay"]["status"] != "UP":
-                assert time.monotonic() < deadline, "the relay never reported UP again"
-                time.sleep(0.2)
-            deadline = time.monotonic() + 5  # rows are marked just after the broker acknowledged them
-            while "pm_outbox_pending_events 0.0" not in c.get("/metrics").text:
-                assert time.monotonic() < deadline, "the backlog gauge never drained"
-                time.sleep(0.05)
+        own_broker.start()
+        records = read_events(own_broker.bootstrap, topic, expect=12, timeout=20)
+        # Readiness comes from the background health round: the recovery shows within an interval.
+        deadline = time.monotonic() + 10
+        while c.get("/health").json()["components"]["relay"]["status"] != "UP":
+            assert time.monotonic() < deadline, "the relay never reported UP again"
+            time.sleep(0.2)
+        deadline = time.monotonic() + 5  # rows are marked just after the broker acknowledged them
+        while "pm_outbox_pending_events 0.0" not in c.get("/metrics").text:
+            assert time.monotonic() < deadline, "the backlog gauge never drained"
+            time.sleep(0.05)
 
     ids = {r.json()["id"] for r in created}
     events = [decode(r) for r in records]
@@ -120,6 +106,9 @@ class StaticBilling:
 
     def open_account(self, patient_id: uuid.UUID, name: str, email: str) -> str:
         return f"acct-{patient_id}"
+
+    def erase_patient_data(self, patient_id: uuid.UUID) -> None:
+        return None
 
 
 class SlowFlushProducer:

@@ -14,19 +14,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from pm.proto.events.v1 import patient_event_pb2 as pb
 from tests.reliability.harness import System, login, patient_body, wait_until
+from tests.support.routes import BROKER_ROUTES
 
 pytestmark = pytest.mark.slow
-BROKER_ROUTES = [
-    ("GET", "/api/broker/outbox"),
-    ("GET", "/api/broker/topics"),
-    ("GET", "/api/broker/topics/patient/partitions/0/messages"),
-    ("GET", "/api/broker/consumer-groups"),
-    ("GET", "/api/broker/dead-letters"),
-    ("DELETE", "/api/broker/dead-letters"),
-    ("POST", "/api/broker/dead-letters/redrive"),
-    ("POST", "/api/broker/dead-letters/1/redrive"),
-    ("DELETE", "/api/broker/dead-letters/1"),
-]
 
 
 @pytest.fixture(scope="module")

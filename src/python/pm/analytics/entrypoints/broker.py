@@ -51,30 +51,23 @@ class BrokerHandlers:
 
     def topics(self, token_info: dict[str, Any]) -> Response:
         desk = self._desk(token_info)
-        try:
-            found = desk.view.topics()
-        except BrokerUnreachable as exc:
-            return _json(_unreachable(exc, topics=[]))
-        return _json(
-            {
-                "reachable": True,
-                "error": None,
-                "topics": [
-                    {
-                        "name": t.name,
-                        "partitions": [
-                            {
-                                "partition": p.partition,
-                                "firstOffset": p.first,
-                                "nextOffset": p.next,
-                                "messages": p.messages,
-                            }
-                            for p in t.partitions
-                        ],
-                    }
-                    for t in found
-                ],
-            }
+        return _reachable(
+            "topics",
+            lambda: [
+                {
+                    "name": t.name,
+                    "partitions": [
+                        {
+                            "partition": p.partition,
+                            "firstOffset": p.first,
+                            "nextOffset": p.next,
+                            "messages": p.messages,
+                        }
+                        for p in t.partitions
+                    ],
+                }
+                for t in desk.view.topics()
+            ],
         )
 
     def messages(
@@ -112,33 +105,23 @@ class BrokerHandlers:
 
     def consumer_groups(self, token_info: dict[str, Any]) -> Response:
         desk = self._desk(token_info)
-        try:
+
+        def groups() -> list[dict[str, Any]]:
             lags = desk.view.group_lag(desk.group, desk.topic)
-        except BrokerUnreachable as exc:
-            return _json(_unreachable(exc, groups=[]))
-        return _json(
-            {
-                "reachable": True,
-                "error": None,
-                "groups": [
-                    {
-                        "group": desk.group,
-                        "topic": desk.topic,
-                        "totalLag": sum(p.lag for p in lags),
-                        "partitions": [
-                            {
-                                "partition": p.partition,
-                                "committedOffset": p.committed,
-                                "firstOffset": p.first,
-                                "nextOffset": p.next,
-                                "lag": p.lag,
-                            }
-                            for p in lags
-                        ],
-                    }
-                ],
-            }
-        )
+            partitions = [
+                {
+                    "partition": p.partition,
+                    "committedOffset": p.committed,
+                    "firstOffset": p.first,
+                    "nextOffset": p.next,
+                    "lag": p.lag,
+                }
+                for p in lags
+            ]
+            total = sum(p.lag for p in lags)
+            return [{"group": desk.group, "topic": desk.topic, "totalLag": total, "partitions": partitions}]
+
+        return _reachable("groups", groups)
 
     def list_dead_letters(
         self, token_info: dict[str, Any], limit: int = 50, after: int | None = None
@@ -207,9 +190,15 @@ def _stored(call: Callable[[], Any]) -> Any:
         ) from None
 
 
-def _unreachable(exc: BrokerUnreachable, **empty: Any) -> dict[str, Any]:
-    log.warning("broker unreachable for the broker view", extra={"error": str(exc)})
-    return {"reachable": False, "error": f"The broker cannot be reached: {exc}", **empty}
+def _reachable(key: str, read: Callable[[], list[dict[str, Any]]]) -> Response:
+    """`{"reachable": true, "error": null, <key>: read()}`; with the broker away, `reachable` false, the
+    reason, and an empty list."""
+    try:
+        items = read()
+    except BrokerUnreachable as exc:
+        log.warning("broker unreachable for the broker view", extra={"error": str(exc)})
+        return _json({"reachable": False, "error": f"The broker cannot be reached: {exc}", key: []})
+    return _json({"reachable": True, "error": None, key: items})
 
 
 def _message(message: BrokerMessage) -> dict[str, Any]:

@@ -16,12 +16,13 @@ from prometheus_client.registry import Collector
 
 from pm.analytics.domain.broker import BrokerUnreachable, PartitionLag
 from pm.analytics.entrypoints.broker import BrokerDesk
+from pm.common.threads import ThreadWorker
 from pm.common.web import Metrics
 
 log = logging.getLogger(__name__)
 
 
-class LagSampler:
+class LagSampler(ThreadWorker):
     def __init__(self, desk: BrokerDesk, interval: float = 15.0) -> None:
         self.desk = desk
         self.interval = interval
@@ -38,16 +39,10 @@ class LagSampler:
             self.lags, self.reachable = [], False
             log.debug("lag sample failed", extra={"error": str(exc)})
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="analytics-lag-sampler", daemon=True)
-        self._thread.start()
+    def thread_name(self) -> str:
+        return "analytics-lag-sampler"
 
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
+    def run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.sample()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -36,11 +37,11 @@ class PatientEventConsumer:
         dead_letters: DeadLetterPublisher | None = None,
         tls: ClientTls | None = None,
     ) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.tls = tls
-        self.topic = topic
-        self.dead_letter_topic = dead_letter_topic
         self.unit_of_work = unit_of_work
+        # Topics made here get our partition count; auto-created ones would get the broker's default.
+        self._ensure_topics = functools.partial(
+            ensure_topics, bootstrap_servers, [topic, dead_letter_topic], tls=tls
+        )
         self.dead_letters = dead_letters or DeadLetterPublisher(bootstrap_servers, dead_letter_topic, tls=tls)
         self.loop = ConsumerLoop(
             bootstrap_servers, [topic], group_id, self.handle, client_id="analytics", tls=tls
@@ -122,9 +123,8 @@ class PatientEventConsumer:
         self.broker()
 
     def _run(self) -> None:
-        # Topics made here get our partition count; auto-created ones would get the broker's default.
         try:
-            ensure_topics(self.bootstrap_servers, [self.topic, self.dead_letter_topic], tls=self.tls)
+            self._ensure_topics()
         except Exception as exc:  # noqa: BLE001 - the loop below keeps retrying the broker anyway
             log.warning("could not ensure topics", extra={"error": str(exc)[:200]})
         self.loop.run()

@@ -6,11 +6,12 @@ import logging
 import threading
 
 from pm.analytics.adapters.store import SqlRetention
+from pm.common.threads import ThreadWorker
 
 log = logging.getLogger(__name__)
 
 
-class RetentionLoop:
+class RetentionLoop(ThreadWorker):
     def __init__(
         self, retention: SqlRetention, *, interval_seconds: float = 60.0, pause_seconds: float = 0.05
     ) -> None:
@@ -22,16 +23,8 @@ class RetentionLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="analytics-retention", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+    def thread_name(self) -> str:
+        return "analytics-retention"
 
     def run(self) -> None:
         while not self._stop.is_set():

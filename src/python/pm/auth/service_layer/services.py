@@ -7,6 +7,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pm.auth.domain.model import (
@@ -47,25 +48,16 @@ def refresh_token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@dataclass(kw_only=True, eq=False)
 class AuthService:
     """Use cases sharing one set of collaborators; each call opens its own unit(s) of work."""
 
-    def __init__(
-        self,
-        *,
-        uow: Callable[[], UnitOfWork],
-        hasher: PasswordHasher,
-        issuer: TokenIssuer,
-        policy: ThrottlePolicy,
-        clock: Clock,
-        session_ttl: timedelta = timedelta(hours=12),
-    ) -> None:
-        self.uow = uow
-        self.hasher = hasher
-        self.issuer = issuer
-        self.policy = policy
-        self.clock = clock
-        self.session_ttl = session_ttl
+    uow: Callable[[], UnitOfWork]
+    hasher: PasswordHasher
+    issuer: TokenIssuer
+    policy: ThrottlePolicy
+    clock: Clock
+    session_ttl: timedelta = timedelta(hours=12)
 
     def login(self, email: str, password: str, client: str) -> IssuedSession:
         email = normalize_email(email)

@@ -8,11 +8,11 @@ data and orchestrators probe health without credentials.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 
+from pm.billing.entrypoints.grpc_interceptors import Behaviour, UnaryInterceptor
 from pm.billing.entrypoints.grpc_service import SERVICE_NAME
 
 METADATA_KEY = "authorization"
@@ -24,29 +24,20 @@ def bearer(token: str) -> tuple[tuple[str, str]]:
     return ((METADATA_KEY, f"{SCHEME}{token}"),)
 
 
-class ServiceTokenInterceptor(grpc.ServerInterceptor):
+class ServiceTokenInterceptor(UnaryInterceptor):
     def __init__(self, token: str) -> None:
         self._expected = f"{SCHEME}{token}".encode()
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
-            return handler
-        metadata = dict(handler_call_details.invocation_metadata or ())
+    def wrap(self, call: grpc.HandlerCallDetails, behaviour: Behaviour) -> Behaviour:
+        if not call.method.startswith(f"/{SERVICE_NAME}/"):
+            return behaviour
+        metadata = dict(call.invocation_metadata or ())
         presented = str(metadata.get(METADATA_KEY, "")).encode()
         # Constant time: the comparison must not reveal how much of a guess was right.
         if hmac.compare_digest(presented, self._expected):
-            return handler
+            return behaviour
+        return _refuse
 
-        def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "a service credential is required")
 
-        return grpc.unary_unary_rpc_method_handler(
-            refuse,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+def _refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, "a service credential is required")

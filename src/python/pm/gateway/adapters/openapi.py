@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import httpx
@@ -35,25 +35,20 @@ def point_at_gateway(document: dict[str, Any], public_prefix: str) -> dict[str, 
     return document
 
 
+@dataclass(eq=False)
 class ApiDocs:
     """Fetches documents on demand and keeps each for `cache_seconds`; a failed fetch is not cached."""
 
-    def __init__(
-        self,
-        pools: ConnectionPools,
-        sources: dict[str, DocsSource],
-        timeouts: Timeouts,
-        *,
-        cache_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.pools = pools
-        self.sources = sources
-        self.timeouts = timeouts
-        self.cache_seconds = cache_seconds
-        self.clock = clock
+    pools: ConnectionPools
+    sources: dict[str, DocsSource]
+    timeouts: Timeouts
+    _: KW_ONLY
+    cache_seconds: float
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
         self._cache: dict[str, tuple[bytes, float]] = {}
-        self._locks = {name: asyncio.Lock() for name in sources}
+        self._locks = {name: asyncio.Lock() for name in self.sources}
 
     def __contains__(self, name: str) -> bool:
         return name in self.sources

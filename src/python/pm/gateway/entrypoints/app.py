@@ -27,10 +27,10 @@ from pm.gateway.domain.clients import ClientAddresses
 from pm.gateway.domain.headers import upstream_request_headers
 from pm.gateway.domain.ratelimit import RateLimiter
 from pm.gateway.domain.routes import Route
-from pm.gateway.entrypoints.authn import BearerAuthenticator, Unauthenticated
 from pm.gateway.entrypoints.edge import CLIENT_ADDRESS, ClientGate, PreflightGate
 from pm.gateway.entrypoints.pages import dashboard_routes, docs_routes
 from pm.gateway.entrypoints.problems import http_problem, internal_error, problem_response
+from pm.gateway.service_layer.authentication import BearerAuthenticator, Unauthenticated
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from pm.common.problems import PROBLEM_JSON, problem_bytes
 from pm.common.web import ASGIApp, Receive, Scope, Send, read_body
 from pm.gateway.adapters.traces import EXPORT_RESPONSE, TraceStore, decode_export
-from pm.gateway.entrypoints.authn import BearerAuthenticator, Unauthenticated
+from pm.gateway.service_layer.authentication import BearerAuthenticator, Unauthenticated
 
 PREFIX = "/api/traces"
 RECEIVER = "/v1/traces"
@@ -21,22 +22,16 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
 
 
+@dataclass(eq=False)
 class TracesApi:
     """Answers the trace paths itself and hands every other request to `app`.
 
     With a collector configured there is no store: the paths say where the traces went instead."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        store: TraceStore | None,
-        authenticator: BearerAuthenticator,
-        collector: str | None,
-    ) -> None:
-        self.app = app
-        self.store = store
-        self.authenticator = authenticator
-        self.collector = collector
+    app: ASGIApp
+    store: TraceStore | None
+    authenticator: BearerAuthenticator
+    collector: str | None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")

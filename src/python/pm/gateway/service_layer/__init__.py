@@ -1,0 +1,1 @@
+"""Gateway use cases: authenticating a caller (a verified bearer token, remembered briefly)."""

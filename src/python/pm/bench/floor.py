@@ -31,7 +31,7 @@ from pm.common.tokens import (
 from pm.common.web import Receive, Scope, Send, ServiceMiddleware, serve
 from pm.patient.adapters.repository import SqlPatientRepository
 from pm.patient.config import Settings
-from pm.patient.entrypoints.patients import _json
+from pm.patient.entrypoints.bodies import patient_json
 
 NAME = "patient-floor"
 PREFIX = "/__floor/patients/"
@@ -88,7 +88,7 @@ class FloorRoute:
                 patient = SqlPatientRepository(session).get(patient_id)
         if patient is None:
             return 404, problem_bytes(404, "Not Found", "No patient with this id."), []
-        document: dict[str, Any] = _json(patient)
+        document: dict[str, Any] = patient_json(patient)
         return 200, json.dumps(document).encode(), [(b"etag", patient.etag.encode())]
 
 

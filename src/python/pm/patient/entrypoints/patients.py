@@ -24,7 +24,6 @@ from pm.patient.domain.model import (
     DuplicateEmail,
     ErasureUnavailable,
     InvalidPatient,
-    Patient,
     PatientDetails,
     PatientGone,
     PatientNotFound,
@@ -36,6 +35,7 @@ from pm.patient.domain.model import (
     sort_text,
 )
 from pm.patient.entrypoints import cursors, history
+from pm.patient.entrypoints.bodies import patient_json
 from pm.patient.entrypoints.broker import outbox_view
 from pm.patient.service_layer.services import PatientService
 
@@ -82,18 +82,6 @@ def _prefix() -> str:
     """Path prefix a proxy mounted us under (X-Forwarded-Prefix, e.g. `/api`), for Location and Link."""
     prefix = (request.headers.get("x-forwarded-prefix") or "").rstrip("/")
     return prefix if _PREFIX.fullmatch(prefix) else ""
-
-
-def _json(patient: Patient) -> dict[str, Any]:
-    return {
-        "id": str(patient.id),
-        "name": patient.name,
-        "email": patient.email,
-        "address": patient.address,
-        "dateOfBirth": patient.date_of_birth.isoformat(),
-        "registeredDate": patient.registered_date.isoformat(),
-        "billingAccountId": patient.billing_account_id,
-    }
 
 
 def _details(body: dict[str, Any]) -> PatientDetails:
@@ -163,16 +151,16 @@ class PatientHandlers:
             "Link": _links(result, search, sort),
             **JSON,
         }
-        return [_json(p) for p in result.items], 200, headers
+        return [patient_json(p) for p in result.items], 200, headers
 
     def get_patient(self, id_: str) -> Any:
         patient = self.patients.get(_patient_id(id_))
-        return _json(patient), 200, {"ETag": patient.etag, **JSON}
+        return patient_json(patient), 200, {"ETag": patient.etag, **JSON}
 
     def create_patient(self, body: dict[str, Any], token_info: dict[str, Any]) -> Any:
         patient = self.patients.register(_details(body), actor=token_info["sub"])
         location = f"{_prefix()}/patients/{patient.id}"
-        return _json(patient), 201, {"Location": location, "ETag": patient.etag, **JSON}
+        return patient_json(patient), 201, {"Location": location, "ETag": patient.etag, **JSON}
 
     def update_patient(self, id_: str, body: dict[str, Any], token_info: dict[str, Any]) -> Any:
         patient = self.patients.update(
@@ -181,7 +169,7 @@ class PatientHandlers:
             actor=token_info["sub"],
             if_match=request.headers.get("if-match"),
         )
-        return _json(patient), 200, {"ETag": patient.etag, **JSON}
+        return patient_json(patient), 200, {"ETag": patient.etag, **JSON}
 
     def delete_patient(self, id_: str, token_info: dict[str, Any], purge: bool = False) -> Any:
         require_role(token_info, "ADMIN")

@@ -22,6 +22,8 @@ from pm.patient.adapters.relay import OutboxRelay, RelaySettings, pending_count
 from pm.patient.adapters.repository import SqlUnitOfWork
 from pm.patient.adapters.seed import seed
 from pm.patient.config import Settings
+from pm.patient.entrypoints.fhir import FhirHandlers
+from pm.patient.entrypoints.fhir_errors import FhirOutcomes
 from pm.patient.entrypoints.patients import ERRORS, PatientHandlers
 from pm.patient.service_layer.ports import Billing
 from pm.patient.service_layer.services import PatientService
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 SERVICE = "patient"
 HERE = Path(__file__).parent
 SPEC = HERE / "api" / "openapi.yaml"
+FHIR_SPEC = HERE / "api" / "fhir.yaml"
 MIGRATIONS = HERE / "migrations"
 
 
@@ -84,11 +87,12 @@ def bootstrap(
     app = spec_app(
         __name__,
         SPEC,
-        resolver=handler_resolver(PatientHandlers(service, relay)),
+        resolver=handler_resolver(PatientHandlers(service, relay), FhirHandlers(service)),
         validate_responses=settings.validate_responses,
         validator_map=VALIDATOR_MAP,
         pythonic_params=True,
         errors=ERRORS,
+        extra_specs=[(FHIR_SPEC, "/fhir/openapi.json")],
     )
 
     # Only the database makes the service DOWN. Billing down only stops creations (503, nothing stored)
@@ -102,7 +106,7 @@ def bootstrap(
     register_outbox_metrics(metrics, relay, database)
     register_backlog_metrics(metrics, database)
     asgi = ServiceMiddleware(
-        SpecRouting(app, SPEC),
+        FhirOutcomes(SpecRouting(SpecRouting(app, SPEC), FHIR_SPEC)),
         service=SERVICE,
         metrics=metrics,
         health_checks={"database": database.ping},

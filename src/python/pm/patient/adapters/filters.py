@@ -1,0 +1,58 @@
+"""Search filters (domain/filters.py) as SQL conditions on the patients table, each backed by an index
+that migration 0003 created for the list:
+
+- names: `lower(name) LIKE 'v%' OR lower(name) LIKE '% v%'` (a word starts with the value), which the
+  trigram index on lower(name) answers on PostgreSQL; family and given add a regular expression on the
+  same expression (PostgreSQL `~`, SQLite's REGEXP as SQLAlchemy's pysqlite dialect provides it) that
+  only refines the rows the LIKE found;
+- email: equality on `email_key` (its unique index);
+- birth date: a range on `date_of_birth` (its (date_of_birth, id) index).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from pm.patient.adapters import tables
+from pm.patient.domain.filters import BirthDateFilter, EmailFilter, Filter, NameFilter, NamePart
+
+_t = tables.patients
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _regex_escape(value: str) -> str:
+    """Every character but letters and digits escaped: `\\<non-alphanumeric>` is that character itself
+    in both PostgreSQL's and Python's regular expressions."""
+    return "".join(c if c.isalnum() else "\\" + c for c in value)
+
+
+def condition(filter_: Filter) -> sa.ColumnElement[bool]:
+    if isinstance(filter_, NameFilter):
+        return _name(filter_)
+    if isinstance(filter_, EmailFilter):
+        return _t.c.email_key == filter_.value
+    if isinstance(filter_, BirthDateFilter):
+        bounds = []
+        if filter_.low is not None:
+            bounds.append(_t.c.date_of_birth >= filter_.low)
+        if filter_.high is not None:
+            bounds.append(_t.c.date_of_birth <= filter_.high)
+        return sa.and_(sa.true(), *bounds)
+    raise TypeError(f"not a search filter: {filter_!r}")
+
+
+def _name(filter_: NameFilter) -> sa.ColumnElement[bool]:
+    name = sa.func.lower(_t.c.name)
+    escaped = _like_escape(filter_.value)
+    word_start = sa.or_(name.like(f"{escaped}%", escape="\\"), name.like(f"% {escaped}%", escape="\\"))
+    if filter_.part is NamePart.ANY:
+        return word_start
+    value = _regex_escape(filter_.value)
+    if filter_.part is NamePart.FAMILY:
+        pattern = f"(^| ){value}[^ ]* *$"  # the last word
+    else:
+        pattern = f"(^| ){value}[^ ]* +[^ ]"  # a word with another after it
+    return sa.and_(word_start, name.regexp_match(pattern))

@@ -74,7 +74,7 @@ def test_update_and_delete_publish_events_in_order(client: httpx.Client, service
     assert updated.json()["name"] == "Renamed Person"
     assert updated.json()["registeredDate"] == "2024-05-06"  # kept when omitted
     assert client.delete(f"/patients/{patient_id}").status_code == 204
-    assert client.get(f"/patients/{patient_id}").status_code == 404
+    assert client.get(f"/patients/{patient_id}").status_code == 410
 
     events = [decode(r) for r in read_events(service.bootstrap, service.topic, expect=3)]
     assert [e.event_type for e in events] == [pb.PATIENT_CREATED, pb.PATIENT_UPDATED, pb.PATIENT_DELETED]

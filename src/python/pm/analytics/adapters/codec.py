@@ -14,6 +14,7 @@ _TYPES = {
     pb.PATIENT_CREATED: EventType.CREATED,
     pb.PATIENT_UPDATED: EventType.UPDATED,
     pb.PATIENT_DELETED: EventType.DELETED,
+    pb.PATIENT_PURGED: EventType.PURGED,
 }
 # Text longer than this, or containing NUL (which PostgreSQL refuses), would fail the batch's
 # transaction on every redelivery; such a message is parked instead.

@@ -20,6 +20,9 @@ from pm.analytics.domain.model import EventType, PatientEvent, Summary, Tally
 from pm.analytics.service_layer.services import DeadLetter, RawMessage
 from pm.common.db import Database, UnitOfWork, dialect_insert, utc
 
+# What a stored event's name and email become when the patient is purged.
+ERASED = ""
+
 
 class SqlEventStore:
     """Events, aggregates and dead letters inside the unit of work's transaction."""
@@ -124,6 +127,21 @@ class SqlEventStore:
             if self.session.execute(statement).rowcount == 1:  # type: ignore[attr-defined]
                 parked.append(letter)
         return parked
+
+
+    def erase_patient(self, patient_id: str) -> int:
+        events = self.session.execute(
+            sa.update(patient_event)
+            .where(patient_event.c.patient_id == patient_id)
+            .values(name=ERASED, email=ERASED)
+        )
+        # A parked message of this patient (keyed by its id) may hold the data in its raw bytes.
+        letters = self.session.execute(
+            sa.update(dead_letter)
+            .where(dead_letter.c.key == patient_id.encode("ascii"), dead_letter.c.payload.is_not(None))
+            .values(payload=None, error=sa.literal("payload erased: the patient was purged"))
+        )
+        return int(events.rowcount or 0) + int(letters.rowcount or 0)
 
 
 class SqlAnalyticsReader:

@@ -14,6 +14,8 @@ class EventType(StrEnum):
     CREATED = "PATIENT_CREATED"
     UPDATED = "PATIENT_UPDATED"
     DELETED = "PATIENT_DELETED"
+    # The patient's personal data was erased upstream: analytics erases what it kept (aggregates stay).
+    PURGED = "PATIENT_PURGED"
 
 
 class InvalidEvent(Exception):

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from pm.analytics.domain.model import InvalidEvent, PatientEvent, Summary, Tally
+from pm.analytics.domain.model import EventType, InvalidEvent, PatientEvent, Summary, Tally
 from pm.common.ports import Transaction
 
 
@@ -45,6 +45,10 @@ class EventStore(Protocol):
     def park(self, dead_letters: Sequence[DeadLetter]) -> list[DeadLetter]:
         """Store dead letters not parked before (by topic, partition, offset); return exactly those."""
 
+    def erase_patient(self, patient_id: str) -> int:
+        """Erase the name and email of every stored event of the patient, and the payload of its parked
+        messages; how many rows changed. The aggregates are counts and stay."""
+
 
 class AnalyticsUnitOfWork(Transaction, Protocol):
     """One transaction over analytics' store (pm.common.db.UnitOfWork): everything in it is kept together
@@ -72,6 +76,9 @@ def record_batch(uow: AnalyticsUnitOfWork, messages: Sequence[RawMessage], decod
         new = uow.events.add_new_events(events, sources)
         uow.events.add_to_aggregates(Tally.of(new))
         parked = uow.events.park(dead)
+        # After the inserts: a purge erases the events of the same batch that came before it too.
+        for patient_id in {e.patient_id for e in new if e.event_type is EventType.PURGED}:
+            uow.events.erase_patient(patient_id)
         uow.commit()
     return BatchResult(recorded=len(new), duplicates=len(events) - len(new), parked=parked)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from pm.billing.adapters.tables import billing_account
-from pm.billing.domain.model import BillingAccount
+from pm.billing.domain.model import ERASED, BillingAccount
 from pm.common.db import UnitOfWork, dialect_insert, utc
 
 
@@ -40,7 +41,28 @@ class SqlAccountRepository:
         )
         if row is None:
             return None
-        return BillingAccount(**{**row, "created_at": utc(row["created_at"])})
+        erased_at = row["erased_at"]
+        return BillingAccount(
+            **{
+                **row,
+                "created_at": utc(row["created_at"]),
+                "erased_at": utc(erased_at) if erased_at is not None else None,
+            }
+        )
+
+
+    def erase_personal_data(self, patient_id: uuid.UUID, erased_at: datetime) -> bool:
+        # The first erasure's time is kept: a retry finds the data gone and changes nothing.
+        result = self.session.execute(
+            sa.update(billing_account)
+            .where(billing_account.c.patient_id == patient_id)
+            .values(
+                name=ERASED,
+                email=ERASED,
+                erased_at=sa.func.coalesce(billing_account.c.erased_at, erased_at),
+            )
+        )
+        return bool(result.rowcount)
 
 
 class SqlUnitOfWork(UnitOfWork):

@@ -15,5 +15,7 @@ billing_account = sa.Table(
     sa.Column("email", sa.String(254), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # When the patient's name and email were erased (a purge of the patient; migration 0002).
+    sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("patient_id", name="uq_billing_account_patient_id"),
 )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 ACTIVE = "ACTIVE"
+# What an account's name and email become when the patient's personal data is erased.
+ERASED = ""
 NAME_MAX_LENGTH = 200
 EMAIL_MAX_LENGTH = 254
 # Pragmatic shape check (local@domain.tld, no spaces); deliverability is not billing's concern.
@@ -34,6 +36,7 @@ class BillingAccount:
     email: str
     status: str
     created_at: datetime
+    erased_at: datetime | None = None
 
 
 def parse_patient_id(value: str) -> uuid.UUID:

@@ -49,6 +49,14 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             account = services.get_billing_account(self.uow, patient_id=request.patient_id)
         return to_proto(account)
 
+    def ErasePatientData(
+        self, request: billing_pb2.ErasePatientDataRequest, context: grpc.ServicerContext
+    ) -> billing_pb2.ErasePatientDataResponse:
+        with self._errors_as_status(context):
+            found = services.erase_patient_data(self.uow, patient_id=request.patient_id)
+        log.info("patient data erased", extra={"patient_id": request.patient_id, "account_found": found})
+        return billing_pb2.ErasePatientDataResponse(account_found=found)
+
     @contextmanager
     def _errors_as_status(self, context: grpc.ServicerContext) -> Iterator[None]:
         """The one place domain errors become status codes, from GRPC_ERRORS (context.abort raises, so

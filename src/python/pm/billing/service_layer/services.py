@@ -20,6 +20,9 @@ class AccountRepository(Protocol):
 
     def get(self, patient_id: uuid.UUID) -> BillingAccount | None: ...
 
+    def erase_personal_data(self, patient_id: uuid.UUID, erased_at: datetime) -> bool:
+        """Blank the account's name and email and note when; False if the patient has no account."""
+
 
 class UnitOfWork(Transaction, Protocol):
     @property
@@ -58,3 +61,15 @@ def get_billing_account(uow: UnitOfWorkFactory, *, patient_id: str) -> BillingAc
     if account is None:
         raise AccountNotFound(f"no billing account for patient {wanted}")
     return account
+
+
+def erase_patient_data(
+    uow: UnitOfWorkFactory, *, patient_id: str, now: Callable[[], datetime] = utc_now
+) -> bool:
+    """Erase the patient's name and email from its account (a purge of the patient). Idempotent: a second
+    erasure, or one for a patient without an account, changes nothing and succeeds."""
+    wanted = parse_patient_id(patient_id)
+    with uow() as work:
+        found = work.accounts.erase_personal_data(wanted, now())
+        work.commit()
+    return found

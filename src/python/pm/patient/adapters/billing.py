@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -53,20 +54,27 @@ class GrpcBilling:
 
     def open_account(self, patient_id: uuid.UUID, name: str, email: str) -> str:
         request = billing_pb2.CreateBillingAccountRequest(patient_id=str(patient_id), name=name, email=email)
+        account = self._call(self._stub.CreateBillingAccount, request, patient_id, "the account")
+        return str(account.account_id)
+
+    def erase_patient_data(self, patient_id: uuid.UUID) -> None:
+        """Billing's copy of the name and email erased; safe to retry (billing's erasure is idempotent)."""
+        request = billing_pb2.ErasePatientDataRequest(patient_id=str(patient_id))
+        self._call(self._stub.ErasePatientData, request, patient_id, "the erasure")
+
+    def _call(self, method: Any, request: Any, patient_id: uuid.UUID, what: str) -> Any:
+        """One idempotent call with a deadline per attempt, retried on UNAVAILABLE / DEADLINE_EXCEEDED."""
         for attempt in range(1, self.attempts + 1):
             try:
-                account = self._stub.CreateBillingAccount(
-                    request, timeout=self.deadline_seconds, metadata=self._metadata
-                )
-                return str(account.account_id)
+                return method(request, timeout=self.deadline_seconds, metadata=self._metadata)
             except grpc.RpcError as err:
                 code = err.code()
                 if code not in RETRYABLE:
                     log.error(
-                        "billing refused the account",
+                        f"billing refused {what}",
                         extra={"code": code.name, "patient_id": str(patient_id)},
                     )
-                    raise BillingRejected(f"Billing refused the account: {code.name}.") from None
+                    raise BillingRejected(f"Billing refused {what}: {code.name}.") from None
                 log.warning(
                     "billing call failed",
                     extra={"code": code.name, "attempt": attempt, "patient_id": str(patient_id)},

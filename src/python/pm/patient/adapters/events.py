@@ -11,13 +11,27 @@ _TYPES = {
     EventType.CREATED: pb.PATIENT_CREATED,
     EventType.UPDATED: pb.PATIENT_UPDATED,
     EventType.DELETED: pb.PATIENT_DELETED,
+    EventType.PURGED: pb.PATIENT_PURGED,
 }
+# What a purge erases from a stored event: everything that names or describes the person.
+PERSONAL_FIELDS = ("name", "email", "address", "date_of_birth")
 
 
 def to_message(event: PatientChanged) -> pb.PatientEvent:
     occurred_at = Timestamp()
     occurred_at.FromDatetime(event.occurred_at)
     patient = event.patient
+    if event.event_type is EventType.PURGED:
+        # Ids and timestamps only: the event that says the data is gone does not carry it.
+        return pb.PatientEvent(
+            event_id=str(event.event_id),
+            event_type=pb.PATIENT_PURGED,
+            occurred_at=occurred_at,
+            patient_id=str(patient.id),
+            actor=event.actor,
+            registered_date=patient.registered_date.isoformat(),
+            billing_account_id=patient.billing_account_id or "",
+        )
     return pb.PatientEvent(
         event_id=str(event.event_id),
         event_type=_TYPES[event.event_type],
@@ -35,3 +49,11 @@ def to_message(event: PatientChanged) -> pb.PatientEvent:
 
 def serialize(event: PatientChanged) -> bytes:
     return to_message(event).SerializeToString()
+
+
+def scrub(payload: bytes) -> bytes:
+    """A stored event without the patient's personal data (ids, type, times and actor kept)."""
+    message = pb.PatientEvent.FromString(payload)
+    for field in PERSONAL_FIELDS:
+        message.ClearField(field)
+    return message.SerializeToString()

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from pm.common import tracing
 from pm.common.db import Database, UnitOfWork
 from pm.patient.adapters import filters, tables
-from pm.patient.adapters.events import serialize
+from pm.patient.adapters.events import scrub, serialize
+from pm.patient.adapters.history import SqlTombstoneRepository, SqlVersionRepository
 from pm.patient.domain.model import (
     Cursor,
     Direction,
@@ -280,10 +281,24 @@ class SqlOutbox:
             )
         )
 
+    def erase(self, patient_id: uuid.UUID) -> int:
+        """Rewrite the stored events of a patient without personal data (published or not); how many."""
+        o = tables.outbox
+        rows = list(
+            self.session.execute(
+                sa.select(o.c.id, o.c.payload).where(o.c.patient_id == patient_id).with_for_update()
+            )
+        )
+        for row in rows:
+            self.session.execute(sa.update(o).where(o.c.id == row.id).values(payload=scrub(row.payload)))
+        return len(rows)
+
 
 class SqlUnitOfWork(UnitOfWork):
     patients: SqlPatientRepository
     outbox: SqlOutbox
+    versions: SqlVersionRepository
+    tombstones: SqlTombstoneRepository
 
     def __init__(self, database: Database, *, exact_count_limit: int = EXACT_COUNT_LIMIT) -> None:
         super().__init__(database)
@@ -292,3 +307,5 @@ class SqlUnitOfWork(UnitOfWork):
     def attach(self, session: Session) -> None:
         self.patients = SqlPatientRepository(session, exact_count_limit=self.exact_count_limit)
         self.outbox = SqlOutbox(session)
+        self.versions = SqlVersionRepository(session)
+        self.tombstones = SqlTombstoneRepository(session)

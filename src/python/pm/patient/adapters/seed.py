@@ -15,8 +15,9 @@ import sqlalchemy as sa
 
 from pm.common.db import Database
 from pm.patient.adapters import tables
+from pm.patient.adapters.history import SqlVersionRepository
 from pm.patient.adapters.repository import SqlOutbox, SqlPatientRepository
-from pm.patient.domain.model import EventType, Patient, PatientChanged
+from pm.patient.domain.model import ChangeType, EventType, Patient, PatientChanged, PatientVersion
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +166,13 @@ def seed(database: Database) -> int:
         session.execute(sa.insert(tables.seeds).values(name=SEED_NAME, applied_at=now))
         patients = SqlPatientRepository(session)
         events = SqlOutbox(session)
+        versions = SqlVersionRepository(session)
         added = 0
         for patient in demo_patients():
             if patients.get(patient.id) is not None or patients.email_taken(patient.email):
                 continue
             patients.add(patient)
+            versions.add(PatientVersion(patient.id, patient.version, now, SEED_ACTOR, ChangeType.CREATED, patient))
             event_id = uuid.uuid5(_EVENT_NAMESPACE, str(patient.id))
             events.add(PatientChanged(event_id, EventType.CREATED, now, patient, SEED_ACTOR))
             added += 1

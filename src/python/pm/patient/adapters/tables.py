@@ -63,3 +63,33 @@ patient_count = sa.Table(
     sa.Column("slot", sa.SmallInteger, primary_key=True),
     sa.Column("total", sa.BigInteger, nullable=False),
 )
+
+# Every stored change of a patient, newest last; written in the transaction that made the change
+# (migration 0006). A purge nulls the personal columns of all of a patient's rows (`name` null: erased).
+patient_versions = sa.Table(
+    "patient_versions",
+    metadata,
+    sa.Column("patient_id", sa.Uuid, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(254), nullable=False),
+    sa.Column("change_type", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(100), nullable=True),
+    sa.Column("email", sa.String(254), nullable=True),
+    sa.Column("address", sa.String(255), nullable=True),
+    sa.Column("date_of_birth", sa.Date, nullable=True),
+    sa.Column("registered_date", sa.Date, nullable=True),
+    sa.Column("billing_account_id", sa.String(64), nullable=True),
+)
+
+# Deleted patients leave `patients` (its list indexes, count triggers and unique email index stay as they
+# were) and leave a tombstone here: a GET that misses `patients` looks here to answer 410 (migration 0006).
+deleted_patients = sa.Table(
+    "deleted_patients",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
+    # The version the deletion wrote (the last one unless a purge came after).
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True),
+)

@@ -80,6 +80,8 @@ class EventType(enum.Enum):
     CREATED = "PATIENT_CREATED"
     UPDATED = "PATIENT_UPDATED"
     DELETED = "PATIENT_DELETED"
+    # The patient's personal data was erased everywhere it was copied; the event carries none.
+    PURGED = "PATIENT_PURGED"
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,48 @@ class PatientChanged:
     occurred_at: datetime
     patient: Patient
     actor: str
+
+
+class ChangeType(enum.Enum):
+    CREATED = "CREATED"
+    UPDATED = "UPDATED"
+    DELETED = "DELETED"
+    PURGED = "PURGED"
+
+
+@dataclass(frozen=True)
+class PatientVersion:
+    """One stored change of a patient, immutable once written: the record as it was after the change
+    (for DELETED, as it was when deleted). `patient` is None once the patient was purged."""
+
+    patient_id: uuid.UUID
+    version: int
+    changed_at: datetime
+    actor: str
+    change_type: ChangeType
+    patient: Patient | None
+
+
+class PatientState(enum.Enum):
+    """Where a patient id stands: in the list, soft-deleted (a tombstone), or deleted and erased."""
+
+    LIVE = "live"
+    DELETED = "deleted"
+    PURGED = "purged"
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """What is left of a deleted patient in the patient table's place: ids and timestamps only."""
+
+    patient_id: uuid.UUID
+    deleted_at: datetime
+    version: int
+    purged_at: datetime | None = None
+
+    @property
+    def state(self) -> PatientState:
+        return PatientState.PURGED if self.purged_at is not None else PatientState.DELETED
 
 
 SORTABLE_FIELDS = ("name", "email", "address", "dateOfBirth", "registeredDate")
@@ -182,6 +226,22 @@ class PatientNotFound(PatientError):
         super().__init__(f"Patient {patient_id} not found.")
 
 
+class PatientGone(PatientError):
+    """The patient existed and was deleted (410): its history stays readable."""
+
+    def __init__(self, patient_id: object, *, purged: bool = False) -> None:
+        what = "deleted and its personal data erased" if purged else "deleted"
+        super().__init__(
+            f"Patient {patient_id} was {what}. Its history is still available at /patients/{patient_id}/history."
+        )
+        self.purged = purged
+
+
+class VersionNotFound(PatientError):
+    def __init__(self, patient_id: object, version: int) -> None:
+        super().__init__(f"Patient {patient_id} has no version {version}.")
+
+
 class DuplicateEmail(PatientError):
     def __init__(self, email: str) -> None:
         super().__init__(f"A patient with email {email} already exists.")
@@ -194,6 +254,10 @@ class StalePatient(PatientError):
 
 class BillingUnavailable(PatientError):
     """Billing could not open the account in time; nothing was stored, the client may retry."""
+
+
+class ErasureUnavailable(BillingUnavailable):
+    """Billing could not erase its copy of a patient's data in time; nothing was erased, retry the purge."""
 
 
 class BillingRejected(PatientError):

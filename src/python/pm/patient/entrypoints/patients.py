@@ -22,17 +22,20 @@ from pm.patient.domain.model import (
     Cursor,
     Direction,
     DuplicateEmail,
+    ErasureUnavailable,
     InvalidPatient,
     Patient,
     PatientDetails,
+    PatientGone,
     PatientNotFound,
     PatientPage,
     PatientQuery,
     StalePatient,
+    VersionNotFound,
     parse_sort,
     sort_text,
 )
-from pm.patient.entrypoints import cursors
+from pm.patient.entrypoints import cursors, history
 from pm.patient.entrypoints.broker import outbox_view
 from pm.patient.service_layer.services import PatientService
 
@@ -48,12 +51,20 @@ ERRORS: ErrorTable = {
         400, "Bad Request", "The request has invalid fields.", ext=lambda exc: {"errors": exc.errors}
     ),
     PatientNotFound: AsProblem(404, "Not Found"),
+    VersionNotFound: AsProblem(404, "Not Found"),
+    PatientGone: AsProblem(410, "Gone"),
     DuplicateEmail: AsProblem(409, "Conflict"),
     StalePatient: AsProblem(412, "Precondition Failed"),
     BillingUnavailable: AsProblem(
         503,
         "Service Unavailable",
         lambda exc: f"{exc} Nothing was stored; try again later.",
+        headers=lambda _: {"Retry-After": RETRY_AFTER_SECONDS},
+    ),
+    ErasureUnavailable: AsProblem(
+        503,
+        "Service Unavailable",
+        lambda exc: f"{exc} Nothing was erased; the purge can be repeated safely.",
         headers=lambda _: {"Retry-After": RETRY_AFTER_SECONDS},
     ),
     BillingRejected: AsProblem(502, "Bad Gateway", lambda exc: f"{exc} Nothing was stored."),
@@ -172,9 +183,19 @@ class PatientHandlers:
         )
         return _json(patient), 200, {"ETag": patient.etag, **JSON}
 
-    def delete_patient(self, id_: str, token_info: dict[str, Any]) -> Any:
+    def delete_patient(self, id_: str, token_info: dict[str, Any], purge: bool = False) -> Any:
         require_role(token_info, "ADMIN")
-        self.patients.delete(
-            _patient_id(id_), actor=token_info["sub"], if_match=request.headers.get("if-match")
-        )
+        remove = self.patients.purge if purge else self.patients.delete
+        remove(_patient_id(id_), actor=token_info["sub"], if_match=request.headers.get("if-match"))
         return None, 204
+
+    def patient_history(self, id_: str, size: int = 20, cursor: str | None = None) -> Any:
+        patient_id = _patient_id(id_)
+        after = history.decode_cursor(cursor, patient_id) if cursor else None
+        page = self.patients.history(patient_id, size=size, after_version=after)
+        links = history.links(f"{_prefix()}/patients/{patient_id}/history", patient_id, size, page)
+        return [history.version_json(v) for v in page.items], 200, {"Link": links, **JSON}
+
+    def patient_version(self, id_: str, version: int) -> Any:
+        found = self.patients.version(_patient_id(id_), version)
+        return history.version_json(found), 200, JSON

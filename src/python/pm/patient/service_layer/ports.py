@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
 from pm.common.ports import Transaction
-from pm.patient.domain.model import Patient, PatientChanged, PatientPage, PatientQuery
+
+from pm.patient.domain.model import (
+    Patient,
+    PatientChanged,
+    PatientPage,
+    PatientQuery,
+    PatientVersion,
+    Tombstone,
+)
 
 
 class PatientRepository(Protocol):
@@ -29,6 +38,33 @@ class PatientRepository(Protocol):
 class Outbox(Protocol):
     def add(self, event: PatientChanged) -> None: ...
 
+    def erase(self, patient_id: uuid.UUID) -> int:
+        """Rewrite the patient's stored events without personal data."""
+
+
+class VersionRepository(Protocol):
+    def add(self, version: PatientVersion) -> None: ...
+
+    def list(
+        self, patient_id: uuid.UUID, *, size: int, after_version: int | None = None
+    ) -> list[PatientVersion]:
+        """Newest first; `after_version`: only the versions older than that one."""
+
+    def get(self, patient_id: uuid.UUID, version: int) -> PatientVersion | None: ...
+
+    def latest(self, patient_id: uuid.UUID) -> int | None: ...
+
+    def erase(self, patient_id: uuid.UUID) -> int:
+        """Null the personal data of every version of the patient."""
+
+
+class TombstoneRepository(Protocol):
+    def get(self, patient_id: uuid.UUID, *, for_update: bool = False) -> Tombstone | None: ...
+
+    def add(self, tombstone: Tombstone) -> None: ...
+
+    def mark_purged(self, patient_id: uuid.UUID, version: int, purged_at: datetime) -> None: ...
+
 
 class UnitOfWork(Transaction, Protocol):
     """One transaction (pm.common.db.UnitOfWork): patient changes and their outbox events commit
@@ -40,6 +76,12 @@ class UnitOfWork(Transaction, Protocol):
     @property
     def outbox(self) -> Outbox: ...
 
+    @property
+    def versions(self) -> VersionRepository: ...
+
+    @property
+    def tombstones(self) -> TombstoneRepository: ...
+
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 
@@ -47,3 +89,7 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 class Billing(Protocol):
     def open_account(self, patient_id: uuid.UUID, name: str, email: str) -> str:
         """The account id (idempotent per patient); raises BillingUnavailable / BillingRejected."""
+
+    def erase_patient_data(self, patient_id: uuid.UUID) -> None:
+        """Erase billing's copy of the patient's name and email (idempotent; nothing to erase is fine);
+        raises BillingUnavailable / BillingRejected."""

@@ -76,6 +76,7 @@ def spec_app(
     for extra, spec_path in extra_specs:
         app.add_api(
             extra.name,
+            name=extra.stem,  # the Flask blueprint's name; by default the base path, taken by the first
             resolver=resolver,
             strict_validation=True,
             validate_responses=validate_responses,

@@ -1,10 +1,9 @@
 """Search filters (domain/filters.py) as SQL conditions on the patients table, each backed by an index
 that migration 0003 created for the list:
 
-- names: `lower(name) LIKE 'v%' OR lower(name) LIKE '% v%'` (a word starts with the value), which the
-  trigram index on lower(name) answers on PostgreSQL; family and given add a regular expression on the
-  same expression (PostgreSQL `~`, SQLite's REGEXP as SQLAlchemy's pysqlite dialect provides it) that
-  only refines the rows the LIKE found;
+- names: one regular expression on `lower(name)` (PostgreSQL `~`, SQLite's REGEXP as SQLAlchemy's
+  pysqlite dialect provides it), anchored at the start of a word: the trigram index on lower(name)
+  answers it on PostgreSQL (from 3 characters on: pg_trgm needs a trigram of the value);
 - email: equality on `email_key` (its unique index);
 - birth date: a range on `date_of_birth` (its (date_of_birth, id) index).
 """
@@ -17,10 +16,6 @@ from pm.patient.adapters import tables
 from pm.patient.domain.filters import BirthDateFilter, EmailFilter, Filter, NameFilter, NamePart
 
 _t = tables.patients
-
-
-def _like_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _regex_escape(value: str) -> str:
@@ -45,14 +40,11 @@ def condition(filter_: Filter) -> sa.ColumnElement[bool]:
 
 
 def _name(filter_: NameFilter) -> sa.ColumnElement[bool]:
-    name = sa.func.lower(_t.c.name)
-    escaped = _like_escape(filter_.value)
-    word_start = sa.or_(name.like(f"{escaped}%", escape="\\"), name.like(f"% {escaped}%", escape="\\"))
-    if filter_.part is NamePart.ANY:
-        return word_start
     value = _regex_escape(filter_.value)
-    if filter_.part is NamePart.FAMILY:
+    if filter_.part is NamePart.ANY:
+        pattern = f"(^| ){value}"  # the start of a word, or of the name
+    elif filter_.part is NamePart.FAMILY:
         pattern = f"(^| ){value}[^ ]* *$"  # the last word
     else:
         pattern = f"(^| ){value}[^ ]* +[^ ]"  # a word with another after it
-    return sa.and_(word_start, name.regexp_match(pattern))
+    return sa.func.lower(_t.c.name).regexp_match(pattern)

@@ -10,7 +10,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from connexion import request
 
@@ -24,19 +24,26 @@ from pm.patient.domain.filters import (
 )
 from pm.patient.domain.model import (
     InvalidPatient,
+    PatientError,
+    PatientGone,
     PatientNotFound,
     PatientQuery,
     SortKey,
+    VersionNotFound,
     sort_text,
 )
-from pm.patient.entrypoints import cursors
+from pm.patient.entrypoints import cursors, history
 from pm.patient.entrypoints.fhir_mapping import (
     DEFAULT_COUNT,
     MAX_COUNT,
+    SEARCH_PARAMS,
     SORTS,
     capability_statement,
+    history_bundle,
     patient_resource,
+    readable,
     searchset,
+    version_resource,
 )
 from pm.patient.service_layer.services import PatientService
 
@@ -86,13 +93,45 @@ def _fhir_sort(keys: tuple[SortKey, ...]) -> str:
     return ",".join(("-" if key.descending else "") + names[key.field] for key in keys)
 
 
+def _refuse_lists() -> None:
+    """A comma in a search value is FHIR's OR, which this server does not do. The query's own text is
+    read: parameter parsing has already split such values at the comma, as if repeated (AND)."""
+    listed = sorted(
+        {name for name, value in parse_qsl(request.url.query, keep_blank_values=True) if name in SEARCH_PARAMS and "," in value}
+    )
+    if listed:
+        message = "A list of values (a comma: FHIR's OR) is not supported; repeat the parameter to require several."
+        raise InvalidPatient({name: message for name in listed})
+
+
+class FhirPatientGone(PatientGone):
+    """PatientGone (410) told in FHIR's terms: where the versions are."""
+
+    def __init__(self, patient_id: uuid.UUID, *, purged: bool, version: int | None = None) -> None:
+        what = f"Version {version} of patient {patient_id}" if version is not None else f"Patient {patient_id}"
+        if purged:
+            reason = "was deleted and its personal data erased"
+        elif version is not None:
+            reason = "records the patient's deletion"
+        else:
+            reason = "was deleted"
+        PatientError.__init__(self, f"{what} {reason}. Its versions are listed at /fhir/Patient/{patient_id}/_history.")
+        self.purged = purged
+
+
+def _version_number(patient_id: uuid.UUID, text: str) -> int:
+    if not text.isdigit() or len(text) > 9:
+        raise VersionNotFound(patient_id, text)  # type: ignore[arg-type]
+    return int(text)
+
+
 class FhirHandlers:
     """The operations of api/fhir.yaml, bound to the use cases by bootstrap (`handler_resolver`)."""
 
     def __init__(self, patients: PatientService) -> None:
         self.patients = patients
-        # vread and history-instance are served (and stated in the CapabilityStatement) with versions.
-        self.history = False
+        # vread and history-instance (stated in the CapabilityStatement).
+        self.history = True
 
     def fhir_metadata(self) -> Any:
         statement = capability_statement(
@@ -101,12 +140,47 @@ class FhirHandlers:
         return statement, 200, HEADERS
 
     def fhir_patient_read(self, id_: str) -> Any:
-        patient = self.patients.get(_patient_id(id_))
+        patient_id = _patient_id(id_)
+        try:
+            patient = self.patients.get(patient_id)
+        except PatientGone as gone:
+            raise FhirPatientGone(patient_id, purged=gone.purged) from None
         resource = patient_resource(patient)
         headers = {"ETag": f'W/"{patient.version}"', **HEADERS}
         if "lastUpdated" in resource["meta"]:
             headers["Last-Modified"] = _http_date(patient.updated_at)
         return resource, 200, headers
+
+    def fhir_patient_vread(self, id_: str, vid: str) -> Any:
+        patient_id = _patient_id(id_)
+        found = self.patients.version(patient_id, _version_number(patient_id, vid))
+        if not readable(found):
+            raise FhirPatientGone(patient_id, purged=found.patient is None, version=found.version)
+        headers = {"ETag": f'W/"{found.version}"', "Last-Modified": _http_date(found.changed_at), **HEADERS}
+        return version_resource(found), 200, headers
+
+    def fhir_patient_history(
+        self, id_: str, _count: int | None = None, _cursor: str | None = None, _format: str | None = None
+    ) -> Any:
+        patient_id = _patient_id(id_)
+        try:
+            after = history.decode_cursor(_cursor, patient_id) if _cursor else None
+        except InvalidPatient as exc:  # named as the FHIR parameter
+            raise InvalidPatient({"_cursor": exc.errors["cursor"]}) from None
+        count = DEFAULT_COUNT if _count is None else min(_count, MAX_COUNT)
+        page = self.patients.history(patient_id, size=count, after_version=after)
+        base = base_url()
+
+        def link(after_version: int | None) -> str:
+            query = [("_count", str(count))]
+            if after_version is not None:
+                query.append(("_cursor", history.encode_cursor(after_version, patient_id)))
+            return f"{base}/Patient/{patient_id}/_history?{urlencode(query)}"
+
+        links = [("self", link(after)), ("first", link(None))]
+        if page.next_after is not None:
+            links.append(("next", link(page.next_after)))
+        return history_bundle(base, str(patient_id), page.items, links), 200, HEADERS
 
     def fhir_patient_search(
         self,
@@ -120,6 +194,7 @@ class FhirHandlers:
         _cursor: str | None = None,
         _format: str | None = None,
     ) -> Any:
+        _refuse_lists()
         filters: list[Filter] = []
         params: list[tuple[str, str]] = []  # the search as the links repeat it
         for part, values in ((NamePart.ANY, name), (NamePart.FAMILY, family), (NamePart.GIVEN, given)):

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pm.patient.domain.filters import DATE_PREFIXES, split_name
-from pm.patient.domain.model import Patient
+from pm.patient.domain.model import ChangeType, Patient, PatientVersion
 
 NAMESPACE = "https://pm.example.org/fhir"
 BILLING_ACCOUNT_SYSTEM = f"{NAMESPACE}/sid/billing-account"
@@ -100,13 +100,48 @@ def searchset(
     return bundle
 
 
-def history_bundle(base: str, entries: Sequence[dict[str, Any]], links: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """A `history` Bundle of prepared entries (newest first)."""
+# A change as the FHIR interaction that would have made it, and that interaction's answer.
+_REQUESTS = {
+    ChangeType.CREATED: ("POST", "201 Created"),
+    ChangeType.UPDATED: ("PUT", "200 OK"),
+    ChangeType.DELETED: ("DELETE", "204 No Content"),
+    ChangeType.PURGED: ("DELETE", "204 No Content"),
+}
+
+
+def readable(version: PatientVersion) -> bool:
+    """A version has a resource unless it records the deletion or its data was erased (purge)."""
+    return version.patient is not None and version.change_type not in (ChangeType.DELETED, ChangeType.PURGED)
+
+
+def version_resource(version: PatientVersion) -> dict[str, Any]:
+    assert version.patient is not None
+    return patient_resource(version.patient, version=version.version, updated=version.changed_at)
+
+
+def history_bundle(
+    base: str, patient_id: str, versions: Sequence[PatientVersion], links: Sequence[tuple[str, str]]
+) -> dict[str, Any]:
+    """A `history` Bundle: one entry per version, newest first, each with the request that made it and
+    its response; the resource when the version has one (`readable`)."""
+    entries = []
+    for version in versions:
+        method, status = _REQUESTS[version.change_type]
+        entry: dict[str, Any] = {"fullUrl": f"{base}/Patient/{patient_id}"}
+        if readable(version):
+            entry["resource"] = version_resource(version)
+        entry["request"] = {"method": method, "url": "Patient" if method == "POST" else f"Patient/{patient_id}"}
+        entry["response"] = {
+            "status": status,
+            "etag": f'W/"{version.version}"',
+            "lastModified": instant(version.changed_at),
+        }
+        entries.append(entry)
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "history",
         "link": [{"relation": relation, "url": url} for relation, url in links],
-        "entry": list(entries),
+        "entry": entries,
     }
     if not bundle["entry"]:
         del bundle["entry"]

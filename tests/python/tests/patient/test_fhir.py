@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,10 +16,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from pm.common.db import Database
+from pm.common.db import Database, migrate
 from pm.patient.adapters import filters as sql_filters
 from pm.patient.adapters import tables
+from pm.patient.adapters.repository import SqlPatientRepository
+from pm.patient.bootstrap import MIGRATIONS
 from pm.patient.domain.filters import NameFilter, NamePart, birthdate_filter, email_filter, name_filter
+from pm.patient.domain.model import PatientQuery
 from pm.patient.entrypoints.fhir_mapping import BILLING_ACCOUNT_SYSTEM, REGISTERED_DATE_EXTENSION
 from tests.patient.conftest import Running, new_patient
 from tests.patient.fhir_support import fhir_body, outcome
@@ -386,3 +390,29 @@ def test_every_search_filter_is_answered_by_an_index_on_postgresql(patient_db: D
             assert "Seq Scan" not in plan, (filter_, plan)
             index = "ix_patients_name_trgm" if isinstance(filter_, NameFilter) else "ix_patients_"
             assert index in plan, (filter_, plan)
+
+
+def test_the_filters_work_on_sqlite_too(tmp_path: Path) -> None:
+    """The development database: the name expressions run as SQLite's REGEXP (Python's re)."""
+    url = f"sqlite:///{tmp_path / 'patient.db'}"
+    migrate(url, MIGRATIONS)
+    database = Database(url)
+    try:
+        insert(database, PEOPLE)
+        with database.transaction() as session:
+            repository = SqlPatientRepository(session)
+
+            def found(*filters: Any) -> set[str]:
+                return {p.name for p in repository.find(PatientQuery(size=100, filters=filters)).items}
+
+            assert found(name_filter(NamePart.ANY, "ann")) == {"Ann Lee", "Joanne Annabel Smith", "Mary Ann Lee-Hart"}
+            assert found(name_filter(NamePart.FAMILY, "lee")) == {"Ann Lee", "Mary Ann Lee-Hart"}
+            assert found(name_filter(NamePart.GIVEN, "lee")) == {"Leeroy Jenkins"}
+            assert found(name_filter(NamePart.ANY, "l.e")) == set(), "the value is literal text"
+            assert found(email_filter("BOB.STONE@example.org")) == {"Bob Stone"}
+            assert found(birthdate_filter("ge1980-02"), name_filter(NamePart.GIVEN, "ann")) == {
+                "Joanne Annabel Smith",
+                "Mary Ann Lee-Hart",
+            }
+    finally:
+        database.dispose()

@@ -7,6 +7,11 @@ returns, so hung checks never pile up threads or connections.
 Statuses: a component is UP, DEGRADED (its check raised `Degraded`: usable but impaired) or DOWN (its
 check raised anything else, or did not return within the timeout). The service is DOWN (503) when an
 essential component is DOWN; DEGRADED (200) when any other component is not UP; UP (200) otherwise.
+
+A component that was answering is reported DOWN only after `FAILURES_TO_DOWN` rounds in a row have failed:
+one slow round on a busy machine (a check that misses its timeout once) must not flip a service's
+readiness, which a load balancer would act on. A dependency that is really gone is reported DOWN one
+interval later; one that was never seen answering is DOWN at once.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ Outcome = tuple[str, str | None]
 """A component's status (UP, DEGRADED, DOWN) and why, when it is not UP."""
 
 DEFAULT_INTERVAL_SECONDS = 3.0
+FAILURES_TO_DOWN = 2
 
 
 class Degraded(Exception):
@@ -70,6 +76,8 @@ class HealthMonitor:
         self._task: asyncio.Task[None] | None = None
         self._first_round: asyncio.Event | None = None
         self._current: Readiness | None = None
+        self._reported: dict[str, Outcome] = {}
+        self._failures: dict[str, int] = {}
 
     def ensure_started(self) -> None:
         """Start the background rounds on the running loop (once per loop)."""
@@ -77,6 +85,7 @@ class HealthMonitor:
             return
         # Served by a new loop (the old one has ended): nothing of the old rounds is valid there.
         self._in_flight, self._current, self._first_round = {}, None, asyncio.Event()
+        self._reported, self._failures = {}, {}
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.service}-health")
 
     async def readiness(self) -> Readiness:
@@ -109,9 +118,21 @@ class HealthMonitor:
                 self._in_flight[check.name] = _start(check)
         if self.checks:
             await asyncio.wait([self._in_flight[c.name] for c in self.checks], timeout=self.timeout)
-        results = {c.name: _outcome(self._in_flight[c.name]) for c in self.checks}
+        results = {c.name: self._settle(c.name, _outcome(self._in_flight[c.name])) for c in self.checks}
         self._current = _render(self.service, results, self.checks)
         return self._current
+
+    def _settle(self, name: str, outcome: Outcome) -> Outcome:
+        """The outcome to report: a failure of a component seen answering counts from the second in a row."""
+        if outcome[0] == "DOWN":
+            self._failures[name] = self._failures.get(name, 0) + 1
+            previous = self._reported.get(name)
+            if previous is not None and previous[0] != "DOWN" and self._failures[name] < FAILURES_TO_DOWN:
+                return previous
+        else:
+            self._failures[name] = 0
+        self._reported[name] = outcome
+        return outcome
 
 
 def _start(check: _Check) -> asyncio.Future[Outcome]:

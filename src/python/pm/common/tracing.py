@@ -37,8 +37,8 @@ from opentelemetry.instrumentation.grpc import client_interceptor, filters, serv
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider, sampling
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
@@ -137,6 +137,49 @@ class EntryPointSampler(Sampler):
         return f"EntryPoint{{{self.delegate.get_description()}}}"
 
 
+class CollectorExporter(SpanExporter):
+    """The OTLP exporter, reporting an unreachable collector once instead of once per batch.
+
+    A service run on its own has no collector at the default endpoint: the SDK's exporter would log an
+    error (and a warning per retry) for every batch, every few seconds. This wrapper silences the
+    exporter's own logger and logs the change of state instead: one warning when exports start to fail,
+    one line when they succeed again, with the number of batches dropped in between.
+    """
+
+    QUIET_LOGGERS = ("opentelemetry.exporter.otlp.proto.http", "opentelemetry.exporter.otlp.common")
+
+    def __init__(self, delegate: SpanExporter, endpoint: str | None) -> None:
+        self.delegate = delegate
+        self.endpoint = endpoint or "http://localhost:4318 (default)"
+        self.failed_batches = 0
+        for name in self.QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.delegate.export(spans)
+        if result is SpanExportResult.SUCCESS:
+            if self.failed_batches:
+                log.info(
+                    "trace collector reachable again",
+                    extra={"endpoint": self.endpoint, "dropped_batches": self.failed_batches},
+                )
+                self.failed_batches = 0
+        else:
+            if not self.failed_batches:
+                log.warning(
+                    "trace collector unreachable: spans are dropped until it answers",
+                    extra={"endpoint": self.endpoint},
+                )
+            self.failed_batches += 1
+        return result
+
+    def shutdown(self) -> None:
+        self.delegate.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.delegate.force_flush(timeout_millis)
+
+
 def configure_tracing(service: str, *, exporter: SpanExporter | None = None, env: Env | None = None) -> bool:
     """Install the tracer provider for this process (once); returns whether tracing is on.
 
@@ -149,10 +192,9 @@ def configure_tracing(service: str, *, exporter: SpanExporter | None = None, env
     sampler = load_or_exit(lambda: sampler_from_env(env or Env()), service)
     name = os.environ.get("OTEL_SERVICE_NAME", "").strip() or service
     provider = TracerProvider(sampler=sampler, resource=Resource.create({SERVICE_NAME: name}))
-    provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter(timeout=2)))
+    chosen = exporter or CollectorExporter(OTLPSpanExporter(timeout=2), collector_endpoint())
+    provider.add_span_processor(BatchSpanProcessor(chosen))
     trace.set_tracer_provider(provider)
-    # An unreachable collector must not flood the service's own log: one line per failed export at most.
-    logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.ERROR)
     _configured = True
     log.info(
         "tracing on",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -71,6 +72,8 @@ class EchoUpstream:
         self.openapi_fetches = 0
         self.delay = 0.0
         self.part_gap = 0.3
+        # Set when a `.../slow` request has arrived (a test can act while it is in flight).
+        self.slow_arrived = threading.Event()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -103,6 +106,7 @@ class EchoUpstream:
             await _raw(send, code, json.dumps(problem).encode(), b"application/problem+json")
             return
         if path.endswith("/slow"):
+            self.slow_arrived.set()
             await asyncio.sleep(self.delay)
         if path.endswith("/stream"):
             await send(

@@ -44,6 +44,7 @@ def test_serves_then_stops_gracefully_on_sigterm(
     upstreams: dict[str, tuple[EchoUpstream, str]], jwks: tuple, signing_key: SigningKey
 ) -> None:
     upstreams["patient"][0].delay = 1.0
+    upstreams["patient"][0].slow_arrived.clear()
     port = free_port()
     process = run_gateway(
         {
@@ -69,7 +70,8 @@ def test_serves_then_stops_gracefully_on_sigterm(
             )
         )
         in_flight.start()
-        time.sleep(0.4)
+        # SIGTERM only once the request is being served (a fixed pause raced the connect under load).
+        assert upstreams["patient"][0].slow_arrived.wait(20)
         stop_sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
         in_flight.join(10)

@@ -17,7 +17,12 @@ from pm.proto.events.v1 import patient_event_pb2 as pb
 from tests.support.servers import LiveServer
 from tests.support.tokens import ISSUER, SigningKey
 
-TYPES = {"created": pb.PATIENT_CREATED, "updated": pb.PATIENT_UPDATED, "deleted": pb.PATIENT_DELETED}
+TYPES = {
+    "created": pb.PATIENT_CREATED,
+    "updated": pb.PATIENT_UPDATED,
+    "deleted": pb.PATIENT_DELETED,
+    "purged": pb.PATIENT_PURGED,
+}
 
 
 def event_bytes(

@@ -133,3 +133,26 @@ def test_create_grpc_server_returns_an_unstarted_server_on_the_bound_port(databa
 def test_create_grpc_server_refuses_a_port_in_use(billing, database) -> None:
     with pytest.raises(RuntimeError):
         create_server(settings(), database, address=f"127.0.0.1:{billing.port}")
+
+
+def test_erase_patient_data_blanks_name_and_email_and_is_idempotent(stub, database) -> None:
+    patient_id = str(uuid.uuid4())
+    account = create(stub, patient_id, name="Erase Me", email="erase.me@example.com")
+    erase = billing_pb2.ErasePatientDataRequest(patient_id=patient_id)
+    assert stub.ErasePatientData(erase, timeout=TIMEOUT).account_found is True
+    assert stub.ErasePatientData(erase, timeout=TIMEOUT).account_found is True  # again: same answer
+    after = stub.GetBillingAccount(
+        billing_pb2.GetBillingAccountRequest(patient_id=patient_id), timeout=TIMEOUT
+    )
+    assert (after.account_id, after.status, after.name, after.email) == (account.account_id, "ACTIVE", "", "")
+    with database.transaction() as session:
+        erased_at = session.execute(
+            select(billing_account.c.erased_at).where(billing_account.c.patient_id == uuid.UUID(patient_id))
+        ).scalar_one()
+    assert erased_at is not None
+    # A patient without an account (the seeded ones) is fine too: nothing to erase.
+    unknown = billing_pb2.ErasePatientDataRequest(patient_id=str(uuid.uuid4()))
+    assert stub.ErasePatientData(unknown, timeout=TIMEOUT).account_found is False
+    with pytest.raises(grpc.RpcError) as bad:
+        stub.ErasePatientData(billing_pb2.ErasePatientDataRequest(patient_id="nope"), timeout=TIMEOUT)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -137,8 +137,9 @@ def test_create_read_update_delete(gateway: httpx.Client, auth: dict[str, str]) 
     assert_problem(stale, 412)
 
     assert gateway.delete(f"/api/patients/{patient['id']}", headers=auth).status_code == 204
-    assert_problem(gateway.get(f"/api/patients/{patient['id']}", headers=auth), 404)
-    assert_problem(gateway.delete(f"/api/patients/{patient['id']}", headers=auth), 404)
+    assert_problem(gateway.get(f"/api/patients/{patient['id']}", headers=auth), 410)
+    assert_problem(gateway.delete(f"/api/patients/{patient['id']}", headers=auth), 410)
+    assert_problem(gateway.get(f"/api/patients/{uuid.uuid4()}", headers=auth), 404)
 
 
 def test_validation_errors_use_the_original_messages(gateway: httpx.Client, auth: dict[str, str]) -> None:

@@ -35,7 +35,9 @@ def test_every_change_is_a_version_and_history_pages_newest_first_by_cursor(clie
     body = new_patient()
     patient_id = client.post("/patients", json=body).json()["id"]
     for n in range(1, 5):
-        assert client.put(f"/patients/{patient_id}", json=_changed(body, name=f"Renamed {n}")).status_code == 200
+        assert (
+            client.put(f"/patients/{patient_id}", json=_changed(body, name=f"Renamed {n}")).status_code == 200
+        )
     current = client.get(f"/patients/{patient_id}")
     assert current.headers["ETag"].endswith('-5"'), "the ETag is the version"
 

@@ -11,20 +11,20 @@ import pytest
 from pm.patient.domain.model import (
     BillingUnavailable,
     ChangeType,
-    PatientGone,
-    PatientVersion,
-    Tombstone,
-    VersionNotFound,
     DuplicateEmail,
     EventType,
     InvalidPatient,
     Patient,
     PatientChanged,
     PatientDetails,
+    PatientGone,
     PatientNotFound,
     PatientPage,
     PatientQuery,
+    PatientVersion,
     StalePatient,
+    Tombstone,
+    VersionNotFound,
     parse_sort,
 )
 from pm.patient.service_layer.services import PatientService
@@ -65,9 +65,11 @@ class FakeOutbox:
     def erase(self, patient_id: uuid.UUID) -> int:
         erased = [e for e in self.events if e.patient.id == patient_id]
         self.events = [
-            replace(e, patient=replace(e.patient, name="", email="", address=""))
-            if e.patient.id == patient_id
-            else e
+            (
+                replace(e, patient=replace(e.patient, name="", email="", address=""))
+                if e.patient.id == patient_id
+                else e
+            )
             for e in self.events
         ]
         return len(erased)
@@ -140,7 +142,7 @@ class FakeUnitOfWork:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        (self.patients.rows, self.outbox.events, self.versions.rows, self.tombstones.rows) = self._saved  # type: ignore[assignment]
+        self.patients.rows, self.outbox.events, self.versions.rows, self.tombstones.rows = self._saved  # type: ignore[assignment]
 
     def commit(self) -> None:
         self.commits += 1
@@ -282,7 +284,11 @@ def test_purge_erases_versions_and_events_after_billing_and_records_purged(uow: 
     assert billing.erased == [created.id]
     assert uow.patients.rows == {}
     assert [v.patient for v in uow.versions.rows.values()] == [None, None, None]
-    assert [e.event_type for e in uow.outbox.events] == [EventType.CREATED, EventType.DELETED, EventType.PURGED]
+    assert [e.event_type for e in uow.outbox.events] == [
+        EventType.CREATED,
+        EventType.DELETED,
+        EventType.PURGED,
+    ]
     assert all(e.patient.name != "Ada Lovelace" for e in uow.outbox.events[:2])
     history = patients.history(created.id, size=10).items
     assert [(v.version, v.change_type) for v in history] == [

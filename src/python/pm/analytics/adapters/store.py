@@ -128,7 +128,6 @@ class SqlEventStore:
                 parked.append(letter)
         return parked
 
-
     def erase_patient(self, patient_id: str) -> int:
         events = self.session.execute(
             sa.update(patient_event)
@@ -141,7 +140,7 @@ class SqlEventStore:
             .where(dead_letter.c.key == patient_id.encode("ascii"), dead_letter.c.payload.is_not(None))
             .values(payload=None, error=sa.literal("payload erased: the patient was purged"))
         )
-        return int(events.rowcount or 0) + int(letters.rowcount or 0)
+        return int(events.rowcount or 0) + int(letters.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class SqlAnalyticsReader:

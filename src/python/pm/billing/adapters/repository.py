@@ -50,7 +50,6 @@ class SqlAccountRepository:
             }
         )
 
-
     def erase_personal_data(self, patient_id: uuid.UUID, erased_at: datetime) -> bool:
         # The first erasure's time is kept: a retry finds the data gone and changes nothing.
         result = self.session.execute(
@@ -62,7 +61,7 @@ class SqlAccountRepository:
                 erased_at=sa.func.coalesce(billing_account.c.erased_at, erased_at),
             )
         )
-        return bool(result.rowcount)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 class SqlUnitOfWork(UnitOfWork):

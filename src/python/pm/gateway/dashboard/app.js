@@ -22,7 +22,10 @@
     PATIENT_CREATED: "Created",
     PATIENT_UPDATED: "Updated",
     PATIENT_DELETED: "Deleted",
+    PATIENT_PURGED: "Purged",
   };
+  const CHANGE_LABELS = { CREATED: "Created", UPDATED: "Updated", DELETED: "Deleted", PURGED: "Purged" };
+  const HISTORY_SIZE = 10;
 
   const $ = (id) => document.getElementById(id);
 
@@ -310,6 +313,7 @@
               "div",
               { class: "row-actions" },
               actionButton("Edit", `Edit ${patient.name}`, () => openEdit(patient.id)),
+              actionButton("History", `History of ${patient.name}`, () => openHistory(patient)),
               actionButton("Delete", `Delete ${patient.name}`, () => askDelete(patient), "danger"),
             ),
           ),
@@ -497,7 +501,7 @@
   function askDelete(patient) {
     setPatientsStatus("");
     deleting = patient;
-    $("delete-question").textContent = `Delete ${patient.name} (${patient.email})? This cannot be undone.`;
+    $("delete-question").textContent = `Delete ${patient.name} (${patient.email})? The patient leaves the list; its history is kept.`;
     openDialog($("delete-dialog"));
   }
 
@@ -511,10 +515,59 @@
     } catch (err) {
       if (!session.token) return;
       if (err.status === 403) setPatientsStatus(`Not allowed: only administrators can delete patients. ${err.message}`, true);
-      else if (err.status === 404) setPatientsStatus(`${patient.name} was already deleted.`, true);
+      else if (err.status === 404 || err.status === 410) setPatientsStatus(`${patient.name} was already deleted.`, true);
       else setPatientsStatus(`Could not delete ${patient.name}: ${err.message}`, true);
     }
     loadPatients();
+  }
+
+  // ---------------------------------------------------------------- history
+
+  const history = { patient: null, next: null, loading: 0 };
+
+  function openHistory(patient) {
+    setPatientsStatus("");
+    history.patient = patient;
+    history.next = null;
+    $("history-title").textContent = `History of ${patient.name}`;
+    $("history-rows").replaceChildren();
+    openDialog($("history-dialog"));
+    loadHistory(`/api/patients/${encodeURIComponent(patient.id)}/history?size=${HISTORY_SIZE}`, false);
+  }
+
+  async function loadHistory(url, more) {
+    const request = ++history.loading;
+    const status = $("history-status");
+    status.textContent = "Loading…";
+    status.classList.remove("error");
+    $("history-older").disabled = true;
+    try {
+      const { response, data } = await api(url);
+      if (request !== history.loading) return;
+      const versions = Array.isArray(data) ? data : [];
+      const rows = versions.map((version) => {
+        const record = version.patient;
+        return el(
+          "tr",
+          { "data-version": String(version.version) },
+          el("td", { "data-label": "Version", class: "number", text: String(version.version) }),
+          el("td", { "data-label": "Change", text: CHANGE_LABELS[version.changeType] || version.changeType }),
+          el("td", { "data-label": "When", text: formatTime(version.changedAt) }),
+          el("td", { "data-label": "By", text: version.actor || "" }),
+          el("td", { "data-label": "Name", text: record ? record.name : "(erased)" }),
+          el("td", { "data-label": "Email" }, ...(record ? breakableEmail(record.email) : ["(erased)"])),
+        );
+      });
+      if (more) $("history-rows").append(...rows);
+      else $("history-rows").replaceChildren(...rows);
+      history.next = pageLinks(response.headers.get("Link")).next || null;
+      $("history-older").disabled = !history.next;
+      status.textContent = "";
+    } catch (err) {
+      if (request !== history.loading || !session.token) return;
+      status.textContent = `Could not load the history: ${err.message}`;
+      status.classList.add("error");
+    }
   }
 
   function openDialog(dialog) {
@@ -1116,6 +1169,10 @@
     $("traces-refresh").addEventListener("click", loadTraces);
     $("patient-cancel").addEventListener("click", () => closeDialog($("patient-dialog")));
     $("delete-dialog").addEventListener("close", onDeleteClosed);
+    $("history-close").addEventListener("click", () => closeDialog($("history-dialog")));
+    $("history-older").addEventListener("click", () => {
+      if (history.next) loadHistory(history.next, true);
+    });
     $("patient-filters").addEventListener("submit", (event) => event.preventDefault());
     $("patient-search").addEventListener("input", (event) => {
       clearTimeout(table.searchTimer);

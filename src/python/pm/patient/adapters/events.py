@@ -13,8 +13,8 @@ _TYPES = {
     EventType.DELETED: pb.PATIENT_DELETED,
     EventType.PURGED: pb.PATIENT_PURGED,
 }
-# What a purge erases from a stored event: everything that names or describes the person.
-PERSONAL_FIELDS = ("name", "email", "address", "date_of_birth")
+# A purge erases from a stored event everything that names or describes the person: name, email,
+# address and date of birth (see `scrub`).
 
 
 def to_message(event: PatientChanged) -> pb.PatientEvent:
@@ -54,6 +54,8 @@ def serialize(event: PatientChanged) -> bytes:
 def scrub(payload: bytes) -> bytes:
     """A stored event without the patient's personal data (ids, type, times and actor kept)."""
     message = pb.PatientEvent.FromString(payload)
-    for field in PERSONAL_FIELDS:
-        message.ClearField(field)
+    message.ClearField("name")
+    message.ClearField("email")
+    message.ClearField("address")
+    message.ClearField("date_of_birth")
     return message.SerializeToString()

@@ -93,11 +93,9 @@ class SqlVersionRepository:
     def erase(self, patient_id: uuid.UUID) -> int:
         """Null the personal data of every version of the patient; how many rows changed."""
         result = self.session.execute(
-            sa.update(_v)
-            .where(_v.c.patient_id == patient_id)
-            .values(**dict.fromkeys(PERSONAL_COLUMNS))
+            sa.update(_v).where(_v.c.patient_id == patient_id).values(**dict.fromkeys(PERSONAL_COLUMNS))
         )
-        return int(result.rowcount or 0)
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def _tombstone(row: Any) -> Tombstone:

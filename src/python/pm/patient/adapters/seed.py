@@ -172,7 +172,9 @@ def seed(database: Database) -> int:
             if patients.get(patient.id) is not None or patients.email_taken(patient.email):
                 continue
             patients.add(patient)
-            versions.add(PatientVersion(patient.id, patient.version, now, SEED_ACTOR, ChangeType.CREATED, patient))
+            versions.add(
+                PatientVersion(patient.id, patient.version, now, SEED_ACTOR, ChangeType.CREATED, patient)
+            )
             event_id = uuid.uuid5(_EVENT_NAMESPACE, str(patient.id))
             events.add(PatientChanged(event_id, EventType.CREATED, now, patient, SEED_ACTOR))
             added += 1

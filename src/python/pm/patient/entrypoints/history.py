@@ -22,17 +22,19 @@ def version_json(version: PatientVersion) -> dict[str, Any]:
         "changedAt": version.changed_at.isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "actor": version.actor,
         "changeType": version.change_type.value,
-        "patient": None
-        if patient is None
-        else {
-            "id": str(patient.id),
-            "name": patient.name,
-            "email": patient.email,
-            "address": patient.address,
-            "dateOfBirth": patient.date_of_birth.isoformat(),
-            "registeredDate": patient.registered_date.isoformat(),
-            "billingAccountId": patient.billing_account_id,
-        },
+        "patient": (
+            None
+            if patient is None
+            else {
+                "id": str(patient.id),
+                "name": patient.name,
+                "email": patient.email,
+                "address": patient.address,
+                "dateOfBirth": patient.date_of_birth.isoformat(),
+                "registeredDate": patient.registered_date.isoformat(),
+                "billingAccountId": patient.billing_account_id,
+            }
+        ),
     }
 
 

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Protocol
 
 from pm.common.ports import Transaction
-
 from pm.patient.domain.model import (
     Patient,
     PatientChanged,

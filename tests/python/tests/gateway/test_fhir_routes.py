@@ -30,7 +30,9 @@ def test_fhir_paths_reach_the_patient_service_unchanged(
     gateway: Gateway, signing_key: SigningKey, path: str
 ) -> None:
     response = gateway().get(
-        path, params={"name": "ann", "_count": "5"}, headers={"Authorization": f"Bearer {signing_key.token()}"}
+        path,
+        params={"name": "ann", "_count": "5"},
+        headers={"Authorization": f"Bearer {signing_key.token()}"},
     )
     assert response.status_code == 200
     echoed = response.json()
@@ -63,6 +65,9 @@ def test_a_patient_service_that_is_down_is_a_502_outcome(gateway: Gateway, signi
     response = client.get("/fhir/Patient", headers={"Authorization": f"Bearer {signing_key.token()}"})
     assert_outcome(response, 502, "transient")
     # The other routes keep problem+json.
-    assert client.get("/api/patients", headers={"Authorization": f"Bearer {signing_key.token()}"}).headers[
-        "content-type"
-    ] == "application/problem+json"
+    assert (
+        client.get("/api/patients", headers={"Authorization": f"Bearer {signing_key.token()}"}).headers[
+            "content-type"
+        ]
+        == "application/problem+json"
+    )

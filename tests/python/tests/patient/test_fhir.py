@@ -109,7 +109,9 @@ def test_read_maps_every_field(client: httpx.Client) -> None:
     assert patient["telecom"] == [{"system": "email", "value": created["email"]}]
     assert patient["birthDate"] == "1980-12-31"
     assert patient["address"] == [{"text": "2 Elm Row"}]
-    assert patient["extension"] == [{"url": REGISTERED_DATE_EXTENSION, "valueDate": created["registeredDate"]}]
+    assert patient["extension"] == [
+        {"url": REGISTERED_DATE_EXTENSION, "valueDate": created["registeredDate"]}
+    ]
     (identifier,) = patient["identifier"]
     assert identifier["system"] == BILLING_ACCOUNT_SYSTEM
     assert identifier["value"] == created["billingAccountId"]
@@ -126,13 +128,19 @@ def test_versions_vread_and_history_then_deletion_and_purge(client: httpx.Client
     created = client.post("/patients", json=new_patient(name="Ann Lee")).json()
     base = f"/fhir/Patient/{created['id']}"
     for name in ("Ann Lee-Hart", "Ann Hart"):
-        assert client.put(f"/patients/{created['id']}", json={**new_patient(), "name": name}).status_code == 200
+        assert (
+            client.put(f"/patients/{created['id']}", json={**new_patient(), "name": name}).status_code == 200
+        )
 
     history = fhir_body(client.get(f"{base}/_history"))
     assert history["type"] == "history" and "total" not in history
     assert [e["response"]["etag"] for e in history["entry"]] == ['W/"3"', 'W/"2"', 'W/"1"']
     assert [e["request"]["method"] for e in history["entry"]] == ["PUT", "PUT", "POST"]
-    assert [e["resource"]["name"][0]["text"] for e in history["entry"]] == ["Ann Hart", "Ann Lee-Hart", "Ann Lee"]
+    assert [e["resource"]["name"][0]["text"] for e in history["entry"]] == [
+        "Ann Hart",
+        "Ann Lee-Hart",
+        "Ann Lee",
+    ]
     assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["3", "2", "1"]
     assert history["entry"][2]["request"]["url"] == "Patient"
     assert history["entry"][0]["request"]["url"] == f"Patient/{created['id']}"
@@ -182,8 +190,14 @@ def test_unknown_or_malformed_ids_are_404_outcomes(client: httpx.Client) -> None
     assert outcome(client.get("/fhir/Observation"), 404)["issue"][0]["code"] == "not-found"
 
 
-def test_without_a_valid_token_the_answer_is_a_401_outcome(service: Running, mint: Callable[..., str]) -> None:
-    for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": f"Bearer {mint(ttl=-60)}"}):
+def test_without_a_valid_token_the_answer_is_a_401_outcome(
+    service: Running, mint: Callable[..., str]
+) -> None:
+    for headers in (
+        {},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": f"Bearer {mint(ttl=-60)}"},
+    ):
         for path in ("/fhir/Patient", f"/fhir/Patient/{uuid.uuid4()}"):
             response = httpx.get(service.url + path, headers=headers, timeout=10)
             body = outcome(response, 401)
@@ -195,7 +209,11 @@ def test_name_matches_the_start_of_any_word_case_insensitively(
     client: httpx.Client, patient_db: Database
 ) -> None:
     insert(patient_db, PEOPLE)
-    assert sorted(names(search(client, name="ann"))) == ["Ann Lee", "Joanne Annabel Smith", "Mary Ann Lee-Hart"]
+    assert sorted(names(search(client, name="ann"))) == [
+        "Ann Lee",
+        "Joanne Annabel Smith",
+        "Mary Ann Lee-Hart",
+    ]
     assert sorted(names(search(client, name="LEE"))) == ["Ann Lee", "Leeroy Jenkins", "Mary Ann Lee-Hart"]
     # The whole name from its start, spaces included.
     assert names(search(client, name="mary ann l")) == ["Mary Ann Lee-Hart"]
@@ -206,12 +224,18 @@ def test_name_matches_the_start_of_any_word_case_insensitively(
     assert names(search(client, name=["ann", "lee-h"])) == ["Mary Ann Lee-Hart"]
 
 
-def test_family_is_the_last_word_and_given_the_words_before(client: httpx.Client, patient_db: Database) -> None:
+def test_family_is_the_last_word_and_given_the_words_before(
+    client: httpx.Client, patient_db: Database
+) -> None:
     insert(patient_db, PEOPLE)
     assert sorted(names(search(client, family="lee"))) == ["Ann Lee", "Mary Ann Lee-Hart"]
     assert names(search(client, family="cher")) == ["Cher"]
     assert names(search(client, family="ann")) == []
-    assert sorted(names(search(client, given="ann"))) == ["Ann Lee", "Joanne Annabel Smith", "Mary Ann Lee-Hart"]
+    assert sorted(names(search(client, given="ann"))) == [
+        "Ann Lee",
+        "Joanne Annabel Smith",
+        "Mary Ann Lee-Hart",
+    ]
     assert names(search(client, given="cher")) == [], "a one-word name is a family name"
     assert names(search(client, given="lee")) == ["Leeroy Jenkins"]
     assert names(search(client, given="mary ann")) == ["Mary Ann Lee-Hart"]
@@ -223,7 +247,9 @@ def test_email_matches_the_whole_address_ignoring_case(client: httpx.Client, pat
     assert names(search(client, email="BOB.stone@example.ORG")) == ["Bob Stone"]
     assert names(search(client, email="bob.stone")) == []
     bundle = search(client, email="bob.stone@example.org")
-    assert bundle["entry"][0]["resource"]["telecom"] == [{"system": "email", "value": "Bob.Stone@Example.org"}]
+    assert bundle["entry"][0]["resource"]["telecom"] == [
+        {"system": "email", "value": "Bob.Stone@Example.org"}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -280,7 +306,10 @@ def test_count_default_cap_and_zero(client: httpx.Client, patient_db: Database) 
 def test_next_links_walk_every_match_once(client: httpx.Client, patient_db: Database) -> None:
     insert(
         patient_db,
-        [(f"Walker {i:02d} Smith", f"w{i}@example.net", date(1980, 1, 1) + timedelta(days=i % 3)) for i in range(23)],
+        [
+            (f"Walker {i:02d} Smith", f"w{i}@example.net", date(1980, 1, 1) + timedelta(days=i % 3))
+            for i in range(23)
+        ],
     )
     insert(patient_db, PEOPLE)
     for sort in ("name", "-birthdate", "email,-name"):
@@ -288,7 +317,9 @@ def test_next_links_walk_every_match_once(client: httpx.Client, patient_db: Data
         expected = [e["resource"]["id"] for e in everything["entry"]]
         assert len(expected) == 24 and everything["total"] == 24
         seen: list[str] = []
-        url: str | None = str(client.get("/fhir/Patient", params={"family": "smith", "_sort": sort, "_count": 5}).url)
+        url: str | None = str(
+            client.get("/fhir/Patient", params={"family": "smith", "_sort": sort, "_count": 5}).url
+        )
         pages = 0
         while url is not None:
             bundle = fhir_body(client.get(url))
@@ -348,7 +379,8 @@ def test_bad_parameters_are_400_outcomes(
     body = outcome(client.get("/fhir/Patient", params=params), 400)
     assert body["issue"][0]["code"] == "invalid"
     text = " ".join(
-        [i.get("diagnostics", "") for i in body["issue"]] + [e for i in body["issue"] for e in i.get("expression", [])]
+        [i.get("diagnostics", "") for i in body["issue"]]
+        + [e for i in body["issue"] for e in i.get("expression", [])]
     )
     assert (field or next(iter(params))).split(":")[0].lstrip("_") in text, body
 
@@ -405,7 +437,11 @@ def test_the_filters_work_on_sqlite_too(tmp_path: Path) -> None:
             def found(*filters: Any) -> set[str]:
                 return {p.name for p in repository.find(PatientQuery(size=100, filters=filters)).items}
 
-            assert found(name_filter(NamePart.ANY, "ann")) == {"Ann Lee", "Joanne Annabel Smith", "Mary Ann Lee-Hart"}
+            assert found(name_filter(NamePart.ANY, "ann")) == {
+                "Ann Lee",
+                "Joanne Annabel Smith",
+                "Mary Ann Lee-Hart",
+            }
             assert found(name_filter(NamePart.FAMILY, "lee")) == {"Ann Lee", "Mary Ann Lee-Hart"}
             assert found(name_filter(NamePart.GIVEN, "lee")) == {"Leeroy Jenkins"}
             assert found(name_filter(NamePart.ANY, "l.e")) == set(), "the value is literal text"

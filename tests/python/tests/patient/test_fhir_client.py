@@ -58,7 +58,9 @@ def registered(gateway_url: str, mint: Callable[..., str]) -> list[dict[str, Any
         (f"Joanne Ann {tag}Lee", "1985-06-15"),
         (f"Bob {tag}Stone", "1975-12-31"),
     ]
-    with httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {mint()}"}, timeout=10) as http:
+    with httpx.Client(
+        base_url=gateway_url, headers={"Authorization": f"Bearer {mint()}"}, timeout=10
+    ) as http:
         created = []
         for name, born in people:
             response = http.post("/api/patients", json=new_patient(name=name, dateOfBirth=born))
@@ -86,7 +88,9 @@ def test_a_fhir_client_reads_and_searches_through_the_gateway(
     assert [p["id"] for p in by_family] == [ann["id"], registered[1]["id"]]
     by_given = fhir.resources("Patient").search(given="ann", family=family).fetch()
     assert {p["id"] for p in by_given} == {ann["id"], registered[1]["id"]}
-    assert [p["id"] for p in fhir.resources("Patient").search(email=ann["email"].upper()).fetch()] == [ann["id"]]
+    assert [p["id"] for p in fhir.resources("Patient").search(email=ann["email"].upper()).fetch()] == [
+        ann["id"]
+    ]
     older = fhir.resources("Patient").search(family=family, birthdate="lt1985").fetch()
     assert [p["id"] for p in older] == [ann["id"]]
 

@@ -157,9 +157,7 @@ class Forward:
             return problem(failure.status, failure.title, failure.detail, retry)
         except RequestTooLarge:
             self.rejected.labels("too_large").inc()
-            return problem(
-                413, "Payload Too Large", "The request body is larger than the gateway accepts."
-            )
+            return problem(413, "Payload Too Large", "The request body is larger than the gateway accepts.")
         except ClientDisconnect:
             # Nobody is left to read it: the server drops this answer.
             log.info("client went away during the request", extra={"upstream": route.upstream})

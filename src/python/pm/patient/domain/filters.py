@@ -78,9 +78,7 @@ def email_filter(text: str) -> EmailFilter:
     if not value:
         raise InvalidPatient({"email": "The email to search for is empty."})
     if "," in value or "|" in value:
-        raise InvalidPatient(
-            {"email": "Give one email address (no list, no system|value form)."}
-        )
+        raise InvalidPatient({"email": "Give one email address (no list, no system|value form)."})
     return EmailFilter(value)
 
 

@@ -83,7 +83,9 @@ def _sort_keys(text: str) -> tuple[SortKey, ...]:
         descending = part.startswith("-")
         field = SORTS.get(part.lstrip("-"))
         if field is None:
-            raise InvalidPatient({"_sort": f"Cannot sort by {part.lstrip('-')!r}; use one of {', '.join(SORTS)}."})
+            raise InvalidPatient(
+                {"_sort": f"Cannot sort by {part.lstrip('-')!r}; use one of {', '.join(SORTS)}."}
+            )
         keys.append(SortKey(field, descending))
     return tuple(keys)
 
@@ -97,10 +99,16 @@ def _refuse_lists() -> None:
     """A comma in a search value is FHIR's OR, which this server does not do. The query's own text is
     read: parameter parsing has already split such values at the comma, as if repeated (AND)."""
     listed = sorted(
-        {name for name, value in parse_qsl(request.url.query, keep_blank_values=True) if name in SEARCH_PARAMS and "," in value}
+        {
+            name
+            for name, value in parse_qsl(request.url.query, keep_blank_values=True)
+            if name in SEARCH_PARAMS and "," in value
+        }
     )
     if listed:
-        message = "A list of values (a comma: FHIR's OR) is not supported; repeat the parameter to require several."
+        message = (
+            "A list of values (a comma: FHIR's OR) is not supported; repeat the parameter to require several."
+        )
         raise InvalidPatient({name: message for name in listed})
 
 
@@ -108,14 +116,18 @@ class FhirPatientGone(PatientGone):
     """PatientGone (410) told in FHIR's terms: where the versions are."""
 
     def __init__(self, patient_id: uuid.UUID, *, purged: bool, version: int | None = None) -> None:
-        what = f"Version {version} of patient {patient_id}" if version is not None else f"Patient {patient_id}"
+        what = (
+            f"Version {version} of patient {patient_id}" if version is not None else f"Patient {patient_id}"
+        )
         if purged:
             reason = "was deleted and its personal data erased"
         elif version is not None:
             reason = "records the patient's deletion"
         else:
             reason = "was deleted"
-        PatientError.__init__(self, f"{what} {reason}. Its versions are listed at /fhir/Patient/{patient_id}/_history.")
+        PatientError.__init__(
+            self, f"{what} {reason}. Its versions are listed at /fhir/Patient/{patient_id}/_history."
+        )
         self.purged = purged
 
 
@@ -244,4 +256,3 @@ def _http_date(moment: datetime | None) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
-

@@ -35,7 +35,9 @@ def instant(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def patient_resource(patient: Patient, *, version: int | None = None, updated: datetime | None = None) -> dict[str, Any]:
+def patient_resource(
+    patient: Patient, *, version: int | None = None, updated: datetime | None = None
+) -> dict[str, Any]:
     """The Patient resource of `patient` (for a past version: `version` and when it was written)."""
     given, family = split_name(patient.name)
     name: dict[str, Any] = {"use": "official", "text": patient.name}
@@ -130,7 +132,10 @@ def history_bundle(
         entry: dict[str, Any] = {"fullUrl": f"{base}/Patient/{patient_id}"}
         if readable(version):
             entry["resource"] = version_resource(version)
-        entry["request"] = {"method": method, "url": "Patient" if method == "POST" else f"Patient/{patient_id}"}
+        entry["request"] = {
+            "method": method,
+            "url": "Patient" if method == "POST" else f"Patient/{patient_id}",
+        }
         entry["response"] = {
             "status": status,
             "etag": f'W/"{version.version}"',
@@ -165,7 +170,10 @@ def capability_statement(
         "publisher": "Patient Management System",
         "kind": "instance",
         "software": {"name": "pm-patient", "version": software_version},
-        "implementation": {"description": "Patient Management System FHIR R4 API (read and search)", "url": base},
+        "implementation": {
+            "description": "Patient Management System FHIR R4 API (read and search)",
+            "url": base,
+        },
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
         "rest": [
@@ -201,13 +209,15 @@ def capability_statement(
                                 "name": "family",
                                 "definition": "http://hl7.org/fhir/SearchParameter/individual-family",
                                 "type": "string",
-                                "documentation": "The last word of the name starts with the value. " + string_docs,
+                                "documentation": "The last word of the name starts with the value. "
+                                + string_docs,
                             },
                             {
                                 "name": "given",
                                 "definition": "http://hl7.org/fhir/SearchParameter/individual-given",
                                 "type": "string",
-                                "documentation": "A word before the last starts with the value. " + string_docs,
+                                "documentation": "A word before the last starts with the value. "
+                                + string_docs,
                             },
                             {
                                 "name": "email",

@@ -42,7 +42,7 @@ PEOPLE = [
 def insert(database: Database, people: list[tuple[str, str, date]]) -> dict[str, str]:
     """Rows written straight to the table; {name: id}."""
     now = sa.func.now()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": uuid.uuid4(),
             "name": name,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from connexion import ConnexionMiddleware, FlaskApp
 from connexion.exceptions import OAuthResponseProblem
 from connexion.jsonifier import Jsonifier
 from connexion.lifecycle import ConnexionRequest
+from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from connexion.security import NO_VALUE, AbstractSecurityHandler
 
@@ -48,9 +49,13 @@ def spec_app(
     validator_map: Mapping[str, Any] | None = None,
     pythonic_params: bool = False,
     errors: ErrorTable | None = None,
+    extra_specs: Sequence[tuple[Path, str]] = (),
 ) -> FlaskApp:
     """A FlaskApp serving `spec` (a YAML file) with strict validation and problem+json errors; `errors`
-    is the service's table from domain errors to problems (pm.common.problems)."""
+    is the service's table from domain errors to problems (pm.common.problems).
+
+    `extra_specs`: more APIs of the same app, each `(YAML file beside spec, path its JSON is served at)`,
+    validated alike. Their paths must not overlap the first one's (Connexion tries the APIs in turn)."""
     bridge = OneHopWSGI()
     app = FlaskApp(
         import_name,
@@ -68,6 +73,17 @@ def spec_app(
         pythonic_params=pythonic_params,
         validator_map=dict(validator_map) if validator_map is not None else None,
     )
+    for extra, spec_path in extra_specs:
+        app.add_api(
+            extra.name,
+            name=extra.stem,  # the Flask blueprint's name; by default the base path, taken by the first
+            resolver=resolver,
+            strict_validation=True,
+            validate_responses=validate_responses,
+            pythonic_params=pythonic_params,
+            validator_map=dict(validator_map) if validator_map is not None else None,
+            swagger_ui_options=SwaggerUIOptions(spec_path=spec_path, swagger_ui=False),
+        )
     install_problem_handlers(app, errors)
     return app
 

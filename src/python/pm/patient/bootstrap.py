@@ -24,6 +24,8 @@ from pm.patient.adapters.repository import SqlUnitOfWork
 from pm.patient.adapters.seed import seed
 from pm.patient.config import Settings
 from pm.patient.entrypoints.audit import AUDIT_ERRORS, AuditHandlers, install_audit, verify_command
+from pm.patient.entrypoints.fhir import FhirHandlers
+from pm.patient.entrypoints.fhir_errors import FhirOutcomes
 from pm.patient.entrypoints.patients import ERRORS, PatientHandlers
 from pm.patient.service_layer.audit import AuditService
 from pm.patient.service_layer.ports import Billing
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 SERVICE = "patient"
 HERE = Path(__file__).parent
 SPEC = HERE / "api" / "openapi.yaml"
+FHIR_SPEC = HERE / "api" / "fhir.yaml"
 MIGRATIONS = HERE / "migrations"
 
 
@@ -91,11 +94,12 @@ def bootstrap(
     app = spec_app(
         __name__,
         SPEC,
-        resolver=handler_resolver(PatientHandlers(service, relay), AuditHandlers(trail)),
+        resolver=handler_resolver(PatientHandlers(service, relay), AuditHandlers(trail), FhirHandlers(service)),
         validate_responses=settings.validate_responses,
         validator_map=VALIDATOR_MAP,
         pythonic_params=True,
         errors={**ERRORS, **AUDIT_ERRORS},
+        extra_specs=[(FHIR_SPEC, "/fhir/openapi.json")],
     )
     if audit:
         install_audit(app, trail)
@@ -111,7 +115,7 @@ def bootstrap(
     register_outbox_metrics(metrics, relay, database)
     register_backlog_metrics(metrics, database)
     asgi = ServiceMiddleware(
-        SpecRouting(app, SPEC),
+        FhirOutcomes(SpecRouting(SpecRouting(app, SPEC), FHIR_SPEC)),
         service=SERVICE,
         metrics=metrics,
         health_checks={"database": database.ping},

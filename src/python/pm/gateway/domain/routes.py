@@ -19,6 +19,8 @@ class Route:
     exact: bool = False
     # When set, only a token with one of these roles passes (the service checks again): 403 otherwise.
     roles: tuple[str, ...] = ()
+    # A FHIR API: the gateway's own errors on this route are OperationOutcomes (application/fhir+json).
+    fhir: bool = False
 
     @property
     def forwarded_prefix(self) -> str:
@@ -39,6 +41,9 @@ def public_routes() -> tuple[Route, ...]:
         # The busiest first: the router tries them in order, and the first that takes a path wins.
         Route("patient", "/api/patients", "/patients", needs_token=True),
         Route("analytics", "/api/analytics", "/analytics", needs_token=True),
+        # FHIR R4: the CapabilityStatement is public (clients read it before they authenticate).
+        Route("patient", "/fhir/metadata", "/fhir/metadata", needs_token=False, exact=True, fhir=True),
+        Route("patient", "/fhir", "/fhir", needs_token=True, fhir=True),
         # The broker view: the outbox backlog is the patient service's, the rest analytics'.
         Route("patient", "/api/broker/outbox", "/broker/outbox", needs_token=True, exact=True, roles=ADMIN),
         Route("analytics", "/api/broker", "/broker", needs_token=True, roles=ADMIN),

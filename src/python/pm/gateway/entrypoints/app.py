@@ -29,7 +29,7 @@ from pm.gateway.domain.ratelimit import RateLimiter
 from pm.gateway.domain.routes import Route
 from pm.gateway.entrypoints.edge import CLIENT_ADDRESS, ClientGate, PreflightGate
 from pm.gateway.entrypoints.pages import dashboard_routes, docs_routes
-from pm.gateway.entrypoints.problems import http_problem, internal_error, problem_response
+from pm.gateway.entrypoints.problems import http_problem, internal_error, outcome_response, problem_response
 from pm.gateway.service_layer.authentication import BearerAuthenticator, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class Forward:
 
     async def respond(self, request: Request) -> Response:
         route, scope = self.route, request.scope
+        problem = outcome_response if route.fhir else problem_response
         if route.needs_token:
             authorization = request.headers.get("authorization")
             try:
@@ -128,11 +129,11 @@ class Forward:
                 challenge = 'Bearer realm="pm"'
                 if authorization is not None:
                     challenge += ', error="invalid_token"'
-                return problem_response(401, "Unauthorized", str(exc), {"WWW-Authenticate": challenge})
+                return problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": challenge})
             if route.roles and claims.get("role") not in route.roles:
                 self.rejected.labels("forbidden").inc()
                 detail = f"This operation requires role {' or '.join(route.roles)}."
-                return problem_response(403, "Forbidden", detail)
+                return problem(403, "Forbidden", detail)
         # The raw path keeps the client's percent-encoding (`a%2Fb` stays one segment upstream).
         raw_path: bytes = scope.get("raw_path") or b""
         if raw_path.startswith(self.prefix):
@@ -153,16 +154,14 @@ class Forward:
             )
         except UpstreamFailure as failure:
             retry = {"Retry-After": "1"} if failure.status == 503 else None
-            return problem_response(failure.status, failure.title, failure.detail, retry)
+            return problem(failure.status, failure.title, failure.detail, retry)
         except RequestTooLarge:
             self.rejected.labels("too_large").inc()
-            return problem_response(
-                413, "Payload Too Large", "The request body is larger than the gateway accepts."
-            )
+            return problem(413, "Payload Too Large", "The request body is larger than the gateway accepts.")
         except ClientDisconnect:
             # Nobody is left to read it: the server drops this answer.
             log.info("client went away during the request", extra={"upstream": route.upstream})
-            return problem_response(400, "Bad Request", "The request body ended early.")
+            return problem(400, "Bad Request", "The request body ended early.")
 
 
 def _has_body(headers: Headers) -> bool:

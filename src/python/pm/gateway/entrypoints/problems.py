@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pm.common.fhir import FHIR_JSON, outcome_bytes
 from pm.common.problems import PROBLEM_JSON, problem_bytes
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,13 @@ def problem_response(
     status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
 ) -> Response:
     return Response(problem_bytes(status, title, detail), status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def outcome_response(
+    status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The same answer for a FHIR route: an OperationOutcome (pm.common.fhir)."""
+    return Response(outcome_bytes(status, title, detail), status, headers=headers, media_type=FHIR_JSON)
 
 
 def not_found() -> Response:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from pm.common import tracing
 from pm.common.db import Database, UnitOfWork
-from pm.patient.adapters import tables
+from pm.patient.adapters import filters, tables
 from pm.patient.adapters.audit import SqlAuditLog
 from pm.patient.adapters.events import scrub, serialize
 from pm.patient.adapters.history import SqlTombstoneRepository, SqlVersionRepository
@@ -67,6 +67,7 @@ def _patient(row: Any) -> Patient:
         registered_date=row.registered_date,
         billing_account_id=row.billing_account_id,
         version=row.version,
+        updated_at=row.updated_at,
     )
 
 
@@ -129,13 +130,15 @@ class SqlPatientRepository:
             condition = sa.or_(
                 sa.func.lower(_t.c.name).like(pattern, escape="\\"), _t.c.email_key.like(pattern, escape="\\")
             )
+        if query.filters:
+            condition = sa.and_(condition, *(filters.condition(f) for f in query.filters))
         # Ties are broken by id in the direction of the last key, so that one index per key, (key, id),
         # serves the order both ways and a keyset position is a plain row comparison.
         keys = [(_SORT_COLUMNS[key.field], key.descending) for key in query.sort]
         keys.append((_t.c.id, query.sort[-1].descending))
         cursor = self._resolved(query.cursor, keys)
         # On PostgreSQL the whole list's size is exact and cheap (kept by triggers, migration 0004).
-        counted = None if query.search else self._count_all()
+        counted = None if query.search or query.filters else self._count_all()
         # A page number past the middle is read backwards from the end: fewer index entries to skip.
         from_end = cursor is None and counted is not None and query.offset > counted // 2
         backwards = from_end or (cursor is not None and cursor.direction is not Direction.AFTER)

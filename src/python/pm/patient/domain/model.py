@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pm.patient.domain.filters import Filter
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Patient:
     registered_date: date
     billing_account_id: str | None
     version: int = 1
+    # When the stored row last changed (as read from the database; None on a patient not yet stored).
+    updated_at: datetime | None = field(default=None, compare=False)
 
     @property
     def email_key(self) -> str:
@@ -186,6 +192,8 @@ class PatientQuery:
     sort: tuple[SortKey, ...] = (SortKey("name"),)
     # When set, `page` is ignored: the rows are read from this position by the sort index.
     cursor: Cursor | None = None
+    # More conditions, all of which a patient must meet (the FHIR search parameters; domain/filters.py).
+    filters: tuple[Filter, ...] = ()
 
     @property
     def offset(self) -> int:

@@ -64,9 +64,13 @@ ACTIONS: Mapping[str, str | Callable[[], str]] = {
     "patients.patient_history": "patient.history",
     "patients.patient_version": "patient.history",
     "audit.list_audit_events": "audit.read",
+    "fhir.fhir_patient_read": "fhir.read",
+    "fhir.fhir_patient_search": "fhir.search",
+    "fhir.fhir_patient_history": "fhir.history",
+    "fhir.fhir_patient_vread": "fhir.history",
 }
 # Operations that touch no patient data.
-NOT_AUDITED = frozenset({"broker.outbox"})
+NOT_AUDITED = frozenset({"broker.outbox", "fhir.fhir_metadata"})
 _ID_PARAMETERS = ("id", "patient_id", "patientId")
 _MAX_DETAIL_TEXT = 200
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")

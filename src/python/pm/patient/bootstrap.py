@@ -94,7 +94,9 @@ def bootstrap(
     app = spec_app(
         __name__,
         SPEC,
-        resolver=handler_resolver(PatientHandlers(service, relay), AuditHandlers(trail), FhirHandlers(service)),
+        resolver=handler_resolver(
+            PatientHandlers(service, relay), AuditHandlers(trail), FhirHandlers(service)
+        ),
         validate_responses=settings.validate_responses,
         validator_map=VALIDATOR_MAP,
         pythonic_params=True,

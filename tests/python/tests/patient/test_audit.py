@@ -441,3 +441,40 @@ def test_audit_events_through_the_gateway(
 
 def unreachable_url() -> str:
     return f"http://{unreachable_target()}"
+
+
+def test_fhir_reads_searches_and_history_are_recorded_and_the_capability_statement_is_not(
+    service: Running, client: httpx.Client
+) -> None:
+    database = service.database
+    created = client.post("/patients", json=new_patient())
+    assert created.status_code == 201, created.text
+    patient_id = uuid.UUID(created.json()["id"])
+    before = len(entries(database))
+
+    assert client.get("/fhir/metadata").status_code == 200
+    assert len(entries(database)) == before  # no patient data, no entry
+
+    assert client.get(f"/fhir/Patient/{patient_id}").status_code == 200
+    entry = last(database)
+    assert (entry["action"], entry["patient_id"], entry["status"]) == ("fhir.read", patient_id, 200)
+
+    assert client.get(f"/fhir/Patient/{patient_id}/_history").status_code == 200
+    assert (last(database)["action"], last(database)["patient_id"]) == ("fhir.history", patient_id)
+    assert client.get(f"/fhir/Patient/{patient_id}/_history/1").status_code == 200
+    assert (last(database)["action"], last(database)["patient_id"]) == ("fhir.history", patient_id)
+
+    bundle = client.get("/fhir/Patient", params={"family": "Doe", "_count": 5})
+    assert bundle.status_code == 200, bundle.text
+    entry = last(database)
+    assert (entry["action"], entry["patient_id"], entry["status"]) == ("fhir.search", None, 200)
+    detail = json.loads(entry["detail"])
+    assert detail["query"] == {"family": "Doe", "_count": "5"}
+    assert detail["returned"] == len(bundle.json().get("entry", [])) >= 1
+
+    # A guessed id through FHIR: a refusal recorded with its 404.
+    guessed = uuid.uuid4()
+    assert client.get(f"/fhir/Patient/{guessed}").status_code == 404
+    entry = last(database)
+    assert (entry["action"], entry["patient_id"], entry["status"]) == ("fhir.read", guessed, 404)
+    assert len(entries(database)) == before + 5

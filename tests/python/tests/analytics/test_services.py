@@ -1,5 +1,6 @@
 """record_batch over a fake unit of work: what is stored, counted and parked, and that it commits once."""
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 
@@ -48,6 +49,12 @@ class FakeUnitOfWork:
         for letter in new:
             self.parked[(letter.message.topic, letter.message.partition, letter.message.offset)] = letter
         return new
+
+    def erase_patient(self, patient_id: str) -> int:
+        mine = [key for key, event in self.stored.items() if event.patient_id == patient_id]
+        for key in mine:
+            self.stored[key] = dataclasses.replace(self.stored[key], name="", email="")
+        return len(mine)
 
 
 def messages(*values: bytes | None) -> list[RawMessage]:

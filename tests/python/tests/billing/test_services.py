@@ -1,5 +1,6 @@
 """Use cases over a fake repository: rules, idempotency and not-found, without a database."""
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -20,6 +21,13 @@ class FakeAccounts:
 
     def get(self, patient_id: uuid.UUID) -> BillingAccount | None:
         return self.by_patient.get(patient_id)
+
+    def erase_personal_data(self, patient_id: uuid.UUID, erased_at: datetime) -> bool:
+        account = self.by_patient.get(patient_id)
+        if account is None:
+            return False
+        self.by_patient[patient_id] = dataclasses.replace(account, name="", email="", erased_at=erased_at)
+        return True
 
     def __call__(self) -> "FakeAccounts":  # the unit of work factory: one in-memory transaction
         return self

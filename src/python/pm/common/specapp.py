@@ -49,13 +49,15 @@ def spec_app(
     validator_map: Mapping[str, Any] | None = None,
     pythonic_params: bool = False,
     errors: ErrorTable | None = None,
-    extra_specs: Sequence[tuple[Path, str]] = (),
+    extra_specs: Sequence[Path] = (),
 ) -> FlaskApp:
     """A FlaskApp serving `spec` (a YAML file) with strict validation and problem+json errors; `errors`
     is the service's table from domain errors to problems (pm.common.problems).
 
-    `extra_specs`: more APIs of the same app, each `(YAML file beside spec, path its JSON is served at)`,
-    validated alike. Their paths must not overlap the first one's (Connexion tries the APIs in turn)."""
+    `extra_specs`: more APIs of the same app (YAML files beside spec), validated alike. Each must have a
+    base path of its own (`servers: [{url: /fhir}]`): Connexion keeps one API per base path, so a second
+    API at `/` would replace the first one's `/openapi.json`. Each serves its JSON at `<base>/openapi.json`.
+    """
     bridge = OneHopWSGI()
     app = FlaskApp(
         import_name,
@@ -73,16 +75,15 @@ def spec_app(
         pythonic_params=pythonic_params,
         validator_map=dict(validator_map) if validator_map is not None else None,
     )
-    for extra, spec_path in extra_specs:
+    for extra in extra_specs:
         app.add_api(
             extra.name,
-            name=extra.stem,  # the Flask blueprint's name; by default the base path, taken by the first
             resolver=resolver,
             strict_validation=True,
             validate_responses=validate_responses,
             pythonic_params=pythonic_params,
             validator_map=dict(validator_map) if validator_map is not None else None,
-            swagger_ui_options=SwaggerUIOptions(spec_path=spec_path, swagger_ui=False),
+            swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
         )
     install_problem_handlers(app, errors)
     return app

@@ -101,7 +101,7 @@ def bootstrap(
         validator_map=VALIDATOR_MAP,
         pythonic_params=True,
         errors={**ERRORS, **AUDIT_ERRORS},
-        extra_specs=[(FHIR_SPEC, "/fhir/openapi.json")],
+        extra_specs=[FHIR_SPEC],
     )
     if audit:
         install_audit(app, trail)

@@ -94,6 +94,16 @@ def test_metadata_is_public_and_states_exactly_what_is_supported(service: Runnin
     assert "name, birthdate, email" in sort["documentation"]
 
 
+def test_both_specs_are_served_beside_each_other(service: Running) -> None:
+    """The FHIR API has a base path of its own: adding it must not take the patient API's spec away
+    (the gateway's /docs and schemathesis read /openapi.json)."""
+    patient = httpx.get(f"{service.url}/openapi.json", timeout=10)
+    fhir = httpx.get(f"{service.url}/fhir/openapi.json", timeout=10)
+    assert patient.status_code == 200 and fhir.status_code == 200
+    assert "/patients" in patient.json()["paths"]
+    assert "/Patient" in fhir.json()["paths"] and fhir.json()["servers"][0]["url"] == "/fhir"
+
+
 def test_read_maps_every_field(client: httpx.Client) -> None:
     created = client.post(
         "/patients", json=new_patient(name="Mary Ann Lee-Hart", dateOfBirth="1980-12-31", address="2 Elm Row")

@@ -258,8 +258,11 @@ def _instant(name: str, text: str | None) -> datetime | None:
             sign = -1 if offset[0] == "-" else 1
             zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
         micro = int((match.group(7) or "0")[:6].ljust(6, "0"))
-        return datetime(max(1, year), month, day, hour, minute, min(second, 59), micro, tzinfo=zone)
-    except ValueError:
+        # In UTC: PostgreSQL refuses offsets beyond +-15:59, which RFC 3339's syntax allows (up to 23:59).
+        return datetime(
+            max(1, year), month, day, hour, minute, min(second, 59), micro, tzinfo=zone
+        ).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidPatient({name: f"{name} must be a date-time (e.g. 2026-12-02T14:00:00Z)"}) from None
 
 

@@ -104,7 +104,8 @@ def test_a_user_cannot_delete_patients_or_manage_users_and_an_admin_can(system: 
             assert client.post(url, headers=user, json=other).status_code == 403
         assert client.get(system.gateway + f"/api/patients/{pid}", headers=user).status_code == 200
         assert client.delete(system.gateway + f"/api/patients/{pid}", headers=admin).status_code == 204
-        assert client.get(system.gateway + f"/api/patients/{pid}", headers=admin).status_code == 404
+        # A soft delete: the patient is gone (410), not unknown.
+        assert client.get(system.gateway + f"/api/patients/{pid}", headers=admin).status_code == 410
         assert client.get(system.gateway + "/auth/users", headers=admin).status_code == 200
 
 

@@ -67,24 +67,16 @@ def spec_app(
         security_map={"bearer": BearerHandler},
     )
     bridge.app = app.app  # the Flask app, a WSGI app (Flask's own wsgi_app wrapping still applies)
-    app.add_api(
-        spec.name,
-        resolver=resolver,
-        strict_validation=True,
-        validate_responses=validate_responses,
-        pythonic_params=pythonic_params,
-        validator_map=dict(validator_map) if validator_map is not None else None,
-    )
+    options: dict[str, Any] = {
+        "resolver": resolver,
+        "strict_validation": True,
+        "validate_responses": validate_responses,
+        "pythonic_params": pythonic_params,
+        "validator_map": dict(validator_map) if validator_map is not None else None,
+    }
+    app.add_api(spec.name, **options)
     for extra in extra_specs:
-        app.add_api(
-            extra.name,
-            resolver=resolver,
-            strict_validation=True,
-            validate_responses=validate_responses,
-            pythonic_params=pythonic_params,
-            validator_map=dict(validator_map) if validator_map is not None else None,
-            swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
-        )
+        app.add_api(extra.name, swagger_ui_options=SwaggerUIOptions(swagger_ui=False), **options)
     install_problem_handlers(app, errors)
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -53,10 +54,7 @@ def make_engine(url: str, *, pool_size: int = 5, statement_timeout_ms: int = 150
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 15},
-            pool_pre_ping=True,
-            hide_parameters=True,
+            url, connect_args={"check_same_thread": False, "timeout": 15}, hide_parameters=True
         )
 
         @event.listens_for(engine, "connect")
@@ -68,13 +66,20 @@ def make_engine(url: str, *, pool_size: int = 5, statement_timeout_ms: int = 150
             cursor.close()
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=10,
-        # Connections killed under us (restarts, pg_terminate_backend) are detected and replaced.
-        pool_pre_ping=True,
+        # No `pool_pre_ping`: it costs a `SELECT 1` round trip on every checkout (three per patient create).
+        # Disconnects are handled as SQLAlchemy's "optimistic" approach describes, plus a free check:
+        # - a connection the server closed while it sat in the pool (pg_terminate_backend, a restart: the
+        #   server sends a FATAL message and closes the socket) is found at checkout by `_server_spoke`,
+        #   which only looks at the socket, and replaced before anyone uses it;
+        # - a connection that fails in use raises a disconnect error (StoreUnavailable: 503 / UNAVAILABLE
+        #   for the request in flight); SQLAlchemy then invalidates every connection of the pool that is
+        #   older than the failure, so the next checkouts reconnect;
+        # - `pool_recycle` retires connections after 30 minutes (firewalls, idle timeouts on the way).
         pool_recycle=1800,
         hide_parameters=True,
         connect_args={
@@ -83,6 +88,28 @@ def make_engine(url: str, *, pool_size: int = 5, statement_timeout_ms: int = 150
             "application_name": "pm",
         },
     )
+    event.listen(engine, "checkout", _server_spoke)
+    return engine
+
+
+def _server_spoke(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """On checkout: a pooled connection at rest has nothing to read. If its socket is readable, the server
+    has said something (almost always its termination notice, or the end of the stream): ping it, and if
+    the ping fails have the pool replace it and every connection older than it (they were most likely
+    ended by the same restart). No round trip in the usual case."""
+    try:
+        poller = select.poll()
+        poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        if not poller.poll(0):
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+        dbapi_connection.rollback()
+    except Exception as error:  # noqa: BLE001 - any failure here means the connection is unusable
+        raise exc.InvalidatePoolError(type(error).__name__) from None
 
 
 class Database:
@@ -93,9 +120,13 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_options)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Same pool; each statement commits on its own (psycopg2 sends no BEGIN and no ROLLBACK).
+        self._autocommit_sessions = sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
-    def session(self) -> Session:
-        return self._sessions()
+    def session(self, *, autocommit: bool = False) -> Session:
+        return (self._autocommit_sessions if autocommit else self._sessions)()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -122,10 +153,14 @@ class Database:
 class UnitOfWork:
     """One transaction: `with uow:` opens it, `uow.commit()` keeps it, leaving without a commit rolls it
     back. A service's unit of work subclasses this and attaches its repositories in `attach(session)`.
-    A database that cannot be reached surfaces as StoreUnavailable (mapped to 503 / UNAVAILABLE)."""
+    A database that cannot be reached surfaces as StoreUnavailable (mapped to 503 / UNAVAILABLE).
 
-    def __init__(self, database: Database) -> None:
+    `autocommit=True`: no transaction, each statement stands alone. For a lone read (one round trip
+    instead of BEGIN, the read and ROLLBACK); never for writes that must commit together."""
+
+    def __init__(self, database: Database, *, autocommit: bool = False) -> None:
         self.database = database
+        self.autocommit = autocommit
         self._session: Session | None = None
 
     def attach(self, session: Session) -> None:
@@ -137,7 +172,7 @@ class UnitOfWork:
         return self._session
 
     def __enter__(self) -> Any:
-        self._session = self.database.session()
+        self._session = self.database.session(autocommit=self.autocommit)
         self.attach(self._session)
         return self
 

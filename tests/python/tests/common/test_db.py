@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from pm.common.db import Database, downgrade, migrate
+from pm.common.db import Database, StoreUnavailable, UnitOfWork, downgrade, migrate
 
 MIGRATIONS = Path(__file__).parent / "sample_migrations"
 
@@ -90,3 +90,84 @@ def test_migrate_accepts_a_url_whose_password_contains_percent_signs(postgres_ur
     db = Database(url)
     assert "widget" in tables(db)
     db.dispose()
+
+
+def _backend_pid(connection: sa.Connection) -> int:
+    """The server process behind a checked-out connection, asked of libpq (no round trip)."""
+    return int(connection.connection.dbapi_connection.get_backend_pid())  # type: ignore[union-attr]
+
+
+def _activity(monitor: sa.Engine, pid: int) -> tuple[str, object] | None:
+    """The last statement and state change of backend `pid` (a new monitor connection each time: the
+    statistics are a snapshot per transaction)."""
+    with monitor.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT query, state_change FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        ).first()
+    return (row.query, row.state_change) if row else None
+
+
+def _monitor(url: str) -> sa.Engine:
+    return sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+
+
+def test_checking_out_a_pooled_connection_sends_nothing_to_the_server(postgres_url: str) -> None:
+    # pool_pre_ping sent `SELECT 1` on every checkout: a round trip per transaction.
+    db, monitor = Database(postgres_url), _monitor(postgres_url)
+    with db.engine.connect() as conn:
+        conn.execute(sa.text("SELECT 'first use'"))
+        pid = _backend_pid(conn)
+    before = _activity(monitor, pid)
+    assert before is not None
+    with db.engine.connect() as conn:
+        assert _backend_pid(conn) == pid  # the same pooled connection
+        assert _activity(monitor, pid) == before
+        assert conn.execute(sa.text("SELECT 2")).scalar_one() == 2
+    db.dispose()
+    monitor.dispose()
+
+
+def test_pooled_connections_the_server_ended_are_replaced_before_anyone_uses_them(postgres_url: str) -> None:
+    db, monitor = Database(postgres_url), _monitor(postgres_url)
+    held = [db.engine.connect() for _ in range(3)]
+    pids = [_backend_pid(conn) for conn in held]
+    for conn in held:
+        conn.execute(sa.text("SELECT 1"))
+        conn.close()
+    with monitor.connect() as conn:
+        for pid in pids:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    deadline = time.monotonic() + 10
+    while any(_activity(monitor, pid) is not None for pid in pids):
+        assert time.monotonic() < deadline, "the backends did not end"
+        time.sleep(0.05)
+    # Every one of the three pooled connections is dead; none of them reaches a caller.
+    for _ in range(4):
+        with UnitOfWork(db) as uow:
+            assert uow.session.execute(sa.text("SELECT 1")).scalar_one() == 1
+    db.ping()
+    with db.engine.connect() as conn:
+        assert _backend_pid(conn) not in pids
+    db.dispose()
+    monitor.dispose()
+
+
+def test_a_connection_cut_in_use_fails_its_own_unit_of_work_only(postgres_url: str) -> None:
+    db, monitor = Database(postgres_url), _monitor(postgres_url)
+    idle = [db.engine.connect() for _ in range(2)]
+    idle_pids = [_backend_pid(conn) for conn in idle]
+    for conn in idle:
+        conn.close()
+    with pytest.raises(StoreUnavailable):
+        with UnitOfWork(db) as uow:
+            pid = int(uow.session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+            with monitor.connect() as conn:
+                conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            uow.session.execute(sa.text("SELECT pg_sleep(0.2)"))
+            uow.session.execute(sa.text("SELECT 1"))
+    # The failure invalidated the pool: the next units of work get new connections and succeed.
+    for _ in range(3):
+        with UnitOfWork(db) as uow:
+            assert int(uow.session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()) not in idle_pids
+    db.dispose()
+    monitor.dispose()

@@ -85,8 +85,8 @@ def bootstrap(
         ),
     )
 
-    def unit_of_work() -> SqlUnitOfWork:
-        return SqlUnitOfWork(database, exact_count_limit=settings.exact_count_limit)
+    def unit_of_work(*, autocommit: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(database, exact_count_limit=settings.exact_count_limit, autocommit=autocommit)
 
     service = PatientService(unit_of_work, billing, on_event=relay.wake)
     trail = AuditService(unit_of_work)

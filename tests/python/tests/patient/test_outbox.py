@@ -134,7 +134,7 @@ def details(i: int) -> PatientDetails:
 
 
 def patient_service(database: Database) -> PatientService:
-    return PatientService(lambda: SqlUnitOfWork(database), StaticBilling())
+    return PatientService(lambda **options: SqlUnitOfWork(database, **options), StaticBilling())
 
 
 def store_patients(service: PatientService, how_many: int) -> list[Patient]:

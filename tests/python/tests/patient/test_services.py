@@ -126,7 +126,7 @@ class FakeUnitOfWork:
         self.tombstones = FakeTombstones()
         self.commits = 0
 
-    def __call__(self) -> FakeUnitOfWork:
+    def __call__(self, *, autocommit: bool = False) -> FakeUnitOfWork:
         return self
 
     def _state(self) -> tuple[object, ...]:

@@ -2,9 +2,11 @@
 
 Appending is three statements in the caller's transaction: `UPDATE audit_chain ... RETURNING` takes the
 chain head's row lock (PostgreSQL) or the database's write lock (SQLite) and reads the previous hash, the
-entry is inserted, the head gets the entry's hash. Concurrent writers queue on that lock until the
-holder commits, so each sees its predecessor's hash: the chain has no forks and `seq` no gaps. The
-cost of that serialization is measured in docs/benchmarks.md ("Audit trail").
+entry is inserted, the head gets the entry's hash. On PostgreSQL the last two are one statement (the
+insert is a data-modifying CTE of the head's update): two round trips per entry. Concurrent writers
+queue on that lock until the holder commits, so each sees its predecessor's hash: the chain has no
+forks and `seq` no gaps. The cost of that serialization is measured in docs/benchmarks.md ("Audit
+trail").
 """
 
 from __future__ import annotations
@@ -74,24 +76,28 @@ class SqlAuditLog:
             # Timed under the lock: the trail's order is its time order.
             chained = chain(head.seq, replace(entry, at=_now()), head.hash)
             stored = chained.entry
-            self.session.execute(
-                sa.insert(_e).values(
-                    seq=chained.seq,
-                    at=stored.at,
-                    actor=stored.actor,
-                    role=stored.role,
-                    action=stored.action,
-                    patient_id=stored.patient_id,
-                    status=stored.status,
-                    request_id=stored.request_id,
-                    trace_id=stored.trace_id,
-                    client=stored.client,
-                    detail=detail_text(stored.detail),
-                    prev_hash=chained.prev_hash,
-                    hash=chained.hash,
-                )
+            insert_entry = sa.insert(_e).values(
+                seq=chained.seq,
+                at=stored.at,
+                actor=stored.actor,
+                role=stored.role,
+                action=stored.action,
+                patient_id=stored.patient_id,
+                status=stored.status,
+                request_id=stored.request_id,
+                trace_id=stored.trace_id,
+                client=stored.client,
+                detail=detail_text(stored.detail),
+                prev_hash=chained.prev_hash,
+                hash=chained.hash,
             )
-            self.session.execute(sa.update(_head).where(_head.c.id == HEAD_ID).values(hash=chained.hash))
+            new_head = sa.update(_head).where(_head.c.id == HEAD_ID).values(hash=chained.hash)
+            if self.session.get_bind().dialect.name == "postgresql":
+                # One round trip: the entry is inserted by a data-modifying CTE of the head's update.
+                self.session.execute(new_head.add_cte(insert_entry.cte("entry")))
+            else:
+                self.session.execute(insert_entry)
+                self.session.execute(new_head)
         except SQLAlchemyError as exc:
             # The class only: the driver's message may quote the values (a search's query).
             raise AuditUnavailable(type(exc).__name__) from exc

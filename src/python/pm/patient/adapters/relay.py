@@ -92,6 +92,19 @@ def _pending_query(batch_size: int) -> sa.Select[Any]:
     )
 
 
+def _held_back(marked: list[int]) -> sa.Exists:
+    """For a row being marked published: does its patient have a later pending row outside this batch
+    (one `_pending_query` held back behind it)?"""
+    later = outbox.alias("later")
+    return sa.exists(
+        sa.select(later.c.id)
+        .where(later.c.patient_id == outbox.c.patient_id)
+        .where(later.c.published_at.is_(None))
+        .where(later.c.id > outbox.c.id)
+        .where(later.c.id.not_in(marked))
+    )
+
+
 class OutboxRelay:
     """One background thread; `start()` / `stop()` are the service's on_start / on_stop hooks."""
 
@@ -148,8 +161,10 @@ class OutboxRelay:
     def run(self) -> None:
         backoff = self.settings.initial_backoff_seconds
         while not self._stop.is_set():
+            # Cleared before the outbox is read: a commit after this point wakes the wait below at once.
+            self._wake.clear()
             try:
-                published = self.publish_pending()
+                self.publish_pending()
                 purged = self.purge_due()
             except Exception as exc:  # noqa: BLE001 - any failure: back off, rows stay pending
                 self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -165,30 +180,39 @@ class OutboxRelay:
                 log.info("outbox relay publishing again")
             self.last_error = None
             backoff = self.settings.initial_backoff_seconds
-            if published == 0 and purged < self.settings.purge_batch_size:
+            # The outbox is drained (publish_pending returned): sleep until a commit or the next poll.
+            if purged < self.settings.purge_batch_size:
                 self._wake.wait(self.settings.poll_interval_seconds)
-                self._wake.clear()
         self._close_producer()
 
     def publish_pending(self) -> int:
-        """Publish batches until the outbox is drained (or stopping); returns how many rows were sent."""
+        """Publish batches until the outbox is drained (or stopping); returns how many rows were sent.
+
+        Drained means: the last batch was not full and left no pending row behind one of its own (a
+        patient's next event, held back by the query until this batch's is marked). No empty query is
+        needed to find that out."""
         self.check_log()
         total = 0
         while not self._stop.is_set():
-            sent = self.publish_batch()
+            sent, more = self._publish_batch()
             total += sent
-            if sent == 0:
+            if not more:
                 break
         return total
 
     def publish_batch(self) -> int:
         """Send one batch and mark what the broker acknowledged, in one database transaction."""
+        return self._publish_batch()[0]
+
+    def _publish_batch(self) -> tuple[int, bool]:
+        """(rows sent, whether more may be pending)."""
         producer = self._connected_producer()
         failure: Exception | None = None
+        more = False
         with self.database.transaction() as session:
             rows = session.execute(_pending_query(self.settings.batch_size)).all()
             if not rows:
-                return 0
+                return 0, False
             spans = [self._publish_span(row) for row in rows]
             futures = [
                 producer.send(
@@ -218,16 +242,19 @@ class OutboxRelay:
                 if span is not None:
                     span.end()
             if acknowledged:
-                session.execute(
+                marked = session.execute(
                     sa.update(outbox)
                     .where(outbox.c.id.in_(acknowledged))
                     .values(published_at=datetime.now(UTC))
-                )
+                    .returning(_held_back(acknowledged))
+                ).scalars()
+                held_back = any(list(marked))
+                more = held_back or len(rows) == self.settings.batch_size
         self.published += len(acknowledged)
         log.debug("published outbox rows", extra={"count": len(acknowledged)})
         if failure is not None:
             raise failure
-        return len(acknowledged)
+        return len(acknowledged), more
 
     def _publish_span(self, row: Any) -> Span | None:
         """A PRODUCER span in the trace of the request that wrote the row (its stored traceparent), ended

@@ -306,8 +306,10 @@ class SqlUnitOfWork(UnitOfWork):
     tombstones: SqlTombstoneRepository
     audit: SqlAuditLog
 
-    def __init__(self, database: Database, *, exact_count_limit: int = EXACT_COUNT_LIMIT) -> None:
-        super().__init__(database)
+    def __init__(
+        self, database: Database, *, exact_count_limit: int = EXACT_COUNT_LIMIT, autocommit: bool = False
+    ) -> None:
+        super().__init__(database, autocommit=autocommit)
         self.exact_count_limit = exact_count_limit
 
     def attach(self, session: Session) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -82,7 +81,9 @@ class UnitOfWork(Transaction, Protocol):
     def tombstones(self) -> TombstoneRepository: ...
 
 
-UnitOfWorkFactory = Callable[[], UnitOfWork]
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, autocommit: bool = False) -> UnitOfWork:
+        """A new unit of work; `autocommit=True`: no transaction, for a lone read (one round trip)."""
 
 
 class Billing(Protocol):

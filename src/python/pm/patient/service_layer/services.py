@@ -60,10 +60,14 @@ class PatientService:
 
     def register(self, details: PatientDetails, actor: str) -> Patient:
         """Open the billing account first (outside any transaction: it is a network call), then store
-        the patient and its event together. If billing fails nothing is stored."""
+        the patient and its event together. If billing fails nothing is stored.
+
+        A taken email is refused before billing is called (no account for a patient that will not
+        exist), by a lone read outside any transaction; the unique index has the last word at the
+        insert (a concurrent create of the same email)."""
         details.check(self._today())
         assert details.registered_date is not None, "the create schema requires registeredDate"
-        with self._uow() as uow:
+        with self._uow(autocommit=True) as uow:
             if uow.patients.email_taken(details.email):
                 raise DuplicateEmail(details.email)
         patient_id = self._new_id()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -20,15 +21,17 @@ class SqlAccountRepository:
         self._insert = dialect_insert(session)
 
     def add_if_absent(self, account: BillingAccount) -> BillingAccount:
-        # ON CONFLICT DO NOTHING makes a concurrent duplicate wait for the winner and then skip, so the
-        # SELECT after it (a new snapshot under READ COMMITTED) always sees the one stored account.
+        # ON CONFLICT DO NOTHING makes a concurrent duplicate wait for the winner and then skip. The insert
+        # returns the row it stored (one round trip for a new account); when it skipped, the SELECT after
+        # it (a new snapshot under READ COMMITTED) sees the one stored account.
         statement = (
             self._insert(billing_account)
             .values(**dataclasses.asdict(account))  # the columns are the entity's fields
             .on_conflict_do_nothing(index_elements=["patient_id"])
+            .returning(*billing_account.c)
         )
-        self.session.execute(statement)
-        stored = self.get(account.patient_id)
+        inserted = self.session.execute(statement).mappings().first()
+        stored = _account(inserted) if inserted is not None else self.get(account.patient_id)
         if stored is None:
             raise RuntimeError(f"account for patient {account.patient_id} vanished after insert")
         return stored
@@ -39,16 +42,7 @@ class SqlAccountRepository:
             .mappings()
             .first()
         )
-        if row is None:
-            return None
-        erased_at = row["erased_at"]
-        return BillingAccount(
-            **{
-                **row,
-                "created_at": utc(row["created_at"]),
-                "erased_at": utc(erased_at) if erased_at is not None else None,
-            }
-        )
+        return _account(row) if row is not None else None
 
     def erase_personal_data(self, patient_id: uuid.UUID, erased_at: datetime) -> bool:
         # The first erasure's time is kept: a retry finds the data gone and changes nothing.
@@ -62,6 +56,17 @@ class SqlAccountRepository:
             )
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _account(row: Any) -> BillingAccount:
+    erased_at = row["erased_at"]
+    return BillingAccount(
+        **{
+            **row,
+            "created_at": utc(row["created_at"]),
+            "erased_at": utc(erased_at) if erased_at is not None else None,
+        }
+    )
 
 
 class SqlUnitOfWork(UnitOfWork):

@@ -1,0 +1,370 @@
+"""CPU and database round trips per create, two versions of the code side by side:
+`./pants run src/python/pm/bench:write_cost -- --baseline DIR [--creates N] [--rounds N] [--port-base P]`.
+
+`DIR` is the `src/python` folder of the code to compare with, e.g. main's:
+`git archive main src/python | tar -x -C /tmp/base` then `--baseline /tmp/base/src/python`. Its services
+run from that folder (first on `PYTHONPATH`), with this pex's third-party packages and generated protobuf
+modules (`pm` is a namespace package); this pex's own code is the other version.
+
+For each version it starts, on fresh PostgreSQL databases, a billing gRPC server and a patient service
+(the real wiring, its outbox relay publishing to one embedded broker shared by both versions; tokens
+checked with a key made for the run, no auth service), each database reached through a proxy that counts
+the queries sent (`pm.bench.pgwire`: each one a round trip). Then in rounds that alternate which version
+goes first, one client creates `--creates` patients one after another (`POST /patients`, keep-alive), waits
+until the relay has published them all, and notes the CPU time (user + system, `psutil`) the patient and
+billing processes used, and the queries each database received, per create. It also notes each process's
+CPU at rest (health checks and pollers) over the same span, so what the creates cost can be told apart.
+
+It prints the medians over the rounds for both versions, the ratio, the queries of one create, and the
+load average before and after. Ports: `--port-base` and the next 7 (default: free ports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import psutil
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from pm.bench.measure import load, machine
+from pm.bench.pgwire import QueryLog
+from pm.common.broker import Broker, free_port
+from pm.common.pgadmin import DEFAULT_ADMIN_URL, create_database, drop_database
+
+KID = "write-cost"
+ISSUER = "pm-auth"
+VERSIONS = ("before", "after")
+
+# The children are source text (run with `python -c`): the baseline tree has no pm.bench.write_cost.
+BILLING = """
+import signal, sys, threading
+from pm.billing.bootstrap import MIGRATIONS, create_server
+from pm.billing.config import Settings
+from pm.common.config import Env
+from pm.common.db import Database, migrate
+from pm.common.logs import configure_logging
+
+port, url, migrate_url = sys.argv[1:]
+configure_logging("billing", "WARNING")
+migrate(migrate_url, MIGRATIONS)
+database = Database(url)
+server, _ = create_server(Settings.from_env(Env({})), database, address=f"127.0.0.1:{port}")
+server.start()
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+stop.wait()
+server.stop(0)
+"""
+
+PATIENT = """
+import sys
+from pathlib import Path
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from pm.common.config import Env
+from pm.common.logs import configure_logging
+from pm.common.tokens import StaticKeys, TokenVerifier
+from pm.common.web import serve
+from pm.patient.bootstrap import bootstrap, prepare_database
+from pm.patient.config import Settings
+
+port, url, migrate_url, kafka, topic, billing, key_file, kid, issuer = sys.argv[1:]
+configure_logging("patient", "WARNING")
+env = {
+    "PM_PATIENT_DATABASE_URL": url,
+    "PM_KAFKA_BOOTSTRAP_SERVERS": kafka,
+    "PM_PATIENT_TOPIC": topic,
+    "PM_BILLING_GRPC_TARGET": billing,
+    "PM_LOG_LEVEL": "WARNING",
+}
+prepare_database(Settings.from_env(Env({**env, "PM_PATIENT_DATABASE_URL": migrate_url})))
+settings = Settings.from_env(Env(env))
+public = load_pem_public_key(Path(key_file).read_bytes())
+service = bootstrap(settings, verifier=TokenVerifier(StaticKeys({kid: public}), issuer=issuer))
+serve(service.app, host="127.0.0.1", port=int(port), service="patient", on_start=[service.start],
+      on_stop=[service.stop])
+"""
+
+
+class Version:
+    """One version's billing and patient processes, their databases and the proxies in front of them."""
+
+    def __init__(
+        self, name: str, source: Path | None, ports: list[int], kafka: str, key_file: Path, prefix: str
+    ) -> None:
+        self.name = name
+        suffix = uuid.uuid4().hex[:6]
+        self.databases = {svc: f"{prefix}_{name}_{svc}_{suffix}" for svc in ("patient", "billing")}
+        self.urls = {svc: create_database(DEFAULT_ADMIN_URL, db) for svc, db in self.databases.items()}
+        self.wire = {
+            "patient": QueryLog(port=ports[0]).__enter__(),
+            "billing": QueryLog(port=ports[1]).__enter__(),
+        }
+        env = dict(os.environ)
+        if source is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        billing_port, patient_port = ports[2], ports[3]
+        self.billing = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                BILLING,
+                str(billing_port),
+                self.wire["billing"].url(self.urls["billing"]),
+                self.urls["billing"],
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        self.patient = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                PATIENT,
+                str(patient_port),
+                self.wire["patient"].url(self.urls["patient"]),
+                self.urls["patient"],
+                kafka,
+                f"patient-{name}-{suffix}",
+                f"127.0.0.1:{billing_port}",
+                str(key_file),
+                KID,
+                ISSUER,
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{patient_port}"
+        self.engine = sa.create_engine(self.urls["patient"], poolclass=sa.pool.NullPool)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            for process in (self.billing, self.patient):
+                if process.poll() is not None:
+                    raise RuntimeError(f"a {self.name} process exited with status {process.returncode}")
+            try:
+                # UP, or DEGRADED while the relay is still connecting to the broker.
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the {self.name} services did not become healthy")
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far (user + system) by the patient and billing processes."""
+        used = {}
+        for svc, process in (("patient", self.patient), ("billing", self.billing)):
+            times = psutil.Process(process.pid).cpu_times()
+            used[svc] = times.user + times.system
+        return used
+
+    def pending(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one())
+
+    def drained(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.pending():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {self.name} relay did not publish in {timeout} s")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        for process in (self.patient, self.billing):
+            process.terminate()
+        for process in (self.patient, self.billing):
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for wire in self.wire.values():
+            wire.__exit__(None, None, None)
+        self.engine.dispose()
+        for db in self.databases.values():
+            drop_database(DEFAULT_ADMIN_URL, db)
+
+
+def _body() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:12]
+    return {
+        "name": f"Bench Writer {tag[:6]}",
+        "email": f"write.{tag}@example.org",
+        "address": "1 Bench Road",
+        "dateOfBirth": "1980-02-03",
+        "registeredDate": "2024-01-02",
+    }
+
+
+def _creates(client: httpx.Client, count: int) -> float:
+    started = time.monotonic()
+    for _ in range(count):
+        response = client.post("/patients", json=_body())
+        if response.status_code != 201:
+            raise RuntimeError(f"create answered {response.status_code}: {response.text[:200]}")
+    return time.monotonic() - started
+
+
+def _kind(query: str) -> str:
+    """A query's shape without its values: up to the table it names."""
+    words = query.split()
+    if len(words) <= 6:
+        return query
+    for i, word in enumerate(words[:-1]):
+        if word.upper() in ("INTO", "UPDATE", "FROM"):
+            return " ".join(words[: i + 2]) if i < 6 else f"{words[0]} ... {word} {words[i + 1]}"
+    return " ".join(words[:3]) + " ..."
+
+
+def measure_round(version: Version, client: httpx.Client, creates: int, rest_seconds: float) -> dict[str, Any]:
+    version.drained()
+    # At rest: health checks, pollers.
+    before = version.cpu()
+    time.sleep(rest_seconds)
+    rest = {svc: (used - before[svc]) / rest_seconds for svc, used in version.cpu().items()}
+    marks = {svc: wire.mark() for svc, wire in version.wire.items()}
+    before = version.cpu()
+    started = time.monotonic()
+    wall = _creates(client, creates)
+    version.drained()
+    elapsed = time.monotonic() - started
+    after = version.cpu()
+    cpu = {svc: after[svc] - before[svc] for svc in after}
+    sent = {svc: len(wire.since(marks[svc])) for svc, wire in version.wire.items()}
+    return {
+        "creates": creates,
+        "creates_per_second": round(creates / wall, 1),
+        "elapsed_s": round(elapsed, 3),
+        **{f"{svc}_cpu_ms_per_create": round(cpu[svc] * 1000 / creates, 3) for svc in cpu},
+        **{
+            f"{svc}_cpu_ms_per_create_less_rest": round((cpu[svc] - rest[svc] * elapsed) * 1000 / creates, 3)
+            for svc in cpu
+        },
+        **{f"{svc}_rest_cpu_ms_per_s": round(rest[svc] * 1000, 2) for svc in rest},
+        **{f"{svc}_queries_per_create": round(sent[svc] / creates, 2) for svc in sent},
+    }
+
+
+def one_create(version: Version, client: httpx.Client) -> dict[str, list[str]]:
+    """The queries of one create (and of its publication), by shape."""
+    version.drained()
+    marks = {svc: wire.mark() for svc, wire in version.wire.items()}
+    _creates(client, 1)
+    version.drained()
+    time.sleep(0.2)
+    return {svc: [_kind(q) for q in wire.since(marks[svc])] for svc, wire in version.wire.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--baseline", type=Path, required=True, help="src/python of the code to compare with")
+    parser.add_argument("--creates", type=int, default=200, help="creates per round and version")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=30, help="unmeasured creates per version first")
+    parser.add_argument("--rest-seconds", type=float, default=3.0)
+    parser.add_argument("--port-base", type=int, default=None)
+    parser.add_argument("--prefix", default="pm_wcost", help="database name prefix")
+    parser.add_argument("--output", type=Path, default=Path("dist/bench/write_cost.json"))
+    args = parser.parse_args(argv)
+    if not (args.baseline / "pm" / "patient").is_dir():
+        parser.error(f"{args.baseline} holds no pm/patient")
+
+    ports = [args.port_base + i for i in range(9)] if args.port_base else [free_port() for _ in range(9)]
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    token = jwt.encode(
+        {
+            "sub": "bench@example.org",
+            "role": "ADMIN",
+            "iss": ISSUER,
+            "iat": now,
+            "exp": now + 7200,
+            "jti": uuid.uuid4().hex,
+            "sid": str(uuid.uuid4()),
+        },
+        key,
+        algorithm="RS256",
+        headers={"kid": KID},
+    )
+    load_before = load()
+    results: dict[str, Any] = {"machine": machine(), "load_before": load_before, "rounds": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        key_file = Path(tmp) / "public.pem"
+        key_file.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        broker = Broker(ports[8]).start()
+        versions: dict[str, Version] = {}
+        try:
+            versions["before"] = Version("before", args.baseline, ports[0:4], broker.bootstrap, key_file, args.prefix)
+            versions["after"] = Version("after", None, ports[4:8], broker.bootstrap, key_file, args.prefix)
+            for version in versions.values():
+                version.wait_ready()
+            clients = {
+                name: httpx.Client(base_url=v.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+                for name, v in versions.items()
+            }
+            for name, version in versions.items():
+                _creates(clients[name], args.warmup)
+            results["one_create"] = {name: one_create(v, clients[name]) for name, v in versions.items()}
+            for round_no in range(args.rounds):
+                order = VERSIONS if round_no % 2 == 0 else tuple(reversed(VERSIONS))
+                for name in order:
+                    figures = measure_round(versions[name], clients[name], args.creates, args.rest_seconds)
+                    figures.update(version=name, round=round_no + 1, load=load())
+                    results["rounds"].append(figures)
+                    print(json.dumps(figures), flush=True)
+            for client in clients.values():
+                client.close()
+        finally:
+            for version in versions.values():
+                version.close()
+            broker.stop()
+    results["load_after"] = load()
+    summary = _summary(results["rounds"])
+    results["summary"] = summary
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2))
+    _print(results, summary)
+
+
+def _summary(rounds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    keys = [k for k in rounds[0] if k not in ("version", "round", "load", "creates")]
+    return {
+        name: {k: round(statistics.median(r[k] for r in rounds if r["version"] == name), 3) for k in keys}
+        for name in VERSIONS
+    }
+
+
+def _print(results: dict[str, Any], summary: dict[str, dict[str, float]]) -> None:
+    print(f"\nload average before {results['load_before']}, after {results['load_after']}")
+    print(f"{'median of ' + str(len(results['rounds']) // 2) + ' rounds':<42} {'before':>10} {'after':>10} {'after/before':>13}")
+    for key in summary["before"]:
+        b, a = summary["before"][key], summary["after"][key]
+        ratio = f"{a / b:.2f}" if b else "-"
+        print(f"{key:<42} {b:>10} {a:>10} {ratio:>13}")
+    for name, queries in results["one_create"].items():
+        for svc, kinds in queries.items():
+            counted = ", ".join(f"{kind} x{n}" if n > 1 else kind for kind, n in Counter(kinds).items())
+            print(f"one create, {name}, {svc} database ({len(kinds)}): {counted}")
+
+
+if __name__ == "__main__":
+    main()

@@ -189,8 +189,9 @@ class OutboxRelay:
         """Publish batches until the outbox is drained (or stopping); returns how many rows were sent.
 
         Drained means: the last batch was not full and left no pending row behind one of its own (a
-        patient's next event, held back by the query until this batch's is marked). No empty query is
-        needed to find that out."""
+        patient's next event, held back by the query until this batch's is marked). On PostgreSQL the
+        statement that marks the batch tells, so no empty query is needed to find that out; on SQLite
+        the loop ends with a batch that finds nothing, as before."""
         self.check_log()
         total = 0
         while not self._stop.is_set():
@@ -242,13 +243,16 @@ class OutboxRelay:
                 if span is not None:
                     span.end()
             if acknowledged:
-                marked = session.execute(
+                mark = (
                     sa.update(outbox)
                     .where(outbox.c.id.in_(acknowledged))
                     .values(published_at=datetime.now(UTC))
-                    .returning(_held_back(acknowledged))
-                ).scalars()
-                held_back = any(list(marked))
+                )
+                if session.get_bind().dialect.name == "postgresql":
+                    held_back = any(session.execute(mark.returning(_held_back(acknowledged))).scalars().all())
+                else:  # SQLite: RETURNING's columns are rendered unqualified (the subquery breaks)
+                    session.execute(mark)
+                    held_back = True
                 more = held_back or len(rows) == self.settings.batch_size
         self.published += len(acknowledged)
         log.debug("published outbox rows", extra={"count": len(acknowledged)})

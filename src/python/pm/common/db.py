@@ -44,17 +44,24 @@ def utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def make_engine(url: str, *, pool_size: int = 5, statement_timeout_ms: int = 15000) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 5, statement_timeout_ms: int = 15000, autocommit: bool = False
+) -> Engine:
     """An engine with bounded waits: connect, statement and pool checkout all time out.
 
     `hide_parameters`: SQLAlchemy's error messages would otherwise carry the bound values (names,
-    emails, password hashes) into every log line and traceback that mentions them."""
+    emails, password hashes) into every log line and traceback that mentions them.
+
+    `autocommit`: every connection of the pool stays in autocommit (each statement commits on its own;
+    no BEGIN, COMMIT or ROLLBACK is sent). A pool of its own: switching a pooled connection in and out
+    of autocommit costs a `SET default_transaction_isolation` round trip with psycopg2."""
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 15}, hide_parameters=True
+            url, connect_args={"check_same_thread": False, "timeout": 15}, hide_parameters=True, **options
         )
 
         @event.listens_for(engine, "connect")
@@ -87,6 +94,7 @@ def make_engine(url: str, *, pool_size: int = 5, statement_timeout_ms: int = 150
             "options": f"-c statement_timeout={statement_timeout_ms}",
             "application_name": "pm",
         },
+        **options,
     )
     event.listen(engine, "checkout", _server_spoke)
     return engine
@@ -120,10 +128,10 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_options)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # Same pool; each statement commits on its own (psycopg2 sends no BEGIN and no ROLLBACK).
-        self._autocommit_sessions = sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
+        # Lone reads: a small pool of autocommit connections (no connection is made until one is used).
+        lone_reads = {**engine_options, "pool_size": max(1, engine_options.get("pool_size", 5) // 2)}
+        self.autocommit_engine = make_engine(url, autocommit=True, **lone_reads)
+        self._autocommit_sessions = sessionmaker(self.autocommit_engine, expire_on_commit=False)
 
     def session(self, *, autocommit: bool = False) -> Session:
         return (self._autocommit_sessions if autocommit else self._sessions)()
@@ -148,6 +156,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.autocommit_engine.dispose()
 
 
 class UnitOfWork:

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.reliability.harness import Load, System, wait_until, write_figures
+from tests.reliability.harness import Load, System, patient_body, wait_until, write_figures
 
 pytestmark = pytest.mark.slow
 SEED_PREFIXES = ("123e4567-e89b-12d3-a456-42661417400", "223e4567-e89b-12d3-a456-4266141740")
@@ -144,10 +144,32 @@ def test_billing_killed_creates_fail_fast_and_no_patient_lacks_an_account(system
 
 
 @pytest.mark.parametrize("service", ["auth", "patient", "billing", "analytics"])
-def test_database_connections_terminated_and_database_unreachable(system: System, service: str) -> None:
+def test_database_connections_terminated_and_database_unreachable(
+    system: System, token: str, service: str
+) -> None:
     database = system.database_urls[service].rsplit("/", 1)[1]
     kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
-    (terminated,) = system.sql("patient" if service != "patient" else "auth", kill, db=database)[0]
+    admin = "patient" if service != "patient" else "auth"
+    pids = [pid for (pid,) in system.sql(admin, "SELECT pid FROM pg_stat_activity WHERE datname = :db", db=database)]
+    (terminated,) = system.sql(admin, kill, db=database)[0]
+    if service in ("patient", "billing"):
+        # Every pooled connection of the service is dead. Once their backends are gone (each socket holds
+        # the server's termination notice), creates get new connections: not one of them fails.
+        wait_until(
+            lambda: not system.sql(admin, "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(:pids)", pids=pids),
+            10.0,
+            "terminated backends gone",
+        )
+        statuses = [
+            httpx.post(
+                system.gateway + "/api/patients",
+                json=patient_body("dbcut"),
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=15.0,
+            ).status_code
+            for _ in range(3)
+        ]
+        assert statuses == [201, 201, 201]
     # Recovers without a restart: the next health checks (which use the database) answer UP.
     system.wait_healthy(service, timeout=20.0)
     # Unreachable: no new connections allowed, existing ones cut.

@@ -93,7 +93,7 @@ class QueryLog:
                     if not started:
                         if len(buffer) < 8:
                             break
-                        (length, code) = struct.unpack("!II", buffer[:8])
+                        length, code = struct.unpack("!II", buffer[:8])
                         if len(buffer) < length:
                             break
                         buffer = buffer[length:]

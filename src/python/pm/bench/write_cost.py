@@ -176,7 +176,9 @@ class Version:
 
     def pending(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one())
+            return int(
+                conn.execute(sa.text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one()
+            )
 
     def drained(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -231,7 +233,9 @@ def _kind(query: str) -> str:
     return " ".join(words[:3]) + " ..."
 
 
-def measure_round(version: Version, client: httpx.Client, creates: int, rest_seconds: float) -> dict[str, Any]:
+def measure_round(
+    version: Version, client: httpx.Client, creates: int, rest_seconds: float
+) -> dict[str, Any]:
     version.drained()
     # At rest: health checks, pollers.
     before = version.cpu()
@@ -313,7 +317,9 @@ def main(argv: list[str] | None = None) -> None:
         broker = Broker(ports[8]).start()
         versions: dict[str, Version] = {}
         try:
-            versions["before"] = Version("before", args.baseline, ports[0:4], broker.bootstrap, key_file, args.prefix)
+            versions["before"] = Version(
+                "before", args.baseline, ports[0:4], broker.bootstrap, key_file, args.prefix
+            )
             versions["after"] = Version("after", None, ports[4:8], broker.bootstrap, key_file, args.prefix)
             for version in versions.values():
                 version.wait_ready()
@@ -321,8 +327,8 @@ def main(argv: list[str] | None = None) -> None:
                 name: httpx.Client(base_url=v.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
                 for name, v in versions.items()
             }
-            for name, version in versions.items():
-                _creates(clients[name], args.warmup)
+            for client in clients.values():
+                _creates(client, args.warmup)
             results["one_create"] = {name: one_create(v, clients[name]) for name, v in versions.items()}
             for round_no in range(args.rounds):
                 order = VERSIONS if round_no % 2 == 0 else tuple(reversed(VERSIONS))
@@ -355,7 +361,9 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def _print(results: dict[str, Any], summary: dict[str, dict[str, float]]) -> None:
     print(f"\nload average before {results['load_before']}, after {results['load_after']}")
-    print(f"{'median of ' + str(len(results['rounds']) // 2) + ' rounds':<42} {'before':>10} {'after':>10} {'after/before':>13}")
+    print(
+        f"{'median of ' + str(len(results['rounds']) // 2) + ' rounds':<42} {'before':>10} {'after':>10} {'after/before':>13}"
+    )
     for key in summary["before"]:
         b, a = summary["before"][key], summary["after"][key]
         ratio = f"{a / b:.2f}" if b else "-"

@@ -124,13 +124,14 @@ class Database:
     """An engine plus a session factory. Use cases work through a `UnitOfWork`; background jobs (outbox
     relay, retention) that own their statements use `with db.transaction() as session:`."""
 
-    def __init__(self, url: str, **engine_options: int) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, statement_timeout_ms: int = 15000) -> None:
         self.url = url
-        self.engine = make_engine(url, **engine_options)
+        self.engine = make_engine(url, pool_size=pool_size, statement_timeout_ms=statement_timeout_ms)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Lone reads: a small pool of autocommit connections (no connection is made until one is used).
-        lone_reads = {**engine_options, "pool_size": max(1, engine_options.get("pool_size", 5) // 2)}
-        self.autocommit_engine = make_engine(url, autocommit=True, **lone_reads)
+        self.autocommit_engine = make_engine(
+            url, pool_size=max(1, pool_size // 2), statement_timeout_ms=statement_timeout_ms, autocommit=True
+        )
         self._autocommit_sessions = sessionmaker(self.autocommit_engine, expire_on_commit=False)
 
     def session(self, *, autocommit: bool = False) -> Session:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from pm.bench.pgwire import QueryLog
 from pm.billing.adapters.repository import SqlAccountRepository, SqlUnitOfWork
 from pm.billing.bootstrap import MIGRATIONS
 from pm.billing.domain.model import BillingAccount
 from pm.billing.service_layer import services
 from pm.common.db import Database, migrate
-from pm.bench.pgwire import QueryLog
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

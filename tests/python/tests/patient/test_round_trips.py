@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 import pytest
 import sqlalchemy as sa
 
+from pm.bench.pgwire import QueryLog
 from pm.common.db import Database, migrate
 from pm.patient.adapters import tables
 from pm.patient.adapters.relay import OutboxRelay, pending_count
@@ -20,7 +21,6 @@ from pm.patient.domain.model import DuplicateEmail, PatientDetails
 from pm.patient.service_layer.audit import Access, current_access
 from pm.patient.service_layer.services import PatientService
 from tests.patient.conftest import relay_settings
-from pm.bench.pgwire import QueryLog
 
 
 class CountingBilling:

@@ -150,7 +150,10 @@ def test_database_connections_terminated_and_database_unreachable(
     database = system.database_urls[service].rsplit("/", 1)[1]
     kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
     admin = "patient" if service != "patient" else "auth"
-    pids = [pid for (pid,) in system.sql(admin, "SELECT pid FROM pg_stat_activity WHERE datname = :db", db=database)]
+    pids = [
+        pid
+        for (pid,) in system.sql(admin, "SELECT pid FROM pg_stat_activity WHERE datname = :db", db=database)
+    ]
     (terminated,) = system.sql(admin, kill, db=database)[0]
     if service in ("patient", "billing"):
         # Every pooled connection of the service is dead. Once their backends are gone (each socket holds

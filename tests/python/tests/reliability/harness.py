@@ -308,30 +308,48 @@ def _broker_state(bootstrap: str, topic: str, group: str) -> dict[str, Any]:
     from pm.common.kafka import make_admin_client
 
     state: dict[str, Any] = {}
+
+    def attempt(key: str, read: Callable[[], Any]) -> Any:
+        try:
+            state[key] = read()
+        except Exception as exc:  # noqa: BLE001 - the broker may be the thing that is gone
+            state[key] = repr(exc)[:300]
+        return state[key]
+
+    admin = attempt("admin", lambda: make_admin_client(bootstrap, client_id="harness-diagnosis", timeout_ms=5000))
+    if isinstance(admin, str):
+        return state
+    del state["admin"]
     try:
-        admin = make_admin_client(bootstrap, client_id="harness-diagnosis", timeout_ms=5000)
-    except Exception as exc:  # noqa: BLE001
-        return {"broker_answer": repr(exc)[:300]}
-    try:
-        described = admin.describe_topics([topic])
-        state["topic"] = [
+        described = attempt("describe", lambda: [t for t in admin.describe_topics([topic]) if t.get("name") == topic])
+        if isinstance(described, str):
+            return state
+        state["describe"] = [
             {"id": str(t.get("topic_id")), "error": t.get("error_code"), "partitions": len(t.get("partitions") or [])}
             for t in described
         ]
-        tps = [TopicPartition(topic, p["partition"]) for t in described for p in (t.get("partitions") or [])]
-        offsets = admin.list_consumer_group_offsets(group)
-        state["committed"] = {f"{tp.topic}-{tp.partition}": o.offset for tp, o in offsets.items()}
-        groups = admin.describe_consumer_groups([group])
-        state["group"] = [
-            {"state": g.state, "members": [m.member_id for m in g.members]} for g in groups
+        tps = [
+            TopicPartition(topic, p.get("partition_index", p.get("partition")))
+            for t in described
+            for p in (t.get("partitions") or [])
         ]
-        consumer = KafkaConsumer(bootstrap_servers=[bootstrap], request_timeout_ms=6000)
-        try:
-            state["end_offsets"] = {f"{tp.topic}-{tp.partition}": o for tp, o in consumer.end_offsets(tps).items()}
-        finally:
-            consumer.close()
-    except Exception as exc:  # noqa: BLE001
-        state["broker_answer"] = repr(exc)[:300]
+        attempt(
+            "committed",
+            lambda: {
+                tp.partition: getattr(o, "offset", o)
+                for tp, o in admin.list_group_offsets({group: tps}).get(group, {}).items()
+            },
+        )
+        attempt("group", lambda: str(admin.describe_groups([group]))[:600])
+
+        def end_offsets() -> dict[int, int]:
+            consumer = KafkaConsumer(bootstrap_servers=[bootstrap], request_timeout_ms=6000)
+            try:
+                return {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
+            finally:
+                consumer.close()
+
+        attempt("end_offsets", end_offsets)
     finally:
         admin.close()
     return state

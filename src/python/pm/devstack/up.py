@@ -212,7 +212,9 @@ class Stack:
     def start_broker(self) -> str:
         """Start the in-memory broker on PM_KAFKA_PORT (again, after stop_broker: it comes back empty)."""
         # Its output is kept (appended across restarts): a broker that exits says why there.
-        self.broker = Broker(port=self.settings.kafka_port, log_path=self.settings.data_dir / "broker.log").start()
+        self.broker = Broker(
+            port=self.settings.kafka_port, log_path=self.settings.data_dir / "broker.log"
+        ).start()
         return self.broker.bootstrap
 
     def stop_broker(self) -> None:

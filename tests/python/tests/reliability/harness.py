@@ -271,7 +271,9 @@ def start_broker(system: System) -> None:
     system.stack.say(f"[harness] broker pid {system.stack.broker.process.pid} started")
 
 
-def pipeline_state(system: System, topic: str = "patient", group: str = "analytics-service") -> dict[str, Any]:
+def pipeline_state(
+    system: System, topic: str = "patient", group: str = "analytics-service"
+) -> dict[str, Any]:
     """Where events stand between the outbox and analytics, for a failure's message: the broker process,
     the relay's and the consumer's health, the outbox, the topic's id and end offsets, the group's
     committed offsets. Every part is best effort (the broker may be the thing that is gone)."""
@@ -293,9 +295,11 @@ def pipeline_state(system: System, topic: str = "patient", group: str = "analyti
                 "SELECT published_at IS NOT NULL AS published, count(*) FROM outbox GROUP BY 1 ORDER BY 1",
             )
         ]
-        state["relay_state"] = [tuple(row) for row in system.sql("patient", "SELECT topic, topic_id FROM relay_state")]
+        state["relay_state"] = [
+            tuple(row) for row in system.sql("patient", "SELECT topic, topic_id FROM relay_state")
+        ]
         state["analytics_events"] = system.sql("analytics", "SELECT count(*) FROM patient_event")[0][0]
-    except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the failure it explains
+    except Exception as exc:  # a diagnosis must not hide the failure it explains
         state["sql"] = repr(exc)
     state.update(_broker_state(system.bootstrap, topic, group))
     return state
@@ -312,20 +316,28 @@ def _broker_state(bootstrap: str, topic: str, group: str) -> dict[str, Any]:
     def attempt(key: str, read: Callable[[], Any]) -> Any:
         try:
             state[key] = read()
-        except Exception as exc:  # noqa: BLE001 - the broker may be the thing that is gone
+        except Exception as exc:  # the broker may be the thing that is gone
             state[key] = repr(exc)[:300]
         return state[key]
 
-    admin = attempt("admin", lambda: make_admin_client(bootstrap, client_id="harness-diagnosis", timeout_ms=5000))
+    admin = attempt(
+        "admin", lambda: make_admin_client(bootstrap, client_id="harness-diagnosis", timeout_ms=5000)
+    )
     if isinstance(admin, str):
         return state
     del state["admin"]
     try:
-        described = attempt("describe", lambda: [t for t in admin.describe_topics([topic]) if t.get("name") == topic])
+        described = attempt(
+            "describe", lambda: [t for t in admin.describe_topics([topic]) if t.get("name") == topic]
+        )
         if isinstance(described, str):
             return state
         state["describe"] = [
-            {"id": str(t.get("topic_id")), "error": t.get("error_code"), "partitions": len(t.get("partitions") or [])}
+            {
+                "id": str(t.get("topic_id")),
+                "error": t.get("error_code"),
+                "partitions": len(t.get("partitions") or []),
+            }
             for t in described
         ]
         tps = [

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     reads: dict[str, list[WrkRun]] = {mode: [] for mode in MODES}
     writes: dict[str, list[WrkRun]] = {mode: [] for mode in MODES}
+    read_cpu_ms: dict[str, list[float]] = {mode: [] for mode in MODES}
+    write_cpu_ms: dict[str, list[float]] = {mode: [] for mode in MODES}
     with _workdir() as workdir:
         systems: dict[str, System] = {}
         try:
@@ -73,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
                     url = system.gateway_url(f"/api/patients/{SEED_PATIENT}")
                     if options.warmup > 0:
                         wrk(url, "get.lua", options.warmup)
-                    read, _ = wrk(url, "get.lua", options.duration)
-                    write, _ = wrk(
+                    read, read_cpu = wrk(url, "get.lua", options.duration)
+                    write, write_cpu = wrk(
                         system.gateway_url("/api/patients"),
                         "post.lua",
                         options.write_seconds,
@@ -87,9 +89,12 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     reads[mode].append(read)
                     writes[mode].append(write)
+                    read_cpu_ms[mode].append(cpu_ms_per_request(read_cpu, read))
+                    write_cpu_ms[mode].append(cpu_ms_per_request(write_cpu, write))
                     say(
-                        f"  round {number + 1} tracing {mode:<5} reads {read.rps:8.0f}/s (errors {read.errors})"
-                        f"  writes {write.rps:7.1f}/s (errors {write.errors})"
+                        f"  round {number + 1} tracing {mode:<5} reads {read.rps:8.0f}/s (errors {read.errors},"
+                        f" {read_cpu_ms[mode][-1]:.2f} ms CPU each)  writes {write.rps:7.1f}/s"
+                        f" (errors {write.errors}, {write_cpu_ms[mode][-1]:.2f} ms CPU each)"
                     )
         finally:
             for system in systems.values():
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
             "reads_per_s": _median([r.rps for r in reads[mode]]),
             "writes_per_s": _median([w.rps for w in writes[mode]]),
             "read_p99_ms": _median([r.p99_ms for r in reads[mode]]),
+            "read_cpu_ms": _median(read_cpu_ms[mode]),
+            "write_cpu_ms": _median(write_cpu_ms[mode]),
             "rounds": {
                 "reads": [r.as_dict() for r in reads[mode]],
                 "writes": [w.as_dict() for w in writes[mode]],
@@ -109,12 +116,17 @@ def main(argv: list[str] | None = None) -> None:
     }
     off = results["modes"]["off"]
     say("")
-    say(f"{'tracing':<8} {'reads/s':>9} {'vs off':>8} {'writes/s':>9} {'vs off':>8} {'read p99 ms':>12}")
+    say(
+        f"{'tracing':<8} {'reads/s':>9} {'vs off':>8} {'writes/s':>9} {'vs off':>8} {'read p99 ms':>12}"
+        f" {'CPU/read ms':>12} {'vs off':>8} {'CPU/write ms':>13} {'vs off':>8}"
+    )
     for mode, figures in results["modes"].items():
         say(
             f"{mode:<8} {figures['reads_per_s']:9.0f} {_change(figures['reads_per_s'], off['reads_per_s']):>8}"
             f" {figures['writes_per_s']:9.1f} {_change(figures['writes_per_s'], off['writes_per_s']):>8}"
             f" {figures['read_p99_ms']:12.2f}"
+            f" {figures['read_cpu_ms']:12.2f} {_change(figures['read_cpu_ms'], off['read_cpu_ms']):>8}"
+            f" {figures['write_cpu_ms']:13.2f} {_change(figures['write_cpu_ms'], off['write_cpu_ms']):>8}"
         )
     output = Path("dist/bench/tracing.json")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +134,14 @@ def main(argv: list[str] | None = None) -> None:
     say(
         f"\n[bench] results in {output}; load average before {results['load_before']}, after {results['load_after']}"
     )
+
+
+def cpu_ms_per_request(cpu_percent: dict[str, float], run: WrkRun) -> float:
+    """CPU time the system spent per request answered: every process of it (services, broker, postgres;
+    not wrk), from `Wrk`'s per-process % of a core over the run. Less sensitive to a busy machine than
+    req/s, since time spent waiting for a CPU is not counted."""
+    busy = sum(percent for name, percent in cpu_percent.items() if name != "wrk")
+    return busy / 100 * run.seconds / run.requests * 1000 if run.requests else 0.0
 
 
 def _median(values: list[float]) -> float:

@@ -13,6 +13,7 @@ import subprocess
 import time
 from importlib import resources
 from pathlib import Path
+from typing import IO
 
 _PR_SET_PDEATHSIG = 1
 
@@ -55,10 +56,18 @@ def tansu_binary() -> Path:
 class Broker:
     """A Tansu Kafka-protocol broker in a child process, in memory, on a free port."""
 
-    def __init__(self, port: int | None = None, *, advertised_port: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        advertised_port: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
         # Clients are told to connect here: another port when something (e.g. TLS) sits in front.
         self.advertised_port = advertised_port or self.port
+        # Where the broker's own output goes (appended: a restarted broker adds to it); None: discarded.
+        self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,8 +75,32 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> Broker:
+        """Start the broker and wait until it listens; raises if it exited instead (e.g. its port was
+        taken meanwhile: then whatever answers on the port is not this broker)."""
         url = f"tcp://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
+        output: int | IO[bytes] = subprocess.DEVNULL
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            output = self.log_path.open("ab")
+        try:
+            self.process = self._spawn(url, output)
+        finally:
+            if not isinstance(output, int):
+                output.close()  # the child has its own copy
+        wait_for_port(self.port)
+        code = self.process.poll()
+        if code is not None:
+            raise RuntimeError(f"the broker exited with status {code} on starting: {self.log_tail()}")
+        return self
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the broker's output ('' when it is discarded)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _spawn(self, url: str, output: int | IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 str(tansu_binary()),
                 "broker",
@@ -78,13 +111,11 @@ class Broker:
                 "--storage-engine",
                 "memory://tansu/",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
             start_new_session=True,
             preexec_fn=die_with_parent,  # no orphaned broker if its owner is killed
         )
-        wait_for_port(self.port)
-        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

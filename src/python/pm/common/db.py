@@ -1,4 +1,5 @@
-"""Database plumbing: an engine from a SQLAlchemy URL (PostgreSQL or SQLite), the unit of work, Alembic."""
+"""Database plumbing: an engine from a SQLAlchemy URL (PostgreSQL or SQLite), the unit of work, Alembic, and
+the column shapes the services' tables share."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, exc, text
@@ -39,9 +41,28 @@ def dialect_insert(session: Session) -> Any:
     return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
 
 
+# A 64-bit integer key: SQLite only makes a column the rowid (auto-incremented) when it is declared exactly
+# INTEGER PRIMARY KEY, and its INTEGER holds 64 bits anyway.
+BIGINT_KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def timestamp(name: str, *, nullable: bool = False) -> sa.Column[datetime]:
+    """A column holding an instant, with its zone (timestamptz on PostgreSQL; SQLite drops it, `utc` puts
+    it back on reading)."""
+    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
+
+
 def utc(value: datetime) -> datetime:
     """A timestamp read back from the database, in UTC: SQLite returns them without a zone."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def row_by_id(session: Session, table: sa.Table, key: Any, *, for_update: bool = False) -> Any:
+    """The row of `table` whose `id` is `key`, or None; `for_update` locks it until the transaction ends."""
+    query = sa.select(table).where(table.c.id == key)
+    if for_update:
+        query = query.with_for_update()
+    return session.execute(query).first()
 
 
 def make_engine(

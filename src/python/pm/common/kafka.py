@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_MS = 10_000
 METADATA_MAX_AGE_MS = 3_000
+# A produced batch is acknowledged or failed within REQUEST_TIMEOUT_MS + linger + this.
+DELIVERY_MARGIN_MS = 1_000
 
 
 def bootstrap_list(servers: str) -> list[str]:
@@ -45,17 +47,28 @@ def security_options(tls: ClientTls | None) -> dict[str, Any]:
 def make_producer(
     bootstrap_servers: str, *, client_id: str, linger_ms: int = 5, tls: ClientTls | None = None
 ) -> KafkaProducer:
-    """acks=all and idempotence: a retried send is written once per partition, in order."""
+    """acks=all, one request in flight per connection (a retried send keeps its place in its partition), and
+    not idempotent: a record acknowledged is a record the log holds; a retried send may be written twice
+    (consumers drop copies by event id).
+
+    Idempotence is only as good as the broker's memory of producer ids. An in-memory broker that restarts
+    empty hands the same ids out again (Tansu: 1, 2, ...); a producer that outlived the old broker (its
+    close gave up with a batch still pending) then sends under the id of a new producer, and the broker
+    answers the new one's next batch DUPLICATE_SEQUENCE_NUMBER, which the client counts as acknowledged
+    though nothing was written (issue 15: the outbox marked such events published and never sent them
+    again). Every batch ends, acknowledged or failed, within `DELIVERY_TIMEOUT_MS`, so closing a producer
+    after a failed flush finds nothing left to wait for."""
     return KafkaProducer(
         **security_options(tls),
         bootstrap_servers=bootstrap_list(bootstrap_servers),
         client_id=client_id,
         acks="all",
-        enable_idempotence=True,
+        enable_idempotence=False,
         retries=5,
         linger_ms=linger_ms,
-        max_in_flight_requests_per_connection=5,
+        max_in_flight_requests_per_connection=1,
         request_timeout_ms=REQUEST_TIMEOUT_MS,
+        delivery_timeout_ms=REQUEST_TIMEOUT_MS + linger_ms + DELIVERY_MARGIN_MS,
         max_block_ms=REQUEST_TIMEOUT_MS,
         bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
     )
@@ -109,19 +122,27 @@ def ensure_topics(
 def recreate_topic(
     bootstrap_servers: str, topic: str, *, timeout: float = 15.0, tls: ClientTls | None = None
 ) -> None:
-    """Delete `topic` and create it again, empty, with a new id."""
+    """Delete `topic` and create it again, empty, with a new id.
+
+    Done once the old log is gone: the topic no longer listed, or listed again under another id (a client
+    such as the patient relay may create a missing topic itself at any moment)."""
     admin = make_admin_client(bootstrap_servers, client_id="pm-admin", tls=tls)
     try:
-        if topic in admin.list_topics():
+        deleted = _topic_id(_described(admin, topic))
+        if deleted is not None:
             admin.delete_topics([topic])
         deadline = time.monotonic() + timeout
-        while topic in admin.list_topics():
+        while deleted is not None and _topic_id(_described(admin, topic)) in (deleted, ""):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topic {topic} still exists {timeout:.0f}s after its deletion")
             time.sleep(0.2)
     finally:
         admin.close()
     ensure_topics(bootstrap_servers, [topic], tls=tls)
+
+
+def _described(admin: KafkaAdminClient, topic: str) -> dict[str, Any] | None:
+    return next((t for t in admin.describe_topics([topic]) if t.get("name") == topic), None)
 
 
 def probe_broker(bootstrap_servers: str, timeout: float = 1.0) -> None:

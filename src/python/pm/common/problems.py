@@ -61,14 +61,15 @@ class AsProblem:
 
 ErrorTable = Mapping[type[Exception], AsProblem]
 
-COMMON_ERRORS: ErrorTable = {
-    StoreUnavailable: AsProblem(
-        503,
-        "Service Unavailable",
-        "The database is unavailable; retry later.",
-        headers=lambda _: {"Retry-After": RETRY_AFTER_SECONDS},
-    ),
-}
+
+def unavailable(detail: str | Callable[[Any], str]) -> AsProblem:
+    """503: not now, nothing was done; the client may retry after RETRY_AFTER_SECONDS (the header says so)."""
+    return AsProblem(
+        503, "Service Unavailable", detail, headers=lambda _: {"Retry-After": RETRY_AFTER_SECONDS}
+    )
+
+
+COMMON_ERRORS: ErrorTable = {StoreUnavailable: unavailable("The database is unavailable; retry later.")}
 
 
 def problem_body(status: int, title: str, detail: str, **extensions: Any) -> dict[str, Any]:

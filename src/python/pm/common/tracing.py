@@ -331,7 +331,8 @@ def _trace_statements() -> None:
     def _start(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
-        if context is None or not trace.get_current_span().get_span_context().is_valid:
+        # Inside a trace the sampler left out, a child span would be dropped too: none is started.
+        if context is None or not trace.get_current_span().is_recording():
             return
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
         span = tracer.start_span(

@@ -25,11 +25,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pm.common import tracing
 from pm.common.broker import Broker, die_with_parent
+from pm.common.catalog import SERVICES
 from pm.common.config import ConfigError, Env, exit_config_error
 
 DEMO_LOGIN = ("testuser@test.com", "password123")
@@ -39,24 +40,6 @@ _PR_SET_PDEATHSIG = 1
 # The kernel sends the parent-death signal when the *thread* that forked us exits, which in a threaded
 # parent (pantsd) may happen while the parent lives on: a signal of its own lets us check before stopping.
 PARENT_DEATH_SIGNAL = signal.SIGUSR2
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str
-    port_var: str
-    default_port: int
-    extra_ports: Mapping[str, int] = field(default_factory=dict)
-
-
-# Start order: token issuer and billing first, then their users, the public entry point last.
-SERVICES = (
-    ServiceSpec("auth", "PM_AUTH_PORT", 4005),
-    ServiceSpec("billing", "PM_BILLING_PORT", 4001, {"PM_BILLING_GRPC_PORT": 9001}),
-    ServiceSpec("patient", "PM_PATIENT_PORT", 4000),
-    ServiceSpec("analytics", "PM_ANALYTICS_PORT", 4002),
-    ServiceSpec("gateway", "PM_GATEWAY_PORT", 4004),
-)
 
 
 @dataclass(frozen=True)
@@ -72,7 +55,7 @@ class Settings:
     def from_env(env: Env) -> Settings:
         ports: dict[str, int] = {}
         for spec in SERVICES:
-            ports[spec.port_var] = env.port(spec.port_var, spec.default_port)
+            ports[spec.port_var] = env.port(spec.port_var, spec.port)
             for var, default in spec.extra_ports.items():
                 ports[var] = env.port(var, default)
         return Settings(
@@ -211,7 +194,10 @@ class Stack:
 
     def start_broker(self) -> str:
         """Start the in-memory broker on PM_KAFKA_PORT (again, after stop_broker: it comes back empty)."""
-        self.broker = Broker(port=self.settings.kafka_port).start()
+        # Its output is kept (appended across restarts): a broker that exits says why there.
+        self.broker = Broker(
+            port=self.settings.kafka_port, log_path=self.settings.data_dir / "broker.log"
+        ).start()
         return self.broker.bootstrap
 
     def stop_broker(self) -> None:

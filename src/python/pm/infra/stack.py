@@ -13,7 +13,6 @@ only callers with the generated service token; keys are fetched inside the Cloud
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from troposphere import (
@@ -44,6 +43,8 @@ from troposphere import (
 )
 from troposphere import elasticloadbalancingv2 as elb
 
+from pm.common.catalog import BY_NAME, SERVICES, ServiceSpec
+
 NAMESPACE = "pm.local"
 POSTGRES_PORT = 5432
 KAFKA_TLS_PORT = 9094
@@ -54,64 +55,11 @@ HAS_KAFKA_BOOTSTRAP = "HasKafkaBootstrap"
 HAS_TRACE_COLLECTOR = "HasTraceCollector"
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    """One back-end service as ECS runs it: its port variables and what it talks to."""
-
-    name: str
-    port_var: str
-    port: int
-    extra_ports: dict[str, int] = field(default_factory=dict)
-    owns_database: bool = False
-    uses_kafka: bool = False
-    verifies_tokens: bool = False
-    peers: tuple[str, ...] = ()
-
-    @property
-    def title(self) -> str:
-        return self.name.capitalize()
-
-    @property
-    def database_var(self) -> str:
-        return f"PM_{self.name.upper()}_DATABASE_URL"
-
-    @property
-    def host(self) -> str:
-        return f"{self.name}.{NAMESPACE}"
+def host(spec: ServiceSpec) -> str:
+    """The service's name in the Cloud Map namespace."""
+    return f"{spec.name}.{NAMESPACE}"
 
 
-SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("auth", "PM_AUTH_PORT", 4005, owns_database=True),
-    ServiceSpec(
-        "billing", "PM_BILLING_PORT", 4001, extra_ports={"PM_BILLING_GRPC_PORT": 9001}, owns_database=True
-    ),
-    ServiceSpec(
-        "patient",
-        "PM_PATIENT_PORT",
-        4000,
-        owns_database=True,
-        uses_kafka=True,
-        verifies_tokens=True,
-        peers=("auth", "billing"),
-    ),
-    ServiceSpec(
-        "analytics",
-        "PM_ANALYTICS_PORT",
-        4002,
-        owns_database=True,
-        uses_kafka=True,
-        verifies_tokens=True,
-        peers=("auth",),
-    ),
-    ServiceSpec(
-        "gateway",
-        "PM_GATEWAY_PORT",
-        4004,
-        verifies_tokens=True,
-        peers=("auth", "patient", "analytics"),
-    ),
-)
-BY_NAME = {spec.name: spec for spec in SERVICES}
 GATEWAY = BY_NAME["gateway"]
 
 
@@ -121,13 +69,13 @@ def peer_settings(spec: ServiceSpec) -> dict[str, str]:
     for peer in spec.peers:
         other = BY_NAME[peer]
         if peer == "billing":
-            settings["PM_BILLING_GRPC_TARGET"] = f"{other.host}:{other.extra_ports['PM_BILLING_GRPC_PORT']}"
+            settings["PM_BILLING_GRPC_TARGET"] = f"{host(other)}:{other.extra_ports['PM_BILLING_GRPC_PORT']}"
         else:
-            settings[f"PM_{peer.upper()}_URL"] = f"http://{other.host}:{other.port}"
+            settings[f"PM_{peer.upper()}_URL"] = f"http://{host(other)}:{other.port}"
     if spec.verifies_tokens:
         auth = BY_NAME["auth"]
         # Inside the private namespace: only tasks in the services' security group can answer it.
-        settings["PM_JWKS_URL"] = f"http://{auth.host}:{auth.port}/.well-known/jwks.json"
+        settings["PM_JWKS_URL"] = f"http://{host(auth)}:{auth.port}/.well-known/jwks.json"
         settings["PM_JWT_ISSUER"] = "pm-auth"
     return settings
 
@@ -162,6 +110,26 @@ def container_environment(spec: ServiceSpec) -> dict[str, str]:
     return environment
 
 
+def _text(title: str, default: str, description: str) -> Parameter:
+    return Parameter(title, Type="String", Default=default, Description=description)
+
+
+def _choice(title: str, choices: list[str]) -> Parameter:
+    """A size to pick from `choices`; the first (the smallest) by default."""
+    return Parameter(title, Type="String", Default=choices[0], AllowedValues=choices)
+
+
+def _number(title: str, default: int, *, minimum: int, maximum: int) -> Parameter:
+    return Parameter(title, Type="Number", Default=str(default), MinValue=str(minimum), MaxValue=str(maximum))
+
+
+def _arn(title: str, service: str, description: str) -> Parameter:
+    """An existing resource of an AWS service, named by its ARN (no default: the deployer must name it)."""
+    return Parameter(
+        title, Type="String", AllowedPattern=f"arn:aws[a-z-]*:{service}:.+", Description=description
+    )
+
+
 class _Builder:
     def __init__(self) -> None:
         self.t = Template(
@@ -175,87 +143,54 @@ class _Builder:
     def parameters(self) -> None:
         t = self.t
         self.image_prefix = t.add_parameter(
-            Parameter(
+            _text(
                 "ImageRepositoryPrefix",
-                Type="String",
-                Default="pm-",
-                Description="Prefix of the service image repositories (e.g. an ECR registry/pm-): "
+                "pm-",
+                "Prefix of the service image repositories (e.g. an ECR registry/pm-): "
                 "images are <prefix><service>:<tag>",
             )
         )
-        self.image_tag = t.add_parameter(
-            Parameter("ImageTag", Type="String", Default="latest", Description="Tag of every service image")
-        )
+        self.image_tag = t.add_parameter(_text("ImageTag", "latest", "Tag of every service image"))
         self.db_class = t.add_parameter(
-            Parameter(
+            _choice(
                 "DatabaseInstanceClass",
-                Type="String",
-                Default="db.t3.micro",
-                AllowedValues=["db.t3.micro", "db.t3.small", "db.t3.medium", "db.t4g.micro", "db.t4g.small"],
+                ["db.t3.micro", "db.t3.small", "db.t3.medium", "db.t4g.micro", "db.t4g.small"],
             )
         )
-        self.db_storage = t.add_parameter(
-            Parameter("DatabaseStorageGiB", Type="Number", Default="20", MinValue="20", MaxValue="1000")
-        )
+        self.db_storage = t.add_parameter(_number("DatabaseStorageGiB", 20, minimum=20, maximum=1000))
         self.kafka_instance = t.add_parameter(
-            Parameter(
-                "KafkaInstanceType",
-                Type="String",
-                Default="kafka.t3.small",
-                AllowedValues=["kafka.t3.small", "kafka.m5.large", "kafka.m7g.large"],
-            )
+            _choice("KafkaInstanceType", ["kafka.t3.small", "kafka.m5.large", "kafka.m7g.large"])
         )
-        self.kafka_volume = t.add_parameter(
-            Parameter("KafkaVolumeGiB", Type="Number", Default="20", MinValue="1", MaxValue="16384")
-        )
+        self.kafka_volume = t.add_parameter(_number("KafkaVolumeGiB", 20, minimum=1, maximum=16384))
         self.kafka_bootstrap = t.add_parameter(
-            Parameter(
+            _text(
                 "KafkaBootstrapServers",
-                Type="String",
-                Default="",
-                Description="The MSK cluster's TLS bootstrap brokers. CloudFormation cannot read them; "
+                "",
+                "The MSK cluster's TLS bootstrap brokers. CloudFormation cannot read them; "
                 "the deploy command fills this in once the cluster exists. While empty, the services "
                 "that use Kafka run no tasks.",
             )
         )
         self.trace_collector = t.add_parameter(
-            Parameter(
+            _text(
                 "TraceCollectorEndpoint",
-                Type="String",
-                Default="",
-                Description="An OTLP/HTTP collector the services send their traces to (OTEL_EXPORTER_OTLP_"
+                "",
+                "An OTLP/HTTP collector the services send their traces to (OTEL_EXPORTER_OTLP_"
                 "ENDPOINT, e.g. http://otel-collector.internal:4318). Empty: tracing is off.",
             )
         )
-        self.task_cpu = t.add_parameter(
-            Parameter("TaskCpu", Type="String", Default="256", AllowedValues=["256", "512", "1024", "2048"])
-        )
-        self.task_memory = t.add_parameter(
-            Parameter(
-                "TaskMemoryMiB",
-                Type="String",
-                Default="512",
-                AllowedValues=["512", "1024", "2048", "4096"],
-            )
-        )
-        self.desired_count = t.add_parameter(
-            Parameter("DesiredCount", Type="Number", Default="1", MinValue="0", MaxValue="10")
-        )
+        self.task_cpu = t.add_parameter(_choice("TaskCpu", ["256", "512", "1024", "2048"]))
+        self.task_memory = t.add_parameter(_choice("TaskMemoryMiB", ["512", "1024", "2048", "4096"]))
+        self.desired_count = t.add_parameter(_number("DesiredCount", 1, minimum=0, maximum=10))
         self.jwt_secret = t.add_parameter(
-            Parameter(
+            _arn(
                 "JwtPrivateKeySecretArn",
-                Type="String",
-                AllowedPattern="arn:aws[a-z-]*:secretsmanager:.+",
-                Description="Secrets Manager secret holding auth's PEM private signing key",
+                "secretsmanager",
+                "Secrets Manager secret holding auth's PEM private signing key",
             )
         )
         self.certificate = t.add_parameter(
-            Parameter(
-                "CertificateArn",
-                Type="String",
-                AllowedPattern="arn:aws[a-z-]*:acm:.+",
-                Description="ACM certificate the load balancer's HTTPS listener presents",
-            )
+            _arn("CertificateArn", "acm", "ACM certificate the load balancer's HTTPS listener presents")
         )
         t.add_condition(HAS_KAFKA_BOOTSTRAP, Not(Equals(Ref(self.kafka_bootstrap), "")))
         t.add_condition(HAS_TRACE_COLLECTOR, Not(Equals(Ref(self.trace_collector), "")))
@@ -289,56 +224,60 @@ class _Builder:
         self.public_subnets: list[ec2.Subnet] = []
         self.private_subnets: list[ec2.Subnet] = []
         for index in range(2):
+            number = index + 1
             zone = Select(index, GetAZs(""))
-            public = self.add(
-                ec2.Subnet(
-                    f"PublicSubnet{index + 1}",
-                    VpcId=Ref(self.vpc),
-                    CidrBlock=PUBLIC_SUBNET_CIDRS[index],
-                    AvailabilityZone=zone,
-                    MapPublicIpOnLaunch=True,
-                    Tags=Tags(Name=Sub(f"${{AWS::StackName}}-public-{index + 1}")),
-                )
-            )
-            private = self.add(
-                ec2.Subnet(
-                    f"PrivateSubnet{index + 1}",
-                    VpcId=Ref(self.vpc),
-                    CidrBlock=PRIVATE_SUBNET_CIDRS[index],
-                    AvailabilityZone=zone,
-                    Tags=Tags(Name=Sub(f"${{AWS::StackName}}-private-{index + 1}")),
-                )
-            )
-            self.add(
-                ec2.SubnetRouteTableAssociation(
-                    f"PublicSubnet{index + 1}Routes", SubnetId=Ref(public), RouteTableId=Ref(public_routes)
-                )
+            public = self._subnet(
+                "Public",
+                number,
+                public_routes,
+                CidrBlock=PUBLIC_SUBNET_CIDRS[index],
+                AvailabilityZone=zone,
+                MapPublicIpOnLaunch=True,
             )
             # One NAT gateway per zone: tasks in private subnets pull images and reach AWS APIs through it.
-            address = self.add(ec2.EIP(f"NatAddress{index + 1}", Domain="vpc", DependsOn=attachment.title))
+            address = self.add(ec2.EIP(f"NatAddress{number}", Domain="vpc", DependsOn=attachment.title))
             nat = self.add(
                 ec2.NatGateway(
-                    f"NatGateway{index + 1}",
+                    f"NatGateway{number}",
                     AllocationId=GetAtt(address, "AllocationId"),
                     SubnetId=Ref(public),
                 )
             )
-            private_routes = self.add(ec2.RouteTable(f"PrivateRouteTable{index + 1}", VpcId=Ref(self.vpc)))
+            private_routes = self.add(ec2.RouteTable(f"PrivateRouteTable{number}", VpcId=Ref(self.vpc)))
             self.add(
                 ec2.Route(
-                    f"PrivateDefaultRoute{index + 1}",
+                    f"PrivateDefaultRoute{number}",
                     RouteTableId=Ref(private_routes),
                     DestinationCidrBlock="0.0.0.0/0",
                     NatGatewayId=Ref(nat),
                 )
             )
-            self.add(
-                ec2.SubnetRouteTableAssociation(
-                    f"PrivateSubnet{index + 1}Routes", SubnetId=Ref(private), RouteTableId=Ref(private_routes)
-                )
+            private = self._subnet(
+                "Private",
+                number,
+                private_routes,
+                CidrBlock=PRIVATE_SUBNET_CIDRS[index],
+                AvailabilityZone=zone,
             )
             self.public_subnets.append(public)
             self.private_subnets.append(private)
+
+    def _subnet(self, kind: str, number: int, routes: ec2.RouteTable, **properties: Any) -> ec2.Subnet:
+        """`<kind>Subnet<number>` in the VPC, its traffic routed by `routes`."""
+        subnet = self.add(
+            ec2.Subnet(
+                f"{kind}Subnet{number}",
+                VpcId=Ref(self.vpc),
+                Tags=Tags(Name=Sub(f"${{AWS::StackName}}-{kind.lower()}-{number}")),
+                **properties,
+            )
+        )
+        self.add(
+            ec2.SubnetRouteTableAssociation(
+                f"{kind}Subnet{number}Routes", SubnetId=Ref(subnet), RouteTableId=Ref(routes)
+            )
+        )
+        return subnet
 
     def security_groups(self) -> None:
         self.alb_sg = self.add(
@@ -352,20 +291,11 @@ class _Builder:
                 ],
             )
         )
-        self.services_sg = self.add(
-            ec2.SecurityGroup(
-                "ServicesSecurityGroup",
-                GroupDescription="ECS tasks: the gateway port from the load balancer, any port between tasks",
-                VpcId=Ref(self.vpc),
-                SecurityGroupIngress=[
-                    ec2.SecurityGroupRule(
-                        IpProtocol="tcp",
-                        FromPort=GATEWAY.port,
-                        ToPort=GATEWAY.port,
-                        SourceSecurityGroupId=Ref(self.alb_sg),
-                    )
-                ],
-            )
+        self.services_sg = self._group_open_to(
+            "ServicesSecurityGroup",
+            "ECS tasks: the gateway port from the load balancer, any port between tasks",
+            GATEWAY.port,
+            self.alb_sg,
         )
         self.add(
             ec2.SecurityGroupIngress(
@@ -377,32 +307,28 @@ class _Builder:
                 SourceSecurityGroupId=Ref(self.services_sg),
             )
         )
-        self.db_sg = self.add(
-            ec2.SecurityGroup(
-                "DatabaseSecurityGroup",
-                GroupDescription="PostgreSQL from the ECS tasks only",
-                VpcId=Ref(self.vpc),
-                SecurityGroupIngress=[
-                    ec2.SecurityGroupRule(
-                        IpProtocol="tcp",
-                        FromPort=POSTGRES_PORT,
-                        ToPort=POSTGRES_PORT,
-                        SourceSecurityGroupId=Ref(self.services_sg),
-                    )
-                ],
-            )
+        self.db_sg = self._group_open_to(
+            "DatabaseSecurityGroup", "PostgreSQL from the ECS tasks only", POSTGRES_PORT, self.services_sg
         )
-        self.kafka_sg = self.add(
+        self.kafka_sg = self._group_open_to(
+            "KafkaSecurityGroup",
+            "Kafka (TLS listener) from the ECS tasks only",
+            KAFKA_TLS_PORT,
+            self.services_sg,
+        )
+
+    def _group_open_to(
+        self, title: str, description: str, port: int, source: ec2.SecurityGroup
+    ) -> ec2.SecurityGroup:
+        """A security group in the VPC that admits TCP on `port` from the members of `source` only."""
+        return self.add(
             ec2.SecurityGroup(
-                "KafkaSecurityGroup",
-                GroupDescription="Kafka (TLS listener) from the ECS tasks only",
+                title,
+                GroupDescription=description,
                 VpcId=Ref(self.vpc),
                 SecurityGroupIngress=[
                     ec2.SecurityGroupRule(
-                        IpProtocol="tcp",
-                        FromPort=KAFKA_TLS_PORT,
-                        ToPort=KAFKA_TLS_PORT,
-                        SourceSecurityGroupId=Ref(self.services_sg),
+                        IpProtocol="tcp", FromPort=port, ToPort=port, SourceSecurityGroupId=Ref(source)
                     )
                 ],
             )

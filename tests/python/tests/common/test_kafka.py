@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaError
 
 from pm.common import kafka
 from pm.common.broker import Broker, free_port
@@ -393,3 +395,107 @@ def test_ensure_topics_is_idempotent_and_uses_the_requested_partitions(kafka_boo
         assert consumer.partitions_for_topic(name) == {0, 1}
     finally:
         consumer.close()
+
+
+def _values(bootstrap: str, topic: str, partition: int) -> list[bytes]:
+    """Every value the partition's log holds, read from its beginning by a consumer of no group."""
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer = KafkaConsumer(
+        bootstrap_servers=[bootstrap], enable_auto_commit=False, request_timeout_ms=10_000
+    )
+    try:
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
+        values: list[bytes] = []
+        deadline = time.monotonic() + 15
+        while consumer.position(tp) < end and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                values.extend(record.value for record in records)
+        return values
+    finally:
+        consumer.close()
+
+
+def test_a_record_is_acknowledged_only_once_the_log_holds_it_after_an_empty_broker_reuses_producer_ids() -> (
+    None
+):
+    """Issue 15: an in-memory broker that comes back empty hands out producer ids from 1 again (Tansu). A
+    producer that outlived the old broker (the relay's, whose close gave up while a batch still waited for
+    the new broker to have the topic) keeps the id the old broker gave it, the same one the new broker gave
+    the relay's next producer. With idempotent producers the old one's late batch is accepted under the new
+    one's id and sequence, and the new one's next batch is answered DUPLICATE_SEQUENCE_NUMBER, which the
+    client counts as acknowledged: the relay marks that event published though no log holds it."""
+    port = free_port()
+    topic, other = unique("patient"), unique("other")
+    broker = Broker(port).start()
+    old = make_producer(broker.bootstrap, client_id="producer-of-the-lost-broker")
+    new: KafkaProducer | None = None
+    try:
+        ensure_topics(broker.bootstrap, [topic], partitions=PARTITIONS)
+        old.send(topic, b"old-acknowledged", partition=0).get(timeout=10)
+        assert broker.process is not None
+        broker.process.kill()  # SIGKILL, as the reliability tests do: everything it held is gone
+        broker.process.wait(10)
+        late = old.send(topic, b"old-late", partition=1)  # waits for a broker that has the topic
+        broker = Broker(port).start()
+        new = make_producer(broker.bootstrap, client_id="producer-of-the-new-broker")
+        ensure_topics(broker.bootstrap, [other], partitions=1)
+        new.send(other, b"first", partition=0).get(timeout=10)  # the new broker's first producer
+        ensure_topics(broker.bootstrap, [topic], partitions=PARTITIONS)
+        # Goes out once the old producer sees the topic again; refused is fine: only what is acknowledged
+        # must be in the log.
+        with contextlib.suppress(KafkaError):
+            late.get(timeout=30)
+        acknowledged: list[bytes] = []
+        for value in (b"new-0", b"new-1", b"new-2"):
+            try:
+                new.send(topic, value, partition=1).get(timeout=10)
+            except (
+                KafkaError
+            ):  # refused (Tansu may refuse a write racing another connection's): not acknowledged
+                continue
+            acknowledged.append(value)
+        assert acknowledged, "the new broker's producer works"
+        held = _values(broker.bootstrap, topic, 1)
+        assert [value for value in acknowledged if value not in held] == []
+    finally:
+        for producer in (old, new):
+            if producer is not None:
+                with contextlib.suppress(KafkaError):  # a producer left with a batch cannot flush it
+                    producer.close(timeout=2)
+        broker.stop()
+
+
+def test_recreate_topic_is_done_when_another_client_created_the_topic_again_first(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`analytics rebuild` deletes the patient topic while the patient relay runs; the relay creates a
+    missing topic itself (within a second): recreate_topic must take the new log for done rather than wait
+    for the topic to disappear and fail."""
+    name = unique("patient")
+    ensure_topics(kafka_bootstrap, [name], partitions=PARTITIONS)
+    before = _topic_ids(kafka_bootstrap, name)
+
+    class RelayCreatesItAgain(kafka.KafkaAdminClient):  # type: ignore[misc]
+        def delete_topics(self, topics: list[str], *args: Any, **kwargs: Any) -> Any:
+            result = super().delete_topics(topics, *args, **kwargs)
+            ensure_topics(kafka_bootstrap, topics, partitions=PARTITIONS)  # the relay, at once
+            return result
+
+    monkeypatch.setattr(kafka, "KafkaAdminClient", RelayCreatesItAgain)
+    kafka.recreate_topic(kafka_bootstrap, name, timeout=3.0)
+    monkeypatch.undo()
+    after = _topic_ids(kafka_bootstrap, name)
+    assert after and after != before
+
+
+def _topic_ids(bootstrap: str, topic: str) -> str:
+    admin = KafkaAdminClient(bootstrap_servers=[bootstrap], request_timeout_ms=10_000)
+    try:
+        return next(str(t["topic_id"]) for t in admin.describe_topics([topic]) if t.get("name") == topic)
+    finally:
+        admin.close()

@@ -14,10 +14,13 @@ def system(
     postgres_databases: PostgresDatabases,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[System]:
-    running = start_system(postgres_databases, tmp_path_factory.mktemp("pm-data"))
+    data_dir = tmp_path_factory.mktemp("pm-data")
+    running = start_system(postgres_databases, data_dir)
     yield running
     running.stack.stop()
-    keep_log(request.module.__name__.rsplit(".", 1)[-1], running.log_text())
+    broker_log = data_dir / "broker.log"
+    tail = broker_log.read_text(errors="replace")[-20000:] if broker_log.exists() else ""
+    keep_log(request.module.__name__.rsplit(".", 1)[-1], running.log_text() + "\n--- broker.log ---\n" + tail)
 
 
 @pytest.fixture(scope="module")

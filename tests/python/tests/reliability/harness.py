@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -103,14 +104,15 @@ def start_system(
     env = {f"PM_{name.upper()}_DATABASE_URL": url for name, url in urls.items()}
     env["PM_AUTH_BCRYPT_ROUNDS"] = "6"
     env.update(extra_env or {})
-    ports = {spec.port_var: free_port() for spec in SERVICES}
-    ports["PM_BILLING_GRPC_PORT"] = free_port()
+    free = system_ports(len(SERVICES) + 2)
+    ports = {spec.port_var: free.pop() for spec in SERVICES}
+    ports["PM_BILLING_GRPC_PORT"] = free.pop()
     settings = Settings(
         host="127.0.0.1",
         data_dir=data_dir,
         ports=ports,
         kafka_bootstrap=None,
-        kafka_port=free_port(),
+        kafka_port=free.pop(),
         ready_timeout=READY_TIMEOUT,
     )
     stack = RecordingStack(settings, env)
@@ -122,6 +124,30 @@ def start_system(
         stack.stop()
         raise AssertionError("the system did not become healthy:\n" + system.log_text()[-6000:]) from None
     return system
+
+
+def system_ports(count: int) -> list[int]:
+    """`count` free ports for one system. With PM_TEST_PORT_BASE (and PM_TEST_PORT_COUNT, default 200) they
+    come from that range, each Pants slot from its own part of it: a range outside the kernel's ephemeral
+    ports is never handed to another process while one of ours is closed (the broker between a kill and
+    its restart). Otherwise any free ports."""
+    base = os.environ.get("PM_TEST_PORT_BASE")
+    if not base:
+        return [free_port() for _ in range(count)]
+    size = int(os.environ.get("PM_TEST_PORT_COUNT", "200"))
+    slot = int(os.environ.get("PM_TEST_SLOT", "0"))
+    candidates = [int(base) + (slot * 25 + i) % size for i in range(size)]
+    found: list[int] = []
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise AssertionError(f"fewer than {count} free ports in {base}+{size}")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
@@ -229,9 +255,116 @@ def kill_broker(system: System) -> None:
     """SIGKILL the in-memory broker: everything it held is gone (a fresh one starts empty)."""
     broker = system.stack.broker
     assert broker is not None and broker.process is not None
+    code = broker.process.poll()
+    if code is not None:  # it must be the one we started that dies here, not one long gone
+        raise AssertionError(f"the broker had already exited with status {code}: {broker.log_tail()}")
     broker.process.kill()
     broker.process.wait(10)
+    system.stack.say(f"[harness] broker pid {broker.process.pid} SIGKILLed")
     system.stack.broker = None
+
+
+def start_broker(system: System) -> None:
+    """A fresh, empty broker on the same port."""
+    system.stack.start_broker()
+    assert system.stack.broker is not None and system.stack.broker.process is not None
+    system.stack.say(f"[harness] broker pid {system.stack.broker.process.pid} started")
+
+
+def pipeline_state(
+    system: System, topic: str = "patient", group: str = "analytics-service"
+) -> dict[str, Any]:
+    """Where events stand between the outbox and analytics, for a failure's message: the broker process,
+    the relay's and the consumer's health, the outbox, the topic's id and end offsets, the group's
+    committed offsets. Every part is best effort (the broker may be the thing that is gone)."""
+    state: dict[str, Any] = {}
+    broker = system.stack.broker
+    if broker is not None and broker.process is not None:
+        state["broker"] = {"pid": broker.process.pid, "exit_status": broker.process.poll()}
+        state["broker_log_tail"] = broker.log_tail(10)
+    for service in ("patient", "analytics"):
+        try:
+            state[f"{service}_health"] = httpx.get(system.url(service) + "/health", timeout=5.0).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            state[f"{service}_health"] = repr(exc)
+    try:
+        state["outbox"] = [
+            tuple(row)
+            for row in system.sql(
+                "patient",
+                "SELECT published_at IS NOT NULL AS published, count(*) FROM outbox GROUP BY 1 ORDER BY 1",
+            )
+        ]
+        state["relay_state"] = [
+            tuple(row) for row in system.sql("patient", "SELECT topic, topic_id FROM relay_state")
+        ]
+        state["analytics_events"] = system.sql("analytics", "SELECT count(*) FROM patient_event")[0][0]
+    except Exception as exc:  # a diagnosis must not hide the failure it explains
+        state["sql"] = repr(exc)
+    state.update(_broker_state(system.bootstrap, topic, group))
+    return state
+
+
+def _broker_state(bootstrap: str, topic: str, group: str) -> dict[str, Any]:
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    from pm.common.kafka import make_admin_client
+
+    state: dict[str, Any] = {}
+
+    def attempt(key: str, read: Callable[[], Any]) -> Any:
+        try:
+            state[key] = read()
+        except Exception as exc:  # the broker may be the thing that is gone
+            state[key] = repr(exc)[:300]
+        return state[key]
+
+    admin = attempt(
+        "admin", lambda: make_admin_client(bootstrap, client_id="harness-diagnosis", timeout_ms=5000)
+    )
+    if isinstance(admin, str):
+        return state
+    del state["admin"]
+    try:
+        described = attempt(
+            "describe", lambda: [t for t in admin.describe_topics([topic]) if t.get("name") == topic]
+        )
+        if isinstance(described, str):
+            return state
+        state["describe"] = [
+            {
+                "id": str(t.get("topic_id")),
+                "error": t.get("error_code"),
+                "partitions": len(t.get("partitions") or []),
+            }
+            for t in described
+        ]
+        tps = [
+            TopicPartition(topic, p.get("partition_index", p.get("partition")))
+            for t in described
+            for p in (t.get("partitions") or [])
+        ]
+        attempt(
+            "committed",
+            lambda: {
+                tp.partition: getattr(o, "offset", o)
+                for tp, o in admin.list_group_offsets({group: tps}).get(group, {}).items()
+            },
+        )
+        attempt("group", lambda: str(admin.describe_groups([group]))[:600])
+
+        def end_offsets() -> dict[int, int]:
+            consumer = KafkaConsumer(bootstrap_servers=[bootstrap], request_timeout_ms=6000)
+            try:
+                return {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
+            finally:
+                consumer.close()
+
+        attempt("end_offsets", end_offsets)
+    finally:
+        admin.close()
+    return state
 
 
 def created_event_counts(system: System) -> dict[str, int]:
@@ -243,7 +376,7 @@ def created_event_counts(system: System) -> dict[str, int]:
     return {str(pid): int(n) for pid, n in rows}
 
 
-def lost_and_doubled(system: System, created: list[str], timeout: float = 90.0) -> dict[str, int]:
+def lost_and_doubled(system: System, created: list[str], timeout: float = 90.0) -> dict[str, Any]:
     """Wait until analytics holds an event for every created patient (or `timeout`); count the missing
     ones and the extra copies."""
     try:
@@ -251,10 +384,13 @@ def lost_and_doubled(system: System, created: list[str], timeout: float = 90.0) 
     except AssertionError:
         pass  # reported by the caller's figures
     counts = created_event_counts(system)
-    return {
+    figures: dict[str, Any] = {
         "events_lost": sum(1 for pid in created if pid not in counts),
         "counted_twice": sum(n - 1 for n in counts.values() if n > 1),
     }
+    if figures["events_lost"]:
+        figures["pipeline"] = pipeline_state(system)
+    return figures
 
 
 def rebuild_analytics(system: System, token: str) -> dict[str, Any]:
@@ -281,7 +417,10 @@ def rebuild_analytics(system: System, token: str) -> dict[str, Any]:
             if ("WARN" in line or "ERROR" in line) and "blocking the event loop" not in line
         ]
         return AssertionError(
-            f"{what}: summary {summary()} != outbox {expected()}\n" + "\n".join(notes[-30:])
+            f"{what}: summary {summary()} != outbox {expected()}\n"
+            + json.dumps(pipeline_state(system), default=str, indent=1)
+            + "\n"
+            + "\n".join(notes[-30:])
         )
 
     try:

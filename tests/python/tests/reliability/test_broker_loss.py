@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from tests.reliability.harness import (
     lost_and_doubled,
     patient_body,
     rebuild_analytics,
+    start_broker,
     write_figures,
 )
 
@@ -52,20 +54,20 @@ def test_broker_killed_right_after_ready_loses_no_event(system: System, token: s
                 kill_broker(system)
                 resume_analytics(system)
             if i == 2 * PATIENTS // 3:
-                system.stack.start_broker()
+                start_broker(system)
             response = client.post("/api/patients", json=patient_body("loss"), timeout=20.0)
             statuses.append(response.status_code)
             if response.status_code == 201:
                 created.append(response.json()["id"])
     load_seconds = time.monotonic() - started
-    figures: dict[str, float] = {"requests": PATIENTS, "created": len(created), "load_seconds": load_seconds}
+    figures: dict[str, Any] = {"requests": PATIENTS, "created": len(created), "load_seconds": load_seconds}
     waited = time.monotonic()
     figures.update(lost_and_doubled(system, created))
     figures["seconds_until_analytics_caught_up"] = round(time.monotonic() - waited, 1)
     write_figures("broker_lost_after_ready", figures)
     assert statuses == [201] * PATIENTS
-    assert figures["events_lost"] == 0
-    assert figures["counted_twice"] == 0
+    assert figures["events_lost"] == 0, figures
+    assert figures["counted_twice"] == 0, figures
 
 
 def test_broker_killed_at_random_points_of_a_load_loses_no_event(system: System, token: str) -> None:
@@ -82,9 +84,9 @@ def test_broker_killed_at_random_points_of_a_load_loses_no_event(system: System,
             resume_analytics(system)
             kills += 1
             time.sleep(rng.uniform(0.0, 2.0))
-            system.stack.start_broker()
+            start_broker(system)
         time.sleep(max(0.0, deadline - time.monotonic()))
-    figures: dict[str, float] = {
+    figures: dict[str, Any] = {
         "seed": seed,
         "load_seconds": LOAD_SECONDS,
         "broker_kills": kills,
@@ -97,14 +99,15 @@ def test_broker_killed_at_random_points_of_a_load_loses_no_event(system: System,
     figures["seconds_until_analytics_caught_up"] = round(time.monotonic() - waited, 1)
     write_figures("broker_killed_at_random", figures)
     assert figures["5xx"] == 0
-    assert figures["events_lost"] == 0
-    assert figures["counted_twice"] == 0
+    assert figures["events_lost"] == 0, figures
+    assert figures["counted_twice"] == 0, figures
 
 
 @pytest.mark.xfail(
     strict=False,
-    reason="open in issue 15: after many broker kills a rebuild sometimes ends with analytics empty "
-    "(seen 1 in 4 runs here and once in CI, broker refusing connections at rebuild time); cause not found yet",
+    reason="open in issue 15: after the broker kills a rebuild can still end short (2026-12-02, 1 of 4 runs: "
+    "268 of 304 created counted; the group's committed offset on partition 0 was 82 with the new log ending at "
+    "72, and the topic had gained a partition 3); see docs/reliability.md, gaps",
 )
 def test_analytics_rebuild_after_the_broker_kills_ends_equal_to_the_outbox(
     system: System, token: str

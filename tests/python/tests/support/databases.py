@@ -14,7 +14,8 @@ class PostgresDatabases:
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
         slot = os.environ.get("PM_TEST_SLOT", "0")
-        self.prefix = f"pm_test_{slot}_{os.getpid()}"
+        # PM_TEST_DB_PREFIX keeps the databases of one person's runs apart on a shared server.
+        self.prefix = f"{os.environ.get('PM_TEST_DB_PREFIX', 'pm_test')}_{slot}_{os.getpid()}"
         self.created: list[str] = []
 
     def new(self, label: str = "db") -> str:

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-metadata = sa.MetaData()
+from pm.common.db import BIGINT_KEY, timestamp
 
-# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
-SEQUENCE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+metadata = sa.MetaData()
 
 patient_event = sa.Table(
     "patient_event",
     metadata,
-    sa.Column("seq", SEQUENCE, primary_key=True, autoincrement=True),
+    sa.Column("seq", BIGINT_KEY, primary_key=True, autoincrement=True),
     sa.Column("event_id", sa.Uuid, nullable=False),
     sa.Column("event_type", sa.String(32), nullable=False),
     sa.Column("patient_id", sa.String(64), nullable=False),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("email", sa.Text, nullable=False),
     sa.Column("actor", sa.Text, nullable=False),
-    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    timestamp("occurred_at"),
     sa.Column("registered_date", sa.Date, nullable=True),
     sa.Column("topic", sa.String(255), nullable=False),
     sa.Column("partition", sa.Integer, nullable=False),
@@ -33,7 +32,7 @@ processed_event = sa.Table(
     "processed_event",
     metadata,
     sa.Column("event_id", sa.Uuid, primary_key=True),
-    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    timestamp("occurred_at"),
 )
 
 totals = sa.Table(
@@ -43,7 +42,7 @@ totals = sa.Table(
     sa.Column("patients_created", sa.BigInteger, nullable=False),
     sa.Column("patients_updated", sa.BigInteger, nullable=False),
     sa.Column("patients_deleted", sa.BigInteger, nullable=False),
-    sa.Column("last_event_at", sa.DateTime(timezone=True), nullable=True),
+    timestamp("last_event_at", nullable=True),
 )
 TOTALS_ROW = 1
 
@@ -57,13 +56,13 @@ registrations_per_month = sa.Table(
 dead_letter = sa.Table(
     "dead_letter",
     metadata,
-    sa.Column("id", SEQUENCE, primary_key=True, autoincrement=True),
+    sa.Column("id", BIGINT_KEY, primary_key=True, autoincrement=True),
     sa.Column("topic", sa.String(255), nullable=False),
     sa.Column("partition", sa.Integer, nullable=False),
     sa.Column("offset", sa.BigInteger, nullable=False),
     sa.Column("key", sa.LargeBinary, nullable=True),
     sa.Column("payload", sa.LargeBinary, nullable=True),
     sa.Column("error", sa.Text, nullable=False),
-    sa.Column("parked_at", sa.DateTime(timezone=True), nullable=False),
+    timestamp("parked_at"),
     sa.UniqueConstraint("topic", "partition", "offset", name="uq_dead_letter_position"),
 )

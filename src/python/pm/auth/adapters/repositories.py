@@ -39,7 +39,7 @@ class SqlUserRepository(UserRepository):
         return _user(row) if row else None
 
     def get(self, user_id: uuid.UUID) -> User | None:
-        row = self.session.execute(sa.select(users).where(users.c.id == user_id)).first()
+        row = db.row_by_id(self.session, users, user_id)
         return _user(row) if row else None
 
     def add(self, user: User) -> None:
@@ -67,7 +67,7 @@ class SqlUserRepository(UserRepository):
         return int(self.session.execute(sa.select(sa.func.count()).select_from(users)).scalar_one())
 
     def lock(self, user_id: uuid.UUID) -> User | None:
-        row = self.session.execute(sa.select(users).where(users.c.id == user_id).with_for_update()).first()
+        row = db.row_by_id(self.session, users, user_id, for_update=True)
         return _user(row) if row else None
 
     def update(self, user_id: uuid.UUID, *, disabled: bool | None = None, role: Role | None = None) -> None:

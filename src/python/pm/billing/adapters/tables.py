@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from pm.common.db import timestamp
+
 metadata = sa.MetaData()
 
 billing_account = sa.Table(
@@ -14,8 +16,8 @@ billing_account = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("email", sa.String(254), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    timestamp("created_at"),
     # When the patient's name and email were erased (a purge of the patient; migration 0002).
-    sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True),
+    timestamp("erased_at", nullable=True),
     sa.UniqueConstraint("patient_id", name="uq_billing_account_patient_id"),
 )

@@ -920,35 +920,35 @@
     $("outbox-summary").className = data.brokerReachable ? "status" : "status error";
   }
 
-  function unreachable(rows, columns, data) {
-    rows.replaceChildren(el("tr", {}, el("td", { colspan: String(columns), class: "status error", text: data.error || "The broker is unreachable." })));
+  // A broker table: one row per partition of each entry the endpoint lists, or the broker's error.
+  async function loadPartitionRows(path, rowsId, columns, entries, row) {
+    const { data } = await api(path);
+    const rows = $(rowsId);
+    if (!data.reachable) {
+      rows.replaceChildren(el("tr", {}, el("td", { colspan: String(columns), class: "status error", text: data.error || "The broker is unreachable." })));
+      return;
+    }
+    rows.replaceChildren(...entries(data).flatMap((entry) => entry.partitions.map((p) => row(entry, p))));
   }
 
-  async function loadTopics() {
-    const { data } = await api("/api/broker/topics");
-    const rows = $("topics-rows");
-    if (!data.reachable) return unreachable(rows, 6, data);
-    rows.replaceChildren(
-      ...data.topics.flatMap((topic) =>
-        topic.partitions.map((p) =>
-          el(
-            "tr",
-            { "data-topic": topic.name, "data-partition": String(p.partition) },
-            cell("Topic", topic.name),
-            cell("Partition", p.partition),
-            cell("First offset", p.firstOffset),
-            cell("Next offset", p.nextOffset),
-            cell("Messages", p.messages),
-            el(
-              "td",
-              { class: "row-actions" },
-              actionButton("Messages", `Messages of ${topic.name} partition ${p.partition}`, () => {
-                brokerView.partition = { topic: topic.name, partition: p.partition };
-                brokerView.before = null;
-                loadMessages(false);
-              }),
-            ),
-          ),
+  function loadTopics() {
+    return loadPartitionRows("/api/broker/topics", "topics-rows", 6, (data) => data.topics, (topic, p) =>
+      el(
+        "tr",
+        { "data-topic": topic.name, "data-partition": String(p.partition) },
+        cell("Topic", topic.name),
+        cell("Partition", p.partition),
+        cell("First offset", p.firstOffset),
+        cell("Next offset", p.nextOffset),
+        cell("Messages", p.messages),
+        el(
+          "td",
+          { class: "row-actions" },
+          actionButton("Messages", `Messages of ${topic.name} partition ${p.partition}`, () => {
+            brokerView.partition = { topic: topic.name, partition: p.partition };
+            brokerView.before = null;
+            loadMessages(false);
+          }),
         ),
       ),
     );
@@ -982,23 +982,16 @@
     }
   }
 
-  async function loadLag() {
-    const { data } = await api("/api/broker/consumer-groups");
-    const rows = $("lag-rows");
-    if (!data.reachable) return unreachable(rows, 5, data);
-    rows.replaceChildren(
-      ...data.groups.flatMap((group) =>
-        group.partitions.map((p) =>
-          el(
-            "tr",
-            { "data-partition": String(p.partition) },
-            cell("Group", `${group.group} (${group.topic})`),
-            cell("Partition", p.partition),
-            cell("Committed", p.committedOffset),
-            cell("Next offset", p.nextOffset),
-            cell("Lag", p.lag),
-          ),
-        ),
+  function loadLag() {
+    return loadPartitionRows("/api/broker/consumer-groups", "lag-rows", 5, (data) => data.groups, (group, p) =>
+      el(
+        "tr",
+        { "data-partition": String(p.partition) },
+        cell("Group", `${group.group} (${group.topic})`),
+        cell("Partition", p.partition),
+        cell("Committed", p.committedOffset),
+        cell("Next offset", p.nextOffset),
+        cell("Lag", p.lag),
       ),
     );
   }

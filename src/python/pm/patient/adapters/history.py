@@ -9,9 +9,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from pm.common.db import utc
+from pm.common.db import row_by_id, utc
 from pm.patient.adapters import tables
-from pm.patient.domain.model import ChangeType, Patient, PatientVersion, Tombstone
+from pm.patient.adapters.records import patient_of, record_values
+from pm.patient.domain.model import ChangeType, PatientVersion, Tombstone
 
 _v = tables.patient_versions
 _d = tables.deleted_patients
@@ -20,25 +21,13 @@ PERSONAL_COLUMNS = ("name", "email", "address", "date_of_birth")
 
 
 def _version(row: Any) -> PatientVersion:
-    patient = None
-    if row.name is not None:
-        patient = Patient(
-            id=row.patient_id,
-            name=row.name,
-            email=row.email,
-            address=row.address,
-            date_of_birth=row.date_of_birth,
-            registered_date=row.registered_date,
-            billing_account_id=row.billing_account_id,
-            version=row.version,
-        )
     return PatientVersion(
         patient_id=row.patient_id,
         version=row.version,
         changed_at=utc(row.changed_at),
         actor=row.actor,
         change_type=ChangeType(row.change_type),
-        patient=patient,
+        patient=patient_of(row, row.patient_id) if row.name is not None else None,
     )
 
 
@@ -50,7 +39,6 @@ class SqlVersionRepository:
         self.session = session
 
     def add(self, version: PatientVersion) -> None:
-        patient = version.patient
         self.session.execute(
             sa.insert(_v).values(
                 patient_id=version.patient_id,
@@ -58,12 +46,7 @@ class SqlVersionRepository:
                 changed_at=version.changed_at,
                 actor=version.actor,
                 change_type=version.change_type.value,
-                name=patient.name if patient else None,
-                email=patient.email if patient else None,
-                address=patient.address if patient else None,
-                date_of_birth=patient.date_of_birth if patient else None,
-                registered_date=patient.registered_date if patient else None,
-                billing_account_id=patient.billing_account_id if patient else None,
+                **record_values(version.patient),
             )
         )
 
@@ -114,10 +97,7 @@ class SqlTombstoneRepository:
         self.session = session
 
     def get(self, patient_id: uuid.UUID, *, for_update: bool = False) -> Tombstone | None:
-        query = sa.select(_d).where(_d.c.id == patient_id)
-        if for_update:
-            query = query.with_for_update()
-        row = self.session.execute(query).first()
+        row = row_by_id(self.session, _d, patient_id, for_update=for_update)
         return _tombstone(row) if row else None
 
     def add(self, tombstone: Tombstone) -> None:

@@ -121,6 +121,7 @@ class OutboxRelay:
             lambda: make_producer(settings.bootstrap_servers, client_id="pm-patient-relay", tls=settings.tls)
         )
         self._producer: KafkaProducer | None = None
+        self._unclosed: list[KafkaProducer] = []
         self._admin: KafkaAdminClient | None = None
         self._topic_id: str | None = None
         self._next_log_check = 0.0
@@ -180,6 +181,8 @@ class OutboxRelay:
                 log.info("outbox relay publishing again")
             self.last_error = None
             backoff = self.settings.initial_backoff_seconds
+            if self._unclosed:
+                self._close_unclosed()
             # The outbox is drained (publish_pending returned): sleep until a commit or the next poll.
             if purged < self.settings.purge_batch_size:
                 self._wake.wait(self.settings.poll_interval_seconds)
@@ -392,8 +395,21 @@ class OutboxRelay:
             close_quietly("admin client", self._admin.close)
             self._admin = None
         if self._producer is not None:
-            close_quietly("producer", self._producer.close, timeout=2)
+            self._unclosed.append(self._producer)
             self._producer = None
+        self._close_unclosed()
+
+    def _close_unclosed(self) -> None:
+        """Close the producers we let go of. kafka-python's close gives up (raises) while a batch is still
+        pending and leaves the producer's sender running; its batches end within the producer's delivery
+        timeout, and a later call closes it then."""
+        for producer in list(self._unclosed):
+            try:
+                producer.close(timeout=2)
+            except Exception as exc:  # noqa: BLE001 - still a batch pending: next time
+                log.debug("producer not closed yet", extra={"error": str(exc)[:200]})
+                continue
+            self._unclosed.remove(producer)
 
 
 def pending_count(database: Database) -> int:

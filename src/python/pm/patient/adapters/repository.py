@@ -12,11 +12,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pm.common import tracing
-from pm.common.db import Database, UnitOfWork
+from pm.common.db import Database, UnitOfWork, row_by_id
 from pm.patient.adapters import filters, tables
 from pm.patient.adapters.audit import SqlAuditLog
 from pm.patient.adapters.events import scrub, serialize
 from pm.patient.adapters.history import SqlTombstoneRepository, SqlVersionRepository
+from pm.patient.adapters.records import patient_of, record_values
 from pm.patient.domain.model import (
     Cursor,
     Direction,
@@ -58,28 +59,13 @@ def _like_pattern(search: str) -> str:
 
 
 def _patient(row: Any) -> Patient:
-    return Patient(
-        id=row.id,
-        name=row.name,
-        email=row.email,
-        address=row.address,
-        date_of_birth=row.date_of_birth,
-        registered_date=row.registered_date,
-        billing_account_id=row.billing_account_id,
-        version=row.version,
-        updated_at=row.updated_at,
-    )
+    return patient_of(row, row.id, updated_at=row.updated_at)
 
 
 def _values(patient: Patient) -> dict[str, Any]:
     return {
-        "name": patient.name,
-        "email": patient.email,
+        **record_values(patient),
         "email_key": email_key(patient.email),
-        "address": patient.address,
-        "date_of_birth": patient.date_of_birth,
-        "registered_date": patient.registered_date,
-        "billing_account_id": patient.billing_account_id,
         "version": patient.version,
         "updated_at": _now(),
     }
@@ -91,10 +77,7 @@ class SqlPatientRepository:
         self.exact_count_limit = exact_count_limit
 
     def get(self, patient_id: uuid.UUID, *, for_update: bool = False) -> Patient | None:
-        query = sa.select(_t).where(_t.c.id == patient_id)
-        if for_update:
-            query = query.with_for_update()
-        row = self.session.execute(query).first()
+        row = row_by_id(self.session, _t, patient_id, for_update=for_update)
         return _patient(row) if row else None
 
     def email_taken(self, email: str, *, other_than: uuid.UUID | None = None) -> bool:

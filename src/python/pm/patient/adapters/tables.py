@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from pm.common.db import BIGINT_KEY, timestamp
+
 metadata = sa.MetaData()
 
 patients = sa.Table(
@@ -19,21 +21,21 @@ patients = sa.Table(
     sa.Column("registered_date", sa.Date, nullable=False),
     sa.Column("billing_account_id", sa.String(64), nullable=True),
     sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    timestamp("created_at"),
+    timestamp("updated_at"),
 )
 
 outbox = sa.Table(
     "outbox",
     metadata,
-    # The publication order; SQLite only auto-increments a plain INTEGER primary key.
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    # The publication order.
+    sa.Column("id", BIGINT_KEY, primary_key=True, autoincrement=True),
     sa.Column("event_id", sa.Uuid, nullable=False, unique=True),
     sa.Column("patient_id", sa.Uuid, nullable=False),
     sa.Column("event_type", sa.String(32), nullable=False),
     sa.Column("payload", sa.LargeBinary, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    timestamp("created_at"),
+    timestamp("published_at", nullable=True),
     # The writing request's W3C traceparent, sent on as a Kafka header (migration 0004).
     sa.Column("traceparent", sa.String(55), nullable=True),
 )
@@ -45,7 +47,7 @@ relay_state = sa.Table(
     metadata,
     sa.Column("topic", sa.String(255), primary_key=True),
     sa.Column("topic_id", sa.String(64), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    timestamp("updated_at"),
 )
 
 # Data seeds applied once per database (so a deleted demo patient is not brought back on restart).
@@ -53,7 +55,7 @@ seeds = sa.Table(
     "seeds",
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+    timestamp("applied_at"),
 )
 
 # PostgreSQL only: the number of patients, kept by triggers in slots that sum to the total (migration 0004).
@@ -71,7 +73,7 @@ patient_versions = sa.Table(
     metadata,
     sa.Column("patient_id", sa.Uuid, primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    timestamp("changed_at"),
     sa.Column("actor", sa.String(254), nullable=False),
     sa.Column("change_type", sa.String(16), nullable=False),
     sa.Column("name", sa.String(100), nullable=True),
@@ -88,10 +90,10 @@ deleted_patients = sa.Table(
     "deleted_patients",
     metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
-    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
+    timestamp("deleted_at"),
     # The version the deletion wrote (the last one unless a purge came after).
     sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True),
+    timestamp("purged_at", nullable=True),
 )
 
 # The audit trail of access to patient data (migration 0007): append-only, each entry chained to the one
@@ -99,10 +101,8 @@ deleted_patients = sa.Table(
 audit_events = sa.Table(
     "audit_events",
     metadata,
-    sa.Column(
-        "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False
-    ),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("seq", BIGINT_KEY, primary_key=True, autoincrement=False),
+    timestamp("at"),
     sa.Column("actor", sa.String(254), nullable=True),
     sa.Column("role", sa.String(16), nullable=True),
     sa.Column("action", sa.String(64), nullable=False),

@@ -44,7 +44,7 @@ from flask import Response, request
 
 from pm.common import tracing
 from pm.common.logs import request_id_var
-from pm.common.problems import PROBLEM_JSON, RETRY_AFTER_SECONDS, AsProblem, ErrorTable, problem_bytes
+from pm.common.problems import PROBLEM_JSON, RETRY_AFTER_SECONDS, ErrorTable, problem_bytes, unavailable
 from pm.common.tokens import require_role
 from pm.patient.domain.audit import AuditEntry, AuditQuery, AuditUnavailable, ChainedEntry
 from pm.patient.domain.model import InvalidPatient
@@ -76,11 +76,8 @@ _MAX_DETAIL_TEXT = 200
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 
 AUDIT_ERRORS: ErrorTable = {
-    AuditUnavailable: AsProblem(
-        503,
-        "Service Unavailable",
-        "The audit trail cannot be written, so the request was not served; retry later.",
-        headers=lambda _: {"Retry-After": RETRY_AFTER_SECONDS},
+    AuditUnavailable: unavailable(
+        "The audit trail cannot be written, so the request was not served; retry later."
     ),
 }
 

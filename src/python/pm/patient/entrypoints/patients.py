@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from connexion import request
 
-from pm.common.problems import AsProblem, ErrorTable
+from pm.common.problems import AsProblem, ErrorTable, unavailable
 from pm.common.tokens import require_role
 from pm.patient.adapters.relay import OutboxRelay
 from pm.patient.domain.model import (
@@ -39,7 +39,6 @@ from pm.patient.entrypoints.bodies import patient_json
 from pm.patient.entrypoints.broker import outbox_view
 from pm.patient.service_layer.services import PatientService
 
-RETRY_AFTER_SECONDS = "5"
 # Operations declare JSON and problem+json responses: Connexion needs the success type spelled out.
 JSON = {"Content-Type": "application/json"}
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
@@ -55,17 +54,9 @@ ERRORS: ErrorTable = {
     PatientGone: AsProblem(410, "Gone"),
     DuplicateEmail: AsProblem(409, "Conflict"),
     StalePatient: AsProblem(412, "Precondition Failed"),
-    BillingUnavailable: AsProblem(
-        503,
-        "Service Unavailable",
-        lambda exc: f"{exc} Nothing was stored; try again later.",
-        headers=lambda _: {"Retry-After": RETRY_AFTER_SECONDS},
-    ),
-    ErasureUnavailable: AsProblem(
-        503,
-        "Service Unavailable",
-        lambda exc: f"{exc} Nothing was erased; the purge can be repeated safely.",
-        headers=lambda _: {"Retry-After": RETRY_AFTER_SECONDS},
+    BillingUnavailable: unavailable(lambda exc: f"{exc} Nothing was stored; try again later."),
+    ErasureUnavailable: unavailable(
+        lambda exc: f"{exc} Nothing was erased; the purge can be repeated safely."
     ),
     BillingRejected: AsProblem(502, "Bad Gateway", lambda exc: f"{exc} Nothing was stored."),
 }

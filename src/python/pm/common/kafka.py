@@ -64,6 +64,9 @@ def make_producer(
         client_id=client_id,
         acks="all",
         enable_idempotence=False,
+        # A topic made by a metadata request gets the broker's default partition count (Tansu: 4); ours
+        # are created explicitly (ensure_topics), so a log lost under the producer is noticed, not remade.
+        allow_auto_create_topics=False,
         retries=5,
         linger_ms=linger_ms,
         max_in_flight_requests_per_connection=1,

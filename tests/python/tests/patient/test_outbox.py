@@ -14,11 +14,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
 
 from pm.common import tracing
 from pm.common.broker import Broker
 from pm.common.db import Database
-from pm.common.kafka import ensure_topics, make_producer
+from pm.common.kafka import ensure_topics, make_producer, recreate_topic
 from pm.common.tokens import TokenVerifier
 from pm.patient.adapters.relay import OutboxRelay, pending_count
 from pm.patient.adapters.repository import SqlUnitOfWork
@@ -261,6 +262,35 @@ def test_a_broker_that_lost_its_log_gets_every_retained_event_again_once(
     # copies by event_id; what matters is that every retained event is on the new log.
     assert len({e.event_id for e in events}) == 7
     assert relay.republished >= 5
+    assert pending_count(patient_db) == 0
+
+
+def test_a_topic_recreated_with_fewer_partitions_gets_every_retained_event_on_its_new_log(
+    patient_db: Database, own_broker: Broker, topic: str
+) -> None:
+    """The relay's producer knew the topic with four partitions (the broker's default, as when a client's
+    metadata request made it) and the topic is recreated with three (`analytics rebuild`): the events
+    published again must all reach the new log, none sent to a partition it no longer has."""
+    admin = KafkaAdminClient(bootstrap_servers=own_broker.bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    finally:
+        admin.close()
+    service = patient_service(patient_db)
+    store_patients(service, 24)
+    relay = OutboxRelay(
+        patient_db, relay_settings(own_broker.bootstrap, topic, log_check_interval_seconds=0.2)
+    )
+    relay.start()
+    try:
+        assert len(read_events(own_broker.bootstrap, topic, expect=24)) == 24
+        recreate_topic(own_broker.bootstrap, topic)
+        records = read_events(own_broker.bootstrap, topic, expect=24, timeout=30)
+    finally:
+        relay.stop()
+
+    assert len({decode(r).event_id for r in records}) == 24
+    assert relay.republished >= 24
     assert pending_count(patient_db) == 0
 
 

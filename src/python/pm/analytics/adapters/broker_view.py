@@ -144,6 +144,9 @@ class KafkaBrokerView:
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                # Looking must not create: a topic made by a metadata request gets the broker's default
+                # partition count (Tansu: 4), not the one the services create it with.
+                allow_auto_create_topics=False,
                 max_partition_fetch_bytes=fetch_bytes,
                 fetch_max_wait_ms=100,
                 request_timeout_ms=self.timeout_ms + 1000,

@@ -324,6 +324,11 @@ class OutboxRelay:
         if topic_id is None or topic_id == self._topic_id:
             return 0
         republish = self._adopt_topic(topic_id)
+        if self._topic_id is not None:
+            # The producer's metadata describes the old log, whose partition count may differ: a record
+            # sent to a partition the new log lacks is acknowledged by some brokers (Tansu) and lost.
+            self._close_producer()
+            self._connected_producer()
         self._topic_id = topic_id
         if republish:
             self.republished += republish

@@ -1043,6 +1043,8 @@
 
   const TRACE_LIMIT = 20;
   const TRACE_WAIT_MS = 15000;
+  // Longer than the default interval at which services export their spans (OTEL_BSP_SCHEDULE_DELAY, 5 s).
+  const LATE_SPANS_MS = 6000;
 
   function isAdmin() {
     return Boolean(session.claims && session.claims.role === "ADMIN");
@@ -1101,10 +1103,13 @@
   }
 
   // Spans arrive in batches from every service: a fresh trace is asked for again until analytics'
-  // processing span is there (or the wait is over).
+  // processing span is there (or the wait is over), and then for a few seconds more, drawn again as the
+  // spans of services that export later (billing, say) arrive.
+  let shownTrace = null;
   async function showTrace(traceId, wait = false) {
     const section = $("traces");
     section.hidden = false;
+    shownTrace = traceId;
     setTracesStatus("Loading the trace…");
     const deadline = Date.now() + (wait ? TRACE_WAIT_MS : 0);
     for (;;) {
@@ -1128,9 +1133,27 @@
         setTracesStatus("");
         section.scrollIntoView({ block: "start" });
         loadTraces();
+        if (wait) await followLateSpans(traceId, trace.spans.length);
         return;
       }
       await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+
+  async function followLateSpans(traceId, shown) {
+    const until = Date.now() + LATE_SPANS_MS;
+    while (Date.now() < until && shownTrace === traceId) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      let trace;
+      try {
+        ({ data: trace } = await api(`/api/traces/${encodeURIComponent(traceId)}`));
+      } catch {
+        return;
+      }
+      if (shownTrace === traceId && trace.spans.length > shown) {
+        renderWaterfall(trace);
+        shown = trace.spans.length;
+      }
     }
   }
 

@@ -241,30 +241,64 @@ def test_two_processes_in_one_group_split_partitions_and_get_each_event_once(
     assert member.returncode == 0
 
 
-def test_a_recreated_topic_is_read_from_its_beginning(
-    kafka_bootstrap: str, topic: str, producer: KafkaProducer, loops: Callable[..., ConsumerLoop]
-) -> None:
-    """What a restarted in-memory broker does to a consumer: positions and commits beyond the new log's end."""
-    received = Received()
-    loops(kafka_bootstrap, [topic], unique("group"), received)
-    before = [event() for _ in range(12)]
-    publish(producer, topic, before)
-    first = [e.event_id for e in before]
-    wait_until(lambda: len(received.ids()) == 12, 20, "the first 12 events")
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="test-admin")
+def remake_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Delete the topic and create it again, empty, under a new id, with `partitions`."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-admin")
     try:
         admin.delete_topics([topic])
         wait_until(lambda: topic not in admin.list_topics(), 10, "the topic to be deleted")
     finally:
         admin.close()
-    ensure_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
-    after = [event() for _ in range(3)]
+    ensure_topics(bootstrap, [topic], partitions=partitions)
+
+
+@pytest.mark.parametrize(
+    ("partitions_before", "partitions_after", "events_after"),
+    [
+        (PARTITIONS, PARTITIONS, 3),
+        pytest.param(
+            4,
+            PARTITIONS,
+            300,
+            marks=pytest.mark.xfail(
+                strict=False,
+                reason="open: when the recreated topic has fewer partitions than the consumer's assignment "
+                "still names, the records of one partition are sometimes not read (2 of 7 runs, 2026-12-03); "
+                "our clients no longer create topics by asking for them, so the system's topic keeps its 3 "
+                "partitions; see docs/reliability.md, gaps",
+            ),
+        ),
+    ],
+    ids=["same-partitions", "fewer-partitions"],
+)
+def test_a_recreated_topic_is_read_from_its_beginning(
+    kafka_bootstrap: str,
+    topic: str,
+    producer: KafkaProducer,
+    loops: Callable[..., ConsumerLoop],
+    partitions_before: int,
+    partitions_after: int,
+    events_after: int,
+) -> None:
+    """What a restarted in-memory broker does to a consumer: positions and commits beyond the new log's end.
+    The new log may have fewer partitions (a client's metadata request made the old one with the broker's
+    default count): the partitions it lacks must not hold the consumer back."""
+    received = Received()
+    if partitions_before != PARTITIONS:
+        remake_topic(kafka_bootstrap, topic, partitions_before)
+    loops(kafka_bootstrap, [topic], unique("group"), received)
+    before = [event() for _ in range(12)]
+    publish(producer, topic, before)
+    first = [e.event_id for e in before]
+    wait_until(lambda: len(received.ids()) == 12, 20, "the first 12 events")
+    remake_topic(kafka_bootstrap, topic, partitions_after)
+    after = [event() for _ in range(events_after)]
     with make_producer(kafka_bootstrap, client_id="test-producer-2") as second:
         publish(second, topic, after)
     # Records read at the old positions before the new topic id was noticed are read again from the
     # beginning: delivery is at-least-once here, as everywhere, and handlers de-duplicate by event id.
     wanted = {e.event_id for e in after}
-    wait_until(lambda: wanted <= set(received.ids()), 30, "the 3 events written to the recreated topic")
+    wait_until(lambda: wanted <= set(received.ids()), 30, "the events written to the recreated topic")
     assert set(received.ids()) == set(first) | wanted
 
 
@@ -290,13 +324,7 @@ def test_a_batch_read_from_a_replaced_log_is_not_committed_onto_the_new_one(
     publish(producer, topic, [event(patient) for _ in range(10)])
     first = loops(kafka_bootstrap, [topic], group, slow_first_batch)
     wait_until(holding.is_set, 20, "the first batch of the old log")
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="test-admin")
-    try:
-        admin.delete_topics([topic])
-        wait_until(lambda: topic not in admin.list_topics(), 10, "the topic to be deleted")
-    finally:
-        admin.close()
-    ensure_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
+    remake_topic(kafka_bootstrap, topic, PARTITIONS)
     after = [event(patient) for _ in range(12)]
     with make_producer(kafka_bootstrap, client_id="test-producer-2") as second:
         publish(second, topic, after)

@@ -31,11 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
+from pm.bench.harness import admin_token, public_pem, signing_key, wait_healthy
 from pm.bench.measure import load, machine
 from pm.common.broker import free_port
 from pm.common.pgadmin import DEFAULT_ADMIN_URL, create_database, drop_database
@@ -87,17 +85,9 @@ def _start(mode: str, database_url: str, key_file: Path) -> tuple[subprocess.Pop
         stdin=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError(f"the {mode} service exited with status {process.returncode}")
-        time.sleep(0.1)
-    raise RuntimeError(f"the {mode} service did not start")
+    if not wait_healthy(f"{url}/health/live", timeout=60, processes=[process]):
+        raise RuntimeError(f"the {mode} service did not start")
+    return process, url
 
 
 def _drive(url: str, token: str, clients: int, seconds: float) -> dict[str, float]:
@@ -194,27 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {"machine": machine(), "load_before": load(), "options": vars(options)}
     try:
         prepare_database(Settings.from_env(Env({"PM_PATIENT_DATABASE_URL": database_url})))
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key = signing_key()
         with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as pem:
-            pem.write(
-                key.public_key().public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-            )
-        now = int(time.time())
-        token = jwt.encode(
-            {
-                "sub": "bench@example.com",
-                "role": "ADMIN",
-                "iss": ISSUER,
-                "iat": now,
-                "exp": now + 3600,
-                "jti": uuid.uuid4().hex,
-            },
-            key,
-            algorithm="RS256",
-            headers={"kid": KID},
-        )
+            pem.write(public_pem(key))
+        token = admin_token(key, kid=KID, issuer=ISSUER, subject="bench@example.com", lifetime=3600)
         urls: dict[str, str] = {}
         for mode in MODES:
             process, urls[mode] = _start(mode, database_url, Path(pem.name))

@@ -23,6 +23,7 @@ from pathlib import Path
 import bcrypt
 import httpx
 
+from pm.bench.harness import wait_healthy
 from pm.common.broker import free_port
 
 DEMO = {"email": "testuser@test.com", "password": "password123"}
@@ -33,18 +34,6 @@ def _serve(environ: dict[str, str]) -> None:
     from pm.auth.main import main
 
     main(["serve"])
-
-
-def _wait_healthy(base: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"auth did not become healthy at {base} within {timeout:.0f}s")
 
 
 def _load(
@@ -124,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         server.start()
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(base)
+            if not wait_healthy(f"{base}/health", timeout=60.0):
+                raise SystemExit(f"auth did not become healthy at {base} within 60s")
             database = "PostgreSQL" if args.database_url else "SQLite"
             load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
             print(

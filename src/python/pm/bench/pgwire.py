@@ -76,11 +76,7 @@ class QueryLog:
         except OSError:
             pass
         finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _shut_down(source, sink)
 
     def _client_to_server(self, client: socket.socket, server: socket.socket) -> None:
         buffer = b""
@@ -112,8 +108,13 @@ class QueryLog:
         except OSError:
             pass
         finally:
-            for sock in (client, server):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _shut_down(client, server)
+
+
+def _shut_down(*sockets: socket.socket) -> None:
+    """End both directions of each socket (the other pump's `recv` returns); one already closed is fine."""
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

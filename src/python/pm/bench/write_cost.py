@@ -35,12 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import psutil
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
+from pm.bench.harness import admin_token, public_pem, signing_key, wait_healthy
 from pm.bench.measure import load, machine
 from pm.bench.pgwire import QueryLog
 from pm.common.broker import Broker, free_port
@@ -118,53 +116,34 @@ class Version:
         if source is not None:
             env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         billing_port, patient_port = ports[2], ports[3]
-        self.billing = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                BILLING,
-                str(billing_port),
-                self.wire["billing"].url(self.urls["billing"]),
-                self.urls["billing"],
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
+
+        def spawn(script: str, *args: str) -> subprocess.Popen[bytes]:
+            return subprocess.Popen([sys.executable, "-c", script, *args], env=env, stdin=subprocess.DEVNULL)
+
+        self.billing = spawn(
+            BILLING, str(billing_port), self.wire["billing"].url(self.urls["billing"]), self.urls["billing"]
         )
-        self.patient = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                PATIENT,
-                str(patient_port),
-                self.wire["patient"].url(self.urls["patient"]),
-                self.urls["patient"],
-                kafka,
-                f"patient-{name}-{suffix}",
-                f"127.0.0.1:{billing_port}",
-                str(key_file),
-                KID,
-                ISSUER,
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
+        self.patient = spawn(
+            PATIENT,
+            str(patient_port),
+            self.wire["patient"].url(self.urls["patient"]),
+            self.urls["patient"],
+            kafka,
+            f"patient-{name}-{suffix}",
+            f"127.0.0.1:{billing_port}",
+            str(key_file),
+            KID,
+            ISSUER,
         )
         self.url = f"http://127.0.0.1:{patient_port}"
         self.engine = sa.create_engine(self.urls["patient"], poolclass=sa.pool.NullPool)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            for process in (self.billing, self.patient):
-                if process.poll() is not None:
-                    raise RuntimeError(f"a {self.name} process exited with status {process.returncode}")
-            try:
-                # UP, or DEGRADED while the relay is still connecting to the broker.
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the {self.name} services did not become healthy")
+        # 200: UP, or DEGRADED while the relay is still connecting to the broker.
+        if not wait_healthy(
+            f"{self.url}/health", timeout=90, interval=0.2, processes=(self.billing, self.patient)
+        ):
+            raise RuntimeError(f"the {self.name} services did not become healthy")
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far (user + system) by the patient and billing processes."""
@@ -289,31 +268,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.baseline} holds no pm/patient")
 
     ports = [args.port_base + i for i in range(9)] if args.port_base else [free_port() for _ in range(9)]
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = int(time.time())
-    token = jwt.encode(
-        {
-            "sub": "bench@example.org",
-            "role": "ADMIN",
-            "iss": ISSUER,
-            "iat": now,
-            "exp": now + 7200,
-            "jti": uuid.uuid4().hex,
-            "sid": str(uuid.uuid4()),
-        },
-        key,
-        algorithm="RS256",
-        headers={"kid": KID},
+    key = signing_key()
+    token = admin_token(
+        key, kid=KID, issuer=ISSUER, subject="bench@example.org", lifetime=7200, sid=str(uuid.uuid4())
     )
     load_before = load()
     results: dict[str, Any] = {"machine": machine(), "load_before": load_before, "rounds": []}
     with tempfile.TemporaryDirectory() as tmp:
         key_file = Path(tmp) / "public.pem"
-        key_file.write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
+        key_file.write_bytes(public_pem(key))
         broker = Broker(ports[8]).start()
         versions: dict[str, Version] = {}
         try:

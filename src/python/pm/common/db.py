@@ -42,7 +42,8 @@ def dialect_insert(session: Session) -> Any:
 
 
 # A 64-bit integer key: SQLite only makes a column the rowid (auto-incremented) when it is declared exactly
-# INTEGER PRIMARY KEY, and its INTEGER holds 64 bits anyway.
+# INTEGER PRIMARY KEY, and its INTEGER holds 64 bits anyway. Migrations use it too: never change it (that
+# would change what the old migrations create).
 BIGINT_KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 

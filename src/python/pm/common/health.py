@@ -44,13 +44,6 @@ class Readiness:
     body: bytes
 
 
-@dataclass(frozen=True)
-class _Check:
-    name: str
-    run: HealthCheck
-    essential: bool
-
-
 class HealthMonitor:
     """Runs the checks every `interval` seconds on the serving event loop (worker threads for the checks).
 
@@ -68,8 +61,8 @@ class HealthMonitor:
         timeout: float = 3.0,
     ) -> None:
         self.service = service
-        self.checks = [_Check(n, c, True) for n, c in essential.items()]
-        self.checks += [_Check(n, c, False) for n, c in optional.items()]
+        self.checks = {**essential, **optional}
+        self.essential = frozenset(essential)
         self.interval = interval
         self.timeout = timeout
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
@@ -98,7 +91,7 @@ class HealthMonitor:
                 pass
         if self._current is None:
             return _render(
-                self.service, {c.name: ("DOWN", "not checked yet") for c in self.checks}, self.checks
+                self.service, dict.fromkeys(self.checks, ("DOWN", "not checked yet")), self.essential
             )
         return self._current
 
@@ -112,14 +105,14 @@ class HealthMonitor:
 
     async def check_now(self) -> Readiness:
         """One round: every check whose previous run has returned is started; all are awaited together."""
-        for check in self.checks:
-            running = self._in_flight.get(check.name)
+        for name, check in self.checks.items():
+            running = self._in_flight.get(name)
             if running is None or running.done():
-                self._in_flight[check.name] = _start(check)
+                self._in_flight[name] = _start(name, check)
         if self.checks:
-            await asyncio.wait([self._in_flight[c.name] for c in self.checks], timeout=self.timeout)
-        results = {c.name: self._settle(c.name, _outcome(self._in_flight[c.name])) for c in self.checks}
-        self._current = _render(self.service, results, self.checks)
+            await asyncio.wait([self._in_flight[name] for name in self.checks], timeout=self.timeout)
+        results = {name: self._settle(name, _outcome(self._in_flight[name])) for name in self.checks}
+        self._current = _render(self.service, results, self.essential)
         return self._current
 
     def _settle(self, name: str, outcome: Outcome) -> Outcome:
@@ -135,7 +128,7 @@ class HealthMonitor:
         return outcome
 
 
-def _start(check: _Check) -> asyncio.Future[Outcome]:
+def _start(name: str, check: HealthCheck) -> asyncio.Future[Outcome]:
     """Run `check` on a daemon thread of its own: one that hangs can never hold up the process's exit
     (an executor's threads are joined at shutdown)."""
     loop = asyncio.get_running_loop()
@@ -147,7 +140,7 @@ def _start(check: _Check) -> asyncio.Future[Outcome]:
 
     def run() -> None:
         try:
-            check.run()
+            check()
             outcome: Outcome = ("UP", None)
         except Degraded as exc:
             outcome = ("DEGRADED", short_reason(exc))
@@ -158,7 +151,7 @@ def _start(check: _Check) -> asyncio.Future[Outcome]:
         except RuntimeError:  # the serving loop has closed meanwhile: nobody is waiting
             pass
 
-    threading.Thread(target=run, name=f"health-{check.name}", daemon=True).start()
+    threading.Thread(target=run, name=f"health-{name}", daemon=True).start()
     return future
 
 
@@ -166,19 +159,16 @@ def _outcome(future: asyncio.Future[Outcome]) -> Outcome:
     return future.result() if future.done() else ("DOWN", "timed out")
 
 
-def _render(service: str, results: dict[str, Outcome], checks: list[_Check]) -> Readiness:
+def _render(service: str, results: dict[str, Outcome], essential: frozenset[str]) -> Readiness:
     components: dict[str, dict[str, str]] = {}
     failing: list[str] = []
     degraded: list[str] = []
-    for check in checks:
-        status, detail = results[check.name]
-        components[check.name] = (
-            {"status": status} if detail is None else {"status": status, "detail": detail}
-        )
-        if status == "DOWN" and check.essential:
-            failing.append(check.name)
+    for name, (status, detail) in results.items():
+        components[name] = {"status": status} if detail is None else {"status": status, "detail": detail}
+        if status == "DOWN" and name in essential:
+            failing.append(name)
         elif status != "UP":
-            degraded.append(check.name)
+            degraded.append(name)
     body: dict[str, Any] = {
         "status": "DOWN" if failing else "DEGRADED" if degraded else "UP",
         "service": service,

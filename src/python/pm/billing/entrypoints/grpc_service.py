@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -27,48 +28,58 @@ GRPC_ERRORS: dict[type[Exception], tuple[grpc.StatusCode, str | None]] = {
 }
 
 
-class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, uow: UnitOfWorkFactory, on_store_unavailable: Callable[[], None]) -> None:
-        self.uow = uow
-        self.on_store_unavailable = on_store_unavailable
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 
-    def CreateBillingAccount(
-        self, request: billing_pb2.CreateBillingAccountRequest, context: grpc.ServicerContext
-    ) -> billing_pb2.BillingAccount:
-        with self._errors_as_status(context):
-            account = services.create_billing_account(
-                self.uow, patient_id=request.patient_id, name=request.name, email=request.email
-            )
-        log.info("billing account ready", extra={"account_id": str(account.account_id)})
-        return to_proto(account)
 
-    def GetBillingAccount(
-        self, request: billing_pb2.GetBillingAccountRequest, context: grpc.ServicerContext
-    ) -> billing_pb2.BillingAccount:
-        with self._errors_as_status(context):
-            account = services.get_billing_account(self.uow, patient_id=request.patient_id)
-        return to_proto(account)
+def _errors_as_status(
+    method: Callable[[BillingServicer, Request, grpc.ServicerContext], Response],
+) -> Callable[[BillingServicer, Request, grpc.ServicerContext], Response]:
+    """The one place domain errors become status codes, from GRPC_ERRORS (context.abort raises, so
+    nothing after a mapped error runs)."""
 
-    def ErasePatientData(
-        self, request: billing_pb2.ErasePatientDataRequest, context: grpc.ServicerContext
-    ) -> billing_pb2.ErasePatientDataResponse:
-        with self._errors_as_status(context):
-            found = services.erase_patient_data(self.uow, patient_id=request.patient_id)
-        log.info("patient data erased", extra={"patient_id": request.patient_id, "account_found": found})
-        return billing_pb2.ErasePatientDataResponse(account_found=found)
-
-    @contextmanager
-    def _errors_as_status(self, context: grpc.ServicerContext) -> Iterator[None]:
-        """The one place domain errors become status codes, from GRPC_ERRORS (context.abort raises, so
-        nothing after a mapped error runs)."""
+    @functools.wraps(method)
+    def servicer_method(self: BillingServicer, request: Request, context: grpc.ServicerContext) -> Response:
         try:
-            yield
+            return method(self, request, context)
         except tuple(GRPC_ERRORS) as exc:
             code, message = next(GRPC_ERRORS[c] for c in type(exc).__mro__ if c in GRPC_ERRORS)
             if isinstance(exc, StoreUnavailable):
                 log.warning("account store unavailable", extra={"error": str(exc)})
                 self.on_store_unavailable()
             context.abort(code, message or str(exc))
+
+    return servicer_method
+
+
+class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
+    def __init__(self, uow: UnitOfWorkFactory, on_store_unavailable: Callable[[], None]) -> None:
+        self.uow = uow
+        self.on_store_unavailable = on_store_unavailable
+
+    @_errors_as_status
+    def CreateBillingAccount(
+        self, request: billing_pb2.CreateBillingAccountRequest, context: grpc.ServicerContext
+    ) -> billing_pb2.BillingAccount:
+        account = services.create_billing_account(
+            self.uow, patient_id=request.patient_id, name=request.name, email=request.email
+        )
+        log.info("billing account ready", extra={"account_id": str(account.account_id)})
+        return to_proto(account)
+
+    @_errors_as_status
+    def GetBillingAccount(
+        self, request: billing_pb2.GetBillingAccountRequest, context: grpc.ServicerContext
+    ) -> billing_pb2.BillingAccount:
+        return to_proto(services.get_billing_account(self.uow, patient_id=request.patient_id))
+
+    @_errors_as_status
+    def ErasePatientData(
+        self, request: billing_pb2.ErasePatientDataRequest, context: grpc.ServicerContext
+    ) -> billing_pb2.ErasePatientDataResponse:
+        found = services.erase_patient_data(self.uow, patient_id=request.patient_id)
+        log.info("patient data erased", extra={"patient_id": request.patient_id, "account_found": found})
+        return billing_pb2.ErasePatientDataResponse(account_found=found)
 
 
 def to_proto(account: BillingAccount) -> billing_pb2.BillingAccount:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +61,17 @@ def _entry(row: Any) -> AuditEntry:
     )
 
 
+def _row(chained: ChainedEntry) -> dict[str, Any]:
+    """The `audit_events` row of an entry at its place in the chain (`_entry` reads it back)."""
+    entry = chained.entry
+    return asdict(entry) | {
+        "detail": detail_text(entry.detail),
+        "seq": chained.seq,
+        "prev_hash": chained.prev_hash,
+        "hash": chained.hash,
+    }
+
+
 class SqlAuditLog:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -75,22 +86,7 @@ class SqlAuditLog:
             ).one()
             # Timed under the lock: the trail's order is its time order.
             chained = chain(head.seq, replace(entry, at=_now()), head.hash)
-            stored = chained.entry
-            insert_entry = sa.insert(_e).values(
-                seq=chained.seq,
-                at=stored.at,
-                actor=stored.actor,
-                role=stored.role,
-                action=stored.action,
-                patient_id=stored.patient_id,
-                status=stored.status,
-                request_id=stored.request_id,
-                trace_id=stored.trace_id,
-                client=stored.client,
-                detail=detail_text(stored.detail),
-                prev_hash=chained.prev_hash,
-                hash=chained.hash,
-            )
+            insert_entry = sa.insert(_e).values(_row(chained))
             new_head = sa.update(_head).where(_head.c.id == HEAD_ID).values(hash=chained.hash)
             if self.session.get_bind().dialect.name == "postgresql":
                 # One round trip: the entry is inserted by a data-modifying CTE of the head's update.

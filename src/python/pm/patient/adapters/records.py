@@ -1,15 +1,14 @@
 """A patient's record as two tables store it: `patients` (the current one) and `patient_versions` (each
-stored change, nullable: a purge nulls it). One list of its columns, read and written here only."""
+stored change, nullable: a purge nulls it). Its columns, `tables.RECORD_COLUMNS`, are read and written
+here only."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+from pm.patient.adapters.tables import RECORD_COLUMNS
 from pm.patient.domain.model import Patient
-
-# Named alike in both tables and on `Patient`.
-RECORD_COLUMNS = ("name", "email", "address", "date_of_birth", "registered_date", "billing_account_id")
 
 
 def record_values(patient: Patient | None) -> dict[str, Any]:

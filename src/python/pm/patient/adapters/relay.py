@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,8 +53,12 @@ _tracer = trace.get_tracer(__name__)
 
 @dataclass(frozen=True)
 class RelaySettings:
+    """Where the relay publishes (brokers, TLS, topic); the rest, keyword-only, is how often and how much."""
+
     bootstrap_servers: str
     topic: str
+    _: KW_ONLY
+    tls: ClientTls | None = None
     batch_size: int = 100
     poll_interval_seconds: float = 0.5
     initial_backoff_seconds: float = 0.5
@@ -64,7 +68,6 @@ class RelaySettings:
     retention_seconds: float = 7 * 86400.0
     purge_batch_size: int = 500
     purge_interval_seconds: float = 60.0
-    tls: ClientTls | None = None
 
 
 def _pending_query(batch_size: int) -> sa.Select[Any]:

@@ -25,6 +25,9 @@ patients = sa.Table(
     timestamp("updated_at"),
 )
 
+# A patient's record: named alike in `patients`, `patient_versions` and on `Patient` (adapters/records.py).
+RECORD_COLUMNS = ("name", "email", "address", "date_of_birth", "registered_date", "billing_account_id")
+
 outbox = sa.Table(
     "outbox",
     metadata,
@@ -67,7 +70,8 @@ patient_count = sa.Table(
 )
 
 # Every stored change of a patient, newest last; written in the transaction that made the change
-# (migration 0006). A purge nulls the personal columns of all of a patient's rows (`name` null: erased).
+# (migration 0006): the record as it was, in columns of the types `patients` has. A purge nulls the
+# record columns of all of a patient's rows (`name` null: erased).
 patient_versions = sa.Table(
     "patient_versions",
     metadata,
@@ -76,12 +80,7 @@ patient_versions = sa.Table(
     timestamp("changed_at"),
     sa.Column("actor", sa.String(254), nullable=False),
     sa.Column("change_type", sa.String(16), nullable=False),
-    sa.Column("name", sa.String(100), nullable=True),
-    sa.Column("email", sa.String(254), nullable=True),
-    sa.Column("address", sa.String(255), nullable=True),
-    sa.Column("date_of_birth", sa.Date, nullable=True),
-    sa.Column("registered_date", sa.Date, nullable=True),
-    sa.Column("billing_account_id", sa.String(64), nullable=True),
+    *(sa.Column(column, patients.c[column].type, nullable=True) for column in RECORD_COLUMNS),
 )
 
 # Deleted patients leave `patients` (its list indexes, count triggers and unique email index stay as they

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from typing import NoReturn
 
@@ -72,15 +72,7 @@ class PatientService:
                 raise DuplicateEmail(details.email)
         patient_id = self._new_id()
         account_id = self._billing.open_account(patient_id, details.name, details.email)
-        patient = Patient(
-            id=patient_id,
-            name=details.name,
-            email=details.email,
-            address=details.address,
-            date_of_birth=details.date_of_birth,
-            registered_date=details.registered_date,
-            billing_account_id=account_id,
-        )
+        patient = Patient(id=patient_id, billing_account_id=account_id, **asdict(details))
         with self._uow() as uow:
             uow.patients.add(patient)
             self._record(uow, ChangeType.CREATED, patient, actor)

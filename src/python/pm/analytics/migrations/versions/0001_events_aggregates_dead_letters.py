@@ -3,16 +3,16 @@
 import sqlalchemy as sa
 from alembic import op
 
+from pm.common.db import BIGINT_KEY
+
 revision = "0001"
 down_revision = None
-
-SEQUENCE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
     op.create_table(
         "patient_event",
-        sa.Column("seq", SEQUENCE, primary_key=True, autoincrement=True),
+        sa.Column("seq", BIGINT_KEY, primary_key=True, autoincrement=True),
         sa.Column("event_id", sa.Uuid, nullable=False),
         sa.Column("event_type", sa.String(32), nullable=False),
         sa.Column("patient_id", sa.String(64), nullable=False),
@@ -54,7 +54,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "dead_letter",
-        sa.Column("id", SEQUENCE, primary_key=True, autoincrement=True),
+        sa.Column("id", BIGINT_KEY, primary_key=True, autoincrement=True),
         sa.Column("topic", sa.String(255), nullable=False),
         sa.Column("partition", sa.Integer, nullable=False),
         sa.Column("offset", sa.BigInteger, nullable=False),

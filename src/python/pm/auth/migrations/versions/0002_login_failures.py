@@ -3,6 +3,8 @@
 import sqlalchemy as sa
 from alembic import op
 
+from pm.common.db import BIGINT_KEY
+
 revision = "0002"
 down_revision = "0001"
 
@@ -10,9 +12,7 @@ down_revision = "0001"
 def upgrade() -> None:
     op.create_table(
         "login_failures",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
-        ),
+        sa.Column("id", BIGINT_KEY, primary_key=True, autoincrement=True),
         sa.Column("scope", sa.String(16), nullable=False),
         sa.Column("subject", sa.String(254), nullable=False),
         sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),

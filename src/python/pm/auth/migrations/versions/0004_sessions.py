@@ -3,6 +3,8 @@
 import sqlalchemy as sa
 from alembic import op
 
+from pm.common.db import BIGINT_KEY
+
 revision = "0004_sessions"
 down_revision = "0003"
 
@@ -34,9 +36,7 @@ def upgrade() -> None:
     op.create_index("ix_spent_refresh_tokens_session_id", "spent_refresh_tokens", ["session_id"])
     op.create_table(
         "revocations",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
-        ),
+        sa.Column("id", BIGINT_KEY, primary_key=True, autoincrement=True),
         sa.Column("session_id", sa.Uuid, nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("until", sa.DateTime(timezone=True), nullable=False),

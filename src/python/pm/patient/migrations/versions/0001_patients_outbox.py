@@ -3,6 +3,8 @@
 import sqlalchemy as sa
 from alembic import op
 
+from pm.common.db import BIGINT_KEY
+
 revision = "0001"
 down_revision = None
 
@@ -25,9 +27,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "outbox",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
-        ),
+        sa.Column("id", BIGINT_KEY, primary_key=True, autoincrement=True),
         sa.Column("event_id", sa.Uuid, nullable=False),
         sa.Column("patient_id", sa.Uuid, nullable=False),
         sa.Column("event_type", sa.String(32), nullable=False),

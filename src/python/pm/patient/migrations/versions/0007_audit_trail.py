@@ -8,6 +8,8 @@ change the trail. Whoever can drop the triggers can still edit it; the hash chai
 import sqlalchemy as sa
 from alembic import op
 
+from pm.common.db import BIGINT_KEY
+
 revision = "0007"
 down_revision = "0006"
 
@@ -15,9 +17,7 @@ down_revision = "0006"
 def upgrade() -> None:
     op.create_table(
         "audit_events",
-        sa.Column(
-            "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False
-        ),
+        sa.Column("seq", BIGINT_KEY, primary_key=True, autoincrement=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(254), nullable=True),
         sa.Column("role", sa.String(16), nullable=True),

@@ -33,8 +33,7 @@ import grpc
 import httpx
 import sqlalchemy as sa
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.asgi import (

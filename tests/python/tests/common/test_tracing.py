@@ -65,6 +65,11 @@ def test_a_callers_traceparent_is_continued_and_the_response_names_the_servers_s
     assert f"{span.context.trace_id:032x}" == CLIENT_TRACE
     assert span.parent is not None and f"{span.parent.span_id:016x}" == CLIENT_SPAN
     assert f"{span.context.span_id:016x}" == span_id
+    # Named and described as the ASGI instrumentation does (its functions build them).
+    assert span.name == "GET /items/1"
+    assert span.attributes is not None
+    assert (span.attributes["http.method"], span.attributes["http.target"]) == ("GET", "/items/1")
+    assert span.attributes["http.status_code"] == 200
 
 
 def test_every_response_carries_traceresponse_even_unsampled_and_errors(

@@ -191,3 +191,27 @@ def test_the_proxied_request_continues_the_callers_trace_from_the_gateways_own_s
     assert upstream_parent not in (caller_span, gateway_span)
     # One traceresponse: the gateway's own (an upstream's copy would be replaced).
     assert response.headers.get_list("traceresponse") == [response.headers["traceresponse"]]
+
+
+def test_an_unrecorded_request_sends_its_context_on_without_a_client_span(
+    gateway: Gateway, signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
+    assert configure_tracing("gateway", exporter=InMemorySpanExporter())
+    client = gateway()
+    trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4737", "00f067aa0ba902b8"
+    response = client.get(
+        "/api/patients",
+        headers={
+            "authorization": f"Bearer {signing_key.token()}",
+            "traceparent": f"00-{trace_id}-{caller_span}-00",
+        },
+    )
+    assert response.status_code == 200
+    (forwarded,) = echoed_headers(response)["traceparent"]
+    _, upstream_trace, upstream_parent, flags = forwarded.split("-")
+    _, answered_trace, gateway_span, answered_flags = response.headers["traceresponse"].split("-")
+    # The caller's trace goes on, unrecorded (flags 00): the service records nothing of it either.
+    assert upstream_trace == answered_trace == trace_id and flags == answered_flags == "00"
+    # No CLIENT span was made for it: the upstream's parent is the gateway's own (unrecorded) span.
+    assert upstream_parent == gateway_span != caller_span

@@ -155,9 +155,15 @@ class UpstreamStream(StreamingResponse):
 
 
 def _copy_headers(headers: Headers, target: Response) -> None:
+    # One view of the response's headers: `Response.headers` builds a new one at each access.
+    answer = target.headers
+    length_wanted = "content-length" not in answer
     for name, value in headers:
-        if name.lower() != b"content-length" or "content-length" not in target.headers:
-            target.headers.append(name.decode("latin-1"), value.decode("latin-1"))
+        if name.lower() == b"content-length":
+            if not length_wanted:
+                continue
+            length_wanted = False
+        answer.append(name.decode("latin-1"), value.decode("latin-1"))
 
 
 class Proxy:

@@ -214,7 +214,8 @@ Handler = Callable[[list[Any]], None]
 class TopicIds:
     """The current id of each topic (Metadata v10+), asked through an admin client at most once per
     `max_age` unless forced. A topic that does not exist maps to None; a broker that gives no ids maps to
-    "" (then nothing can be compared and positions are trusted as they are)."""
+    "" (then nothing can be compared and positions are trusted as they are). `partitions` holds the
+    partitions each topic had at the same answer."""
 
     def __init__(self, bootstrap_servers: str, topics: list[str], *, tls: ClientTls | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -223,6 +224,7 @@ class TopicIds:
         self.max_age = METADATA_MAX_AGE_MS / 1000
         self._admin: KafkaAdminClient | None = None
         self._ids: dict[str, str | None] = {}
+        self.partitions: dict[str, frozenset[int]] = {}
         self._asked = float("-inf")
 
     def current(self, *, force: bool = False) -> dict[str, str | None]:
@@ -233,6 +235,12 @@ class TopicIds:
                 )
             described = {t.get("name"): t for t in self._admin.describe_topics(self.topics)}
             self._ids = {topic: _topic_id(described.get(topic)) for topic in self.topics}
+            self.partitions = {
+                topic: frozenset(
+                    p["partition_index"] for p in (described.get(topic) or {}).get("partitions") or ()
+                )
+                for topic in self.topics
+            }
             self._asked = time.monotonic()
         return self._ids
 
@@ -392,7 +400,7 @@ class ConsumerLoop(ThreadWorker):
                     continue
                 done[TopicPartition(tp.topic, tp.partition)] = records[-1].offset + 1
             self._commit(consumer, done, topic_ids.current(force=bool(done)))
-            self._reread_replaced_logs(consumer, topic_ids.current())
+            self._reread_replaced_logs(consumer, topic_ids)
 
     def _position(
         self, consumer: KafkaConsumer, fresh: set[TopicPartition], topic_ids: TopicIds
@@ -434,32 +442,44 @@ class ConsumerLoop(ThreadWorker):
             consumer.commit(offsets)
             self._rereading.difference_update(offsets)
 
-    def _reread_replaced_logs(self, consumer: KafkaConsumer, ids: dict[str, str | None]) -> None:
+    def _reread_replaced_logs(self, consumer: KafkaConsumer, topic_ids: TopicIds) -> None:
         """Read a partition again from its beginning when its log was replaced under us: the topic's id
         changed (recreated, or an in-memory broker restarted), or, on a broker that gives no ids, the log
         ends before our position. Kafka answers a fetch past the end with OFFSET_OUT_OF_RANGE and the
         client resets to `earliest`; some Kafka-protocol brokers answer with nothing, and a position that
-        happens to fit the new log would skip its first records silently."""
+        happens to fit the new log would skip its first records silently.
+
+        The new log may have fewer partitions than the assignment still names, until the group rebalances
+        on the consumer's next metadata: those are not positioned or committed (kafka-python 3.0.12 then
+        retries the offset lookup of the missing partition in a tight loop and fetches nothing at all)."""
+        ids = topic_ids.current()
         assigned = consumer.assignment()
-        replaced = {tp for tp in assigned if tp in self._log_of and self._log_of[tp] != ids.get(tp.topic)}
-        for tp in assigned - replaced:
+        suspect = {tp for tp in assigned if tp in self._log_of and self._log_of[tp] != ids.get(tp.topic)}
+        for tp in assigned - suspect:
+            if tp.partition not in topic_ids.partitions.get(tp.topic, frozenset()):
+                continue
             try:
                 end = consumer.highwater(tp)
                 position = consumer.position(tp, timeout_ms=1000) if end is not None else None
             except KafkaError:  # unassigned by a rebalance meanwhile, or no position yet: next poll
                 continue
             if end is not None and position is not None and position > end:
-                replaced.add(tp)
-        if not replaced:
+                suspect.add(tp)
+        if not suspect:
             return
+        # The answer may be seconds old: what the log is now is what the positions will belong to.
+        ids = topic_ids.current(force=True)
+        replaced = {tp for tp in suspect if tp.partition in topic_ids.partitions.get(tp.topic, frozenset())}
         log.warning(
             "the log under our position was replaced; reading it from the beginning",
             extra={"partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in replaced)},
         )
-        for tp in replaced:
+        for tp in suspect:
             self._log_of[tp] = ids.get(tp.topic)
+        self._rereading.update(suspect)
+        if not replaced:
+            return
         consumer.seek_to_beginning(*replaced)
-        self._rereading.update(replaced)
         # A commit of the old log's offsets may have reached the new log before we saw its id: put the
         # group back at the beginning too, so that another member (or this one, rebuilt) starts there.
         restart = {

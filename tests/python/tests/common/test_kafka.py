@@ -256,18 +256,7 @@ def remake_topic(bootstrap: str, topic: str, partitions: int) -> None:
     ("partitions_before", "partitions_after", "events_after"),
     [
         (PARTITIONS, PARTITIONS, 3),
-        pytest.param(
-            4,
-            PARTITIONS,
-            300,
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="open: when the recreated topic has fewer partitions than the consumer's assignment "
-                "still names, the records of one partition are sometimes not read (2 of 7 runs, 2026-12-03); "
-                "our clients no longer create topics by asking for them, so the system's topic keeps its 3 "
-                "partitions; see docs/reliability.md, gaps",
-            ),
-        ),
+        (4, PARTITIONS, 300),
     ],
     ids=["same-partitions", "fewer-partitions"],
 )

@@ -168,24 +168,31 @@ def _NonRecording(span: ReadableSpan) -> NonRecordingSpan:  # - stands for a rem
     return NonRecordingSpan(span.context)
 
 
-def test_the_proxied_request_continues_the_callers_trace_from_the_gateways_own_span(
-    gateway: Gateway, signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _proxied_with_traceparent(
+    gateway: Gateway, signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch, traceparent: str
+) -> tuple[httpx.Response, list[str], list[str]]:
+    """A proxied `GET /api/patients` carrying the caller's `traceparent` (the gateway's sampler follows
+    the caller's decision); the response, the traceparent the upstream got and the traceresponse, split."""
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
     assert configure_tracing("gateway", exporter=InMemorySpanExporter())
-    client = gateway()
-    trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    response = client.get(
+    response = gateway().get(
         "/api/patients",
-        headers={
-            "authorization": f"Bearer {signing_key.token()}",
-            "traceparent": f"00-{trace_id}-{caller_span}-01",
-        },
+        headers={"authorization": f"Bearer {signing_key.token()}", "traceparent": traceparent},
     )
     assert response.status_code == 200
     (forwarded,) = echoed_headers(response)["traceparent"]
-    _, upstream_trace, upstream_parent, flags = forwarded.split("-")
-    _, answered_trace, gateway_span, _ = response.headers["traceresponse"].split("-")
+    return response, forwarded.split("-"), response.headers["traceresponse"].split("-")
+
+
+def test_the_proxied_request_continues_the_callers_trace_from_the_gateways_own_span(
+    gateway: Gateway, signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    response, upstream, answered = _proxied_with_traceparent(
+        gateway, signing_key, monkeypatch, f"00-{trace_id}-{caller_span}-01"
+    )
+    _, upstream_trace, upstream_parent, flags = upstream
+    _, answered_trace, gateway_span, _ = answered
     assert upstream_trace == answered_trace == trace_id and flags == "01"
     # The upstream's parent is the gateway's CLIENT span: neither the caller's span nor the server span.
     assert upstream_parent not in (caller_span, gateway_span)
@@ -196,21 +203,12 @@ def test_the_proxied_request_continues_the_callers_trace_from_the_gateways_own_s
 def test_an_unrecorded_request_sends_its_context_on_without_a_client_span(
     gateway: Gateway, signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
-    assert configure_tracing("gateway", exporter=InMemorySpanExporter())
-    client = gateway()
     trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4737", "00f067aa0ba902b8"
-    response = client.get(
-        "/api/patients",
-        headers={
-            "authorization": f"Bearer {signing_key.token()}",
-            "traceparent": f"00-{trace_id}-{caller_span}-00",
-        },
+    _, upstream, answered = _proxied_with_traceparent(
+        gateway, signing_key, monkeypatch, f"00-{trace_id}-{caller_span}-00"
     )
-    assert response.status_code == 200
-    (forwarded,) = echoed_headers(response)["traceparent"]
-    _, upstream_trace, upstream_parent, flags = forwarded.split("-")
-    _, answered_trace, gateway_span, answered_flags = response.headers["traceresponse"].split("-")
+    _, upstream_trace, upstream_parent, flags = upstream
+    _, answered_trace, gateway_span, answered_flags = answered
     # The caller's trace goes on, unrecorded (flags 00): the service records nothing of it either.
     assert upstream_trace == answered_trace == trace_id and flags == answered_flags == "00"
     # No CLIENT span was made for it: the upstream's parent is the gateway's own (unrecorded) span.

@@ -12,7 +12,6 @@ from pm.patient.domain.model import (
     BillingUnavailable,
     ChangeType,
     DuplicateEmail,
-    EventType,
     InvalidPatient,
     Patient,
     PatientChanged,
@@ -196,8 +195,8 @@ def test_register_opens_the_account_for_the_new_id_and_records_one_event(uow: Fa
     assert patient.billing_account_id == f"acct-{patient.id.hex[:8]}"
     assert uow.patients.rows == {patient.id: patient}
     [event] = uow.outbox.events
-    assert (event.event_type, event.patient, event.actor, event.occurred_at) == (
-        EventType.CREATED,
+    assert (event.change, event.patient, event.actor, event.occurred_at) == (
+        ChangeType.CREATED,
         patient,
         "nurse@example.com",
         NOW,
@@ -226,7 +225,7 @@ def test_update_keeps_registered_date_when_omitted_and_bumps_the_version(uow: Fa
     )
     assert updated.registered_date == created.registered_date
     assert updated.version == created.version + 1 and updated.etag != created.etag
-    assert [e.event_type for e in uow.outbox.events] == [EventType.CREATED, EventType.UPDATED]
+    assert [e.change for e in uow.outbox.events] == [ChangeType.CREATED, ChangeType.UPDATED]
     with pytest.raises(StalePatient):
         patients.update(created.id, details(), actor="b", if_match=created.etag)
 
@@ -236,7 +235,7 @@ def test_delete_records_the_last_known_state(uow: FakeUnitOfWork) -> None:
     created = patients.register(details(), actor="a")
     patients.delete(created.id, actor="admin", if_match="*")
     assert uow.patients.rows == {}
-    assert uow.outbox.events[-1].event_type is EventType.DELETED
+    assert uow.outbox.events[-1].change is ChangeType.DELETED
     assert uow.outbox.events[-1].patient == replace(created, version=2)
     assert uow.tombstones.rows[created.id] == Tombstone(created.id, NOW, 2)
     for again in (
@@ -284,10 +283,10 @@ def test_purge_erases_versions_and_events_after_billing_and_records_purged(uow: 
     assert billing.erased == [created.id]
     assert uow.patients.rows == {}
     assert [v.patient for v in uow.versions.rows.values()] == [None, None, None]
-    assert [e.event_type for e in uow.outbox.events] == [
-        EventType.CREATED,
-        EventType.DELETED,
-        EventType.PURGED,
+    assert [e.change for e in uow.outbox.events] == [
+        ChangeType.CREATED,
+        ChangeType.DELETED,
+        ChangeType.PURGED,
     ]
     assert all(e.patient.name != "Ada Lovelace" for e in uow.outbox.events[:2])
     history = patients.history(created.id, size=10).items
@@ -314,7 +313,7 @@ def test_purge_of_a_deleted_patient_works_and_billing_down_erases_nothing(uow: F
     patients.purge(created.id, actor="admin", if_match=None)
     assert uow.versions.rows[(created.id, 2)].patient is None
     assert uow.tombstones.rows[created.id].purged_at == NOW
-    assert uow.outbox.events[-1].event_type is EventType.PURGED
+    assert uow.outbox.events[-1].change is ChangeType.PURGED
 
 
 def test_future_birth_dates_are_invalid(uow: FakeUnitOfWork) -> None:

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from pm.patient.domain.model import EventType, PatientChanged
+from pm.patient.domain.model import ChangeType, PatientChanged
 from pm.proto.events.v1 import patient_event_pb2 as pb
 
 _TYPES = {
-    EventType.CREATED: pb.PATIENT_CREATED,
-    EventType.UPDATED: pb.PATIENT_UPDATED,
-    EventType.DELETED: pb.PATIENT_DELETED,
-    EventType.PURGED: pb.PATIENT_PURGED,
+    ChangeType.CREATED: pb.PATIENT_CREATED,
+    ChangeType.UPDATED: pb.PATIENT_UPDATED,
+    ChangeType.DELETED: pb.PATIENT_DELETED,
+    ChangeType.PURGED: pb.PATIENT_PURGED,
 }
 # A purge erases from a stored event everything that names or describes the person: name, email,
 # address and date of birth (see `scrub`).
+
+
+def event_type(change: ChangeType) -> str:
+    """The event type's name, as the outbox row and the Kafka header carry it ("PATIENT_CREATED")."""
+    return pb.EventType.Name(_TYPES[change])
 
 
 def to_message(event: PatientChanged) -> pb.PatientEvent:
     occurred_at = Timestamp()
     occurred_at.FromDatetime(event.occurred_at)
     patient = event.patient
-    if event.event_type is EventType.PURGED:
+    if event.change is ChangeType.PURGED:
         # Ids and timestamps only: the event that says the data is gone does not carry it.
         return pb.PatientEvent(
             event_id=str(event.event_id),
@@ -34,7 +39,7 @@ def to_message(event: PatientChanged) -> pb.PatientEvent:
         )
     return pb.PatientEvent(
         event_id=str(event.event_id),
-        event_type=_TYPES[event.event_type],
+        event_type=_TYPES[event.change],
         occurred_at=occurred_at,
         patient_id=str(patient.id),
         name=patient.name,

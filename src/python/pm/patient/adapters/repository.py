@@ -15,7 +15,7 @@ from pm.common import tracing
 from pm.common.db import Database, UnitOfWork, row_by_id
 from pm.patient.adapters import filters, tables
 from pm.patient.adapters.audit import SqlAuditLog
-from pm.patient.adapters.events import scrub, serialize
+from pm.patient.adapters.events import event_type, scrub, serialize
 from pm.patient.adapters.history import SqlTombstoneRepository, SqlVersionRepository
 from pm.patient.adapters.records import patient_of, record_values
 from pm.patient.domain.model import (
@@ -262,7 +262,7 @@ class SqlOutbox:
             sa.insert(tables.outbox).values(
                 event_id=event.event_id,
                 patient_id=event.patient.id,
-                event_type=event.event_type.value,
+                event_type=event_type(event.change),
                 payload=serialize(event),
                 created_at=event.occurred_at,
                 traceparent=tracing.current_traceparent(),

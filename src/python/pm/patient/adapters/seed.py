@@ -17,7 +17,7 @@ from pm.common.db import Database
 from pm.patient.adapters import tables
 from pm.patient.adapters.history import SqlVersionRepository
 from pm.patient.adapters.repository import SqlOutbox, SqlPatientRepository
-from pm.patient.domain.model import ChangeType, EventType, Patient, PatientChanged, PatientVersion
+from pm.patient.domain.model import ChangeType, Patient, PatientChanged, PatientVersion
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def seed(database: Database) -> int:
                 PatientVersion(patient.id, patient.version, now, SEED_ACTOR, ChangeType.CREATED, patient)
             )
             event_id = uuid.uuid5(_EVENT_NAMESPACE, str(patient.id))
-            events.add(PatientChanged(event_id, EventType.CREATED, now, patient, SEED_ACTOR))
+            events.add(PatientChanged(event_id, ChangeType.CREATED, now, patient, SEED_ACTOR))
             added += 1
     log.info("seeded demo patients", extra={"added": added})
     return added

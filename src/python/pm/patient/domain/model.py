@@ -76,12 +76,15 @@ def email_key(email: str) -> str:
     return email.strip().lower()
 
 
-class EventType(enum.Enum):
-    CREATED = "PATIENT_CREATED"
-    UPDATED = "PATIENT_UPDATED"
-    DELETED = "PATIENT_DELETED"
+class ChangeType(enum.Enum):
+    """What one change did to a patient: its version's `changeType` and, as `PATIENT_<name>`, the type of
+    the event it publishes."""
+
+    CREATED = "CREATED"
+    UPDATED = "UPDATED"
+    DELETED = "DELETED"
     # The patient's personal data was erased everywhere it was copied; the event carries none.
-    PURGED = "PATIENT_PURGED"
+    PURGED = "PURGED"
 
 
 @dataclass(frozen=True)
@@ -89,17 +92,10 @@ class PatientChanged:
     """One change to a patient, recorded in the outbox in the transaction that made it."""
 
     event_id: uuid.UUID
-    event_type: EventType
+    change: ChangeType
     occurred_at: datetime
     patient: Patient
     actor: str
-
-
-class ChangeType(enum.Enum):
-    CREATED = "CREATED"
-    UPDATED = "UPDATED"
-    DELETED = "DELETED"
-    PURGED = "PURGED"
 
 
 @dataclass(frozen=True)
@@ -115,14 +111,6 @@ class PatientVersion:
     patient: Patient | None
 
 
-class PatientState(enum.Enum):
-    """Where a patient id stands: in the list, soft-deleted (a tombstone), or deleted and erased."""
-
-    LIVE = "live"
-    DELETED = "deleted"
-    PURGED = "purged"
-
-
 @dataclass(frozen=True)
 class Tombstone:
     """What is left of a deleted patient in the patient table's place: ids and timestamps only."""
@@ -131,10 +119,6 @@ class Tombstone:
     deleted_at: datetime
     version: int
     purged_at: datetime | None = None
-
-    @property
-    def state(self) -> PatientState:
-        return PatientState.PURGED if self.purged_at is not None else PatientState.DELETED
 
 
 SORTABLE_FIELDS = ("name", "email", "address", "dateOfBirth", "registeredDate")

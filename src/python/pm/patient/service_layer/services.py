@@ -13,7 +13,6 @@ from pm.patient.domain.model import (
     ChangeType,
     DuplicateEmail,
     ErasureUnavailable,
-    EventType,
     Patient,
     PatientChanged,
     PatientDetails,
@@ -144,7 +143,7 @@ class PatientService:
             uow.versions.add(PatientVersion(patient_id, purged, now, actor, ChangeType.PURGED, None))
             uow.tombstones.mark_purged(patient_id, purged, now)
             # The serializer leaves the personal data out of a PATIENT_PURGED event.
-            uow.outbox.add(PatientChanged(uuid.uuid4(), EventType.PURGED, now, last, actor))
+            uow.outbox.add(PatientChanged(uuid.uuid4(), ChangeType.PURGED, now, last, actor))
             uow.commit()
         self._on_event()
 
@@ -208,7 +207,7 @@ class PatientService:
         """The version row and the event of one change, in the change's transaction."""
         now = self._clock()
         uow.versions.add(PatientVersion(patient.id, patient.version, now, actor, change, patient))
-        uow.outbox.add(PatientChanged(uuid.uuid4(), EventType[change.name], now, patient, actor))
+        uow.outbox.add(PatientChanged(uuid.uuid4(), change, now, patient, actor))
         return now
 
     def _today(self) -> date:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from alembic import command
@@ -53,9 +53,16 @@ def timestamp(name: str, *, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
-def utc(value: datetime) -> datetime:
-    """A timestamp read back from the database, in UTC: SQLite returns them without a zone."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+@overload
+def utc(value: datetime) -> datetime: ...
+@overload
+def utc(value: None) -> None: ...
+def utc(value: datetime | None) -> datetime | None:
+    """A timestamp read back from the database, in UTC: SQLite returns them without a zone. NULL stays
+    None."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def row_by_id(session: Session, table: sa.Table, key: Any, *, for_update: bool = False) -> Any:

@@ -163,7 +163,7 @@ class SqlAnalyticsReader:
             patients_updated=row.patients_updated,
             patients_deleted=row.patients_deleted,
             registrations_per_month=[(month, count) for month, count in months],
-            last_event_at=None if row.last_event_at is None else utc(row.last_event_at),
+            last_event_at=utc(row.last_event_at),
         )
 
     def recent_events(self, limit: int) -> list[PatientEvent]:

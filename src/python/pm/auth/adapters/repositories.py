@@ -88,7 +88,7 @@ def _session(row: Any) -> Session:
         created_at=utc(row.created_at),
         expires_at=utc(row.expires_at),
         access_expires_at=utc(row.access_expires_at),
-        revoked_at=utc(row.revoked_at) if row.revoked_at is not None else None,
+        revoked_at=utc(row.revoked_at),
     )
 
 
@@ -234,7 +234,7 @@ class SqlFailureLog(FailureLog):
         if not include_pending:
             query = query.where(login_failures.c.pending.is_(False))
         count, latest = self.session.execute(query).one()
-        return int(count), utc(latest) if latest is not None else None
+        return int(count), utc(latest)
 
     def clear(self, key: Key) -> None:
         self.session.execute(

@@ -59,14 +59,7 @@ class SqlAccountRepository:
 
 
 def _account(row: Any) -> BillingAccount:
-    erased_at = row["erased_at"]
-    return BillingAccount(
-        **{
-            **row,
-            "created_at": utc(row["created_at"]),
-            "erased_at": utc(erased_at) if erased_at is not None else None,
-        }
-    )
+    return BillingAccount(**{**row, "created_at": utc(row["created_at"]), "erased_at": utc(row["erased_at"])})
 
 
 class SqlUnitOfWork(UnitOfWork):

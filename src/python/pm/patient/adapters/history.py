@@ -86,7 +86,7 @@ def _tombstone(row: Any) -> Tombstone:
         patient_id=row.id,
         deleted_at=utc(row.deleted_at),
         version=row.version,
-        purged_at=utc(row.purged_at) if row.purged_at is not None else None,
+        purged_at=utc(row.purged_at),
     )
 
 

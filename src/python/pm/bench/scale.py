@@ -2,7 +2,9 @@
 
 Starts the system on fresh PostgreSQL databases, bulk-loads the patient table (generate_series, realistic
 names and dates) up to each size in turn, and after each load times the same reads through the gateway
-with one client: p50/p99 per read and its growth against the first size. See docs/benchmarks.md.
+with one client: p50/p99 per read and its growth against the first size; then, with that many patients
+present, `--writers` clients create patients through the gateway for `--creates` seconds (creates/s,
+p50/p99, errors). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -104,6 +107,47 @@ def reads(gateway: str, walk_hops: int) -> dict[str, Callable[[httpx.Client], li
     }
 
 
+def creates(
+    gateway: str, headers: dict[str, str], seconds: float, writers: int
+) -> tuple[float, list[float], int]:
+    """`writers` clients each creating patients one after another for `seconds`: creates/s (201s over the
+    wall time), the latency of every 201, and how many answers were not 201."""
+    run = uuid.uuid4().hex[:8]
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def writer(n: int) -> None:
+        with httpx.Client(headers=headers, timeout=60.0) as client:
+            i = 0
+            while time.monotonic() < deadline:
+                i += 1
+                body = {
+                    "name": f"Scale Writer {n} {i}",
+                    "email": f"scale.{run}.{n}.{i}@example.org",
+                    "address": f"{i} Main Street, Springfield",
+                    "dateOfBirth": "1980-05-17",
+                    "registeredDate": "2024-01-02",
+                }
+                started = time.perf_counter()
+                answer = client.post(f"{gateway}/api/patients", json=body)
+                took = time.perf_counter() - started
+                with lock:
+                    if answer.status_code == 201:
+                        latencies.append(took)
+                    else:
+                        errors[0] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(latencies) / (time.monotonic() - started), sorted(latencies), errors[0]
+
+
 def _time(client: httpx.Client, url: str) -> float:
     started = time.perf_counter()
     client.get(url).raise_for_status()
@@ -180,11 +224,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefix", default="pm_scale", help="prefix of the databases it creates")
     parser.add_argument("--port-base", type=int, help="first of 7 consecutive ports (default: free ports)")
     parser.add_argument("--hops", type=int, default=100, help="links followed per walk")
+    parser.add_argument("--creates", type=float, default=20.0, help="seconds of creates per size (0: none)")
+    parser.add_argument("--writers", type=int, default=8, help="clients creating at once")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     names = [spec.port_var for spec in SERVICES] + ["PM_BILLING_GRPC_PORT", "PM_KAFKA_PORT"]
     ports = {n: (args.port_base + i if args.port_base else free_port()) for i, n in enumerate(names)}
     figures: dict[str, dict[int, tuple[float, float]]] = {}
+    writes: dict[int, tuple[float, float, float, int]] = {}
     with tempfile.TemporaryDirectory(prefix="pm-scale-") as workdir:
         scale = Scale(
             args.prefix, ports, os.environ.get("PM_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL), Path(workdir)
@@ -204,9 +251,19 @@ def main(argv: list[str] | None = None) -> None:
                             percentile(timings, 99),
                         )
                         print(f"  {name:<42} p50 {1000 * figures[name][size][0]:8.1f} ms", flush=True)
+                if args.creates > 0:
+                    rate, took, errors = creates(gateway, headers, args.creates, args.writers)
+                    writes[size] = (rate, percentile(took, 50), percentile(took, 99), errors)
+                    label = f"creates ({args.writers} clients)"
+                    print(f"  {label:<42} {rate:8.1f} /s, {errors} not 201", flush=True)
         finally:
             scale.stop()
     print(render(figures, sizes))
+    for size, (rate, p50, p99, errors) in writes.items():
+        print(
+            f"creates with {size:,} patients present: {rate:.1f}/s, p50 {1000 * p50:.1f} ms, "
+            f"p99 {1000 * p99:.1f} ms, {errors} not 201"
+        )
 
 
 def render(figures: dict[str, dict[int, tuple[float, float]]], sizes: list[int]) -> str:

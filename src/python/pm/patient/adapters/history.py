@@ -16,6 +16,7 @@ from pm.patient.domain.model import ChangeType, PatientVersion, Tombstone
 
 _v = tables.patient_versions
 _d = tables.deleted_patients
+_INSERT_VERSION = sa.insert(_v)  # built once, the row as parameters (see repository.py)
 # The personal data a purge erases from every version of the patient.
 PERSONAL_COLUMNS = ("name", "email", "address", "date_of_birth")
 
@@ -40,14 +41,15 @@ class SqlVersionRepository:
 
     def add(self, version: PatientVersion) -> None:
         self.session.execute(
-            sa.insert(_v).values(
-                patient_id=version.patient_id,
-                version=version.version,
-                changed_at=version.changed_at,
-                actor=version.actor,
-                change_type=version.change_type.value,
+            _INSERT_VERSION,
+            {
+                "patient_id": version.patient_id,
+                "version": version.version,
+                "changed_at": version.changed_at,
+                "actor": version.actor,
+                "change_type": version.change_type.value,
                 **record_values(version.patient),
-            )
+            },
         )
 
     def list(

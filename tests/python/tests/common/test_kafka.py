@@ -13,11 +13,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
+from kafka.structs import MemberState
 
 from pm.common import kafka
 from pm.common.broker import Broker, free_port
@@ -332,6 +334,65 @@ def test_a_batch_read_from_a_replaced_log_is_not_committed_onto_the_new_one(
         30,
         "every event of the new log in one member or the next",
     )
+
+
+class _StuckConsumer:
+    """A KafkaConsumer stuck as kafka-python 3.0.12's was after a join it never applied: every poll returns
+    nothing and the member never becomes stable. Everything else is the real consumer's."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
+        time.sleep(timeout_ms / 1000)
+        return {}
+
+    def group_metadata(self) -> Any:
+        return self._consumer.group_metadata()._replace(state=MemberState.REBALANCING)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+@dataclass(eq=False)
+class _FirstConsumerStuck(ConsumerLoop):
+    def _consumer(self, assignments: Any) -> Any:
+        consumer = super()._consumer(assignments)
+        return _StuckConsumer(consumer) if self.replaced_stalled == 0 else consumer
+
+
+def test_a_consumer_that_makes_no_progress_is_replaced_by_one_that_joins_afresh(
+    kafka_bootstrap: str, topic: str, producer: KafkaProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watchdog: no records and no stable membership for `stall_seconds` while the broker answers: the
+    consumer is closed, a new one joins the group and reads; the log line names no one."""
+    sent = [event(name="Zebulon Quixote") for _ in range(5)]
+    publish(producer, topic, sent)
+    received = Received()
+    loop = _FirstConsumerStuck(
+        kafka_bootstrap,
+        [topic],
+        unique("group"),
+        received,
+        client_id="test-consumer",
+        poll_timeout_ms=100,
+        stall_seconds=3.0,
+        group_check_interval_s=0.5,
+    )
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="pm.common.kafka"):
+        loop.start()
+        try:
+            wait_until(lambda: len(set(received.ids())) == 5, 30, "the events, read by the second consumer")
+        finally:
+            loop.stop()
+    assert loop.replaced_stalled == 1
+    assert time.monotonic() - started >= 3.0
+    stalled = [r for r in caplog.records if "no progress" in r.getMessage()]
+    assert len(stalled) == 1
+    assert stalled[0].__dict__["reason"] == "member not stable"
+    logged = str(stalled[0].__dict__) + stalled[0].getMessage()
+    assert "Zebulon" not in logged and "jane.smith" not in logged
 
 
 def test_a_consumer_started_before_the_broker_connects_once_it_is_up(

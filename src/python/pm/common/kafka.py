@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 from pm.common.threads import ThreadWorker
 
@@ -30,6 +30,14 @@ REQUEST_TIMEOUT_MS = 10_000
 METADATA_MAX_AGE_MS = 3_000
 # A produced batch is acknowledged or failed within REQUEST_TIMEOUT_MS + linger + this.
 DELIVERY_MARGIN_MS = 1_000
+# A consumer that neither gets records nor has a working group membership for this long, while the broker
+# answers, is closed and replaced by a new one that joins its group afresh (ConsumerLoop's watchdog).
+STALL_SECONDS = 20.0
+# How often an idle consumer checks that its group coordinator answers, and how long one check may take.
+GROUP_CHECK_INTERVAL_S = 3.0
+GROUP_CHECK_TIMEOUT_MS = 2_000
+# A poll while the member (re)joins its group: longer than a join on Tansu (about half the session timeout).
+REJOIN_POLL_MS = 5_000
 
 
 def bootstrap_list(servers: str) -> list[str]:
@@ -257,6 +265,39 @@ def _topic_id(described: dict[str, Any] | None) -> str | None:
     return "" if topic_id.strip("0-") == "" else topic_id
 
 
+class ConsumerStalled(Exception):
+    """The consumer made no progress for longer than its loop's `stall_seconds` while the broker answered."""
+
+
+class _Watchdog:
+    """Progress of one consumer: records handed out, or a check that its group works (the coordinator
+    answers and the member is stable). `stalled_for` is how long neither happened."""
+
+    def __init__(self, stall_seconds: float, check_interval: float) -> None:
+        self.stall_seconds = stall_seconds
+        self.check_interval = check_interval
+        self.progress_at = self.checked_at = time.monotonic()
+        self.problem: str | None = None
+
+    def progressed(self) -> None:
+        self.progress_at = time.monotonic()
+        self.problem = None
+
+    def check_due(self) -> bool:
+        now = time.monotonic()
+        return now - self.progress_at >= self.check_interval and now - self.checked_at >= self.check_interval
+
+    def checked(self, problem: str | None) -> None:
+        self.checked_at = time.monotonic()
+        if problem is None:
+            self.progressed()
+        else:
+            self.problem = problem
+
+    def stalled_for(self) -> float:
+        return time.monotonic() - self.progress_at
+
+
 class _Assignments(ConsumerRebalanceListener):
     """Remembers partitions assigned by a rebalance; the loop positions them itself after the poll."""
 
@@ -289,6 +330,21 @@ class ConsumerLoop(ThreadWorker):
       otherwise at its beginning;
     - a running consumer asks for the topic ids every few seconds and re-reads a replaced log.
     Re-reading is safe because handlers de-duplicate.
+
+    A (re)join must end inside a poll. kafka-python 3.0.12 runs JoinGroup and SyncGroup as one task that a
+    poll waits on for the poll's remaining time; a task that ends while no poll waits on it is never
+    applied. Its result is dropped and a new JoinGroup sent, or, when the rejoin was caused only by a
+    change in the topic's partition count, never looked at again: the leader's assignment, made inside
+    the task, already made the metadata and the assignment agree, so no later poll rejoins. The member then
+    stays `REBALANCING` with heartbeats off and its partitions revoked, fetches nothing, and the broker
+    drops it (issue 15: the rebuild after broker kills counted 81 of 359 events for 180 s). So while the
+    member is not stable the loop polls for `REJOIN_POLL_MS` and calls nothing else on the client.
+
+    Every call into the client is bounded in time, and a watchdog replaces a consumer that makes no
+    progress: when for `stall_seconds` it got no records and could not show a working group membership
+    (the member stable and its group coordinator answering an offset fetch), while the broker answers
+    metadata, the consumer is closed and a new one joins the group afresh. Positions of the new consumer
+    follow the same rules as after any reassignment.
     """
 
     bootstrap_servers: str
@@ -300,7 +356,11 @@ class ConsumerLoop(ThreadWorker):
     max_records: int = 200
     poll_timeout_ms: int = 500
     retry_backoff_s: float = 1.0
+    stall_seconds: float = STALL_SECONDS
+    group_check_interval_s: float = GROUP_CHECK_INTERVAL_S
     tls: ClientTls | None = None
+    # Consumers closed by the watchdog (for health and tests).
+    replaced_stalled: int = field(default=0, init=False)
     connected: threading.Event = field(default_factory=threading.Event, init=False)
     last_error: str | None = field(default=None, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
@@ -357,6 +417,10 @@ class ConsumerLoop(ThreadWorker):
                 self.connected.set()
                 self.last_error = None
                 self._poll_until_stopped(consumer, assignments, topic_ids)
+            except ConsumerStalled as exc:
+                self.connected.clear()
+                self.last_error = str(exc)[:200]
+                self.replaced_stalled += 1
             except KafkaError as exc:
                 self.connected.clear()
                 self.last_error = str(exc)[:200]
@@ -371,13 +435,25 @@ class ConsumerLoop(ThreadWorker):
                 self._assignment = frozenset()
                 topic_ids.close()
                 if consumer is not None:
-                    close_quietly("consumer", consumer.close, autocommit=False)
+                    close_quietly(
+                        "consumer", consumer.close, autocommit=False, timeout_ms=REQUEST_TIMEOUT_MS // 2
+                    )
 
     def _poll_until_stopped(
         self, consumer: KafkaConsumer, assignments: _Assignments, topic_ids: TopicIds
     ) -> None:
+        watchdog = _Watchdog(self.stall_seconds, self.group_check_interval_s)
         while not self._stop.is_set():
-            batches = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+            # While the member (re)joins its group, one long poll, and no other call into the client
+            # between polls: kafka-python 3.0.12 applies a finished join only if a poll is waiting on it
+            # when it ends (see the class docstring). Either way a poll is bounded: the coordinator lookup,
+            # the join and the fetch get the poll's remaining time, and it returns empty when that is out.
+            stable = consumer.group_metadata().state == MemberState.STABLE
+            timeout_ms = self.poll_timeout_ms if stable else max(self.poll_timeout_ms, REJOIN_POLL_MS)
+            batches = consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+            if any(batches.values()):
+                watchdog.progressed()
+            stable = consumer.group_metadata().state == MemberState.STABLE
             self._assignment = frozenset(consumer.assignment())
             if assignments.fresh:
                 positioned = self._position(consumer, assignments.fresh & self._assignment, topic_ids)
@@ -400,7 +476,48 @@ class ConsumerLoop(ThreadWorker):
                     continue
                 done[TopicPartition(tp.topic, tp.partition)] = records[-1].offset + 1
             self._commit(consumer, done, topic_ids.current(force=bool(done)))
-            self._reread_replaced_logs(consumer, topic_ids)
+            if stable:
+                self._reread_replaced_logs(consumer, topic_ids)
+            if watchdog.check_due():
+                watchdog.checked(self._group_problem(consumer, topic_ids) if stable else "member not stable")
+                if watchdog.stalled_for() >= self.stall_seconds:
+                    self._give_up_stalled(consumer, topic_ids, watchdog)
+
+    def _group_problem(self, consumer: KafkaConsumer, topic_ids: TopicIds) -> str | None:
+        """Why this stable member cannot work in its group now, or None: its group coordinator does not
+        answer an offset fetch within a bound. Says nothing while the topic is missing (nothing to read,
+        and the broker's answer on it will tell)."""
+        topic_ids.current()
+        probe = next(
+            (
+                TopicPartition(topic, min(partitions))
+                for topic, partitions in topic_ids.partitions.items()
+                if partitions
+            ),
+            None,
+        )
+        if probe is None:
+            return None
+        try:
+            consumer.committed(probe, timeout_ms=GROUP_CHECK_TIMEOUT_MS)
+        except KafkaError as exc:
+            return f"group coordinator not answering ({type(exc).__name__})"
+        return None
+
+    def _give_up_stalled(self, consumer: KafkaConsumer, topic_ids: TopicIds, watchdog: _Watchdog) -> None:
+        """Raise ConsumerStalled when the broker answers metadata (so a new consumer can join); when it
+        does not, its KafkaError ends this consumer the usual way."""
+        topic_ids.current(force=True)
+        log.warning(
+            "consumer made no progress; closing it and joining the group afresh",
+            extra={
+                "group": self.group_id,
+                "stalled_s": round(watchdog.stalled_for(), 1),
+                "reason": watchdog.problem,
+                "assigned": len(consumer.assignment()),
+            },
+        )
+        raise ConsumerStalled(f"no progress for {watchdog.stalled_for():.0f}s: {watchdog.problem}")
 
     def _position(
         self, consumer: KafkaConsumer, fresh: set[TopicPartition], topic_ids: TopicIds
@@ -439,7 +556,7 @@ class ConsumerLoop(ThreadWorker):
             if ids.get(tp.topic) is not None and ids.get(tp.topic) == self._log_of.get(tp)
         }
         if offsets:
-            consumer.commit(offsets)
+            consumer.commit(offsets, timeout_ms=REQUEST_TIMEOUT_MS)
             self._rereading.difference_update(offsets)
 
     def _reread_replaced_logs(self, consumer: KafkaConsumer, topic_ids: TopicIds) -> None:
@@ -487,6 +604,6 @@ class ConsumerLoop(ThreadWorker):
         }
         if restart:
             try:
-                consumer.commit(restart)
+                consumer.commit(restart, timeout_ms=REQUEST_TIMEOUT_MS)
             except KafkaError as exc:  # a rebalance meanwhile: the reassignment positions it anyway
                 log.debug("could not reset the committed offsets", extra={"error": str(exc)[:200]})

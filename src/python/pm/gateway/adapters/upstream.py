@@ -157,6 +157,11 @@ class UpstreamStream(StreamingResponse):
             await self.response.aclose()
 
 
+# A request without a body (a stream of no bytes can be read any number of times).
+_NO_BODY = httpx.ByteStream(b"")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
 class Proxy:
     """Forwards one request to an upstream and gives back its answer as a Starlette response."""
 
@@ -195,8 +200,17 @@ class Proxy:
         """Send the request (`target` is the raw path and query) and return the answer: whole when it is
         short, else as soon as its status line is in. Raises UpstreamFailure, RequestTooLarge or
         ClientDisconnect, with nothing sent to the client."""
-        url = self.upstreams[upstream].copy_with(raw_path=target)
-        request = httpx.Request(method, url, headers=headers, content=body)
+        base = self.upstreams[upstream]
+        url = base.copy_with(raw_path=target)
+        if body is None:
+            # What `content=None` would give, without httpx building the headers twice: no body, Host
+            # first, `Content-Length: 0` for the methods that expect a body.
+            auto = [(b"Host", base.netloc)]
+            if method.upper() in _BODY_METHODS:
+                auto.append((b"Content-Length", b"0"))
+            request = httpx.Request(method, url, headers=auto + headers, stream=_NO_BODY)
+        else:
+            request = httpx.Request(method, url, headers=headers, content=body)
         try:
             response = await self.pools.send(request)
         except BodyTooLarge:

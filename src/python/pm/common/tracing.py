@@ -272,9 +272,15 @@ class ServerSpans:
         if span.is_recording():
             span.update_name(get_default_span_details(scope)[0])
             span.set_attributes(collect_request_attributes(scope))
-            send = _status_recorder(span, send)
-        with trace.use_span(span, end_on_exit=True):
+            with trace.use_span(span, end_on_exit=True):
+                await self.app(scope, receive, _status_recorder(span, send))
+            return
+        # Not recorded: only made current (what `use_span` does of it: nothing to end or record).
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(token)
 
 
 def _status_recorder(span: trace.Span, send: Any) -> Any:

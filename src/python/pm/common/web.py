@@ -122,6 +122,7 @@ class ServiceMiddleware:
             timeout=health_timeout,
         )
         self._live = json.dumps({"status": "UP", "service": service}).encode()
+        self._metric_children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -150,8 +151,9 @@ class ServiceMiddleware:
                 return
             recorded = True
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(scope["method"], str(status_holder["status"])).inc()
-            self.metrics.latency.labels(scope["method"]).observe(elapsed)
+            counted, timed = self._children(scope["method"], status_holder["status"])
+            counted.inc()
+            timed.observe(elapsed)
             log.debug(
                 "request",
                 extra={
@@ -213,6 +215,20 @@ class ServiceMiddleware:
         finally:
             record()
             request_id_var.reset(token)
+
+    def _children(self, method: str, status: int) -> tuple[Any, Any]:
+        """The request counter's and the latency histogram's children for `method` and `status`, each
+        looked up (a lock and a label check in prometheus_client) once per pair, not per request."""
+        key = (method, status)
+        children = self._metric_children.get(key)
+        if children is None:
+            if len(self._metric_children) >= 1024:  # methods are the client's: bounded all the same
+                self._metric_children.clear()
+            children = self._metric_children[key] = (
+                self.metrics.requests.labels(method, str(status)),
+                self.metrics.latency.labels(method),
+            )
+        return children
 
     async def _too_large(self, send: Send) -> None:
         await _respond_problem(

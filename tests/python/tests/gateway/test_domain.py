@@ -99,7 +99,7 @@ def test_a_trusted_peer_names_the_right_most_untrusted_hop() -> None:
 
 
 def test_client_response_headers_drop_hop_by_hop() -> None:
-    kept = client_response_headers(
+    kept, length = client_response_headers(
         [
             (b"Content-Type", b"application/json"),
             (b"Transfer-Encoding", b"chunked"),
@@ -109,7 +109,16 @@ def test_client_response_headers_drop_hop_by_hop() -> None:
             (b"Date", b"x"),
         ]
     )
-    assert kept == [(b"Content-Type", b"application/json"), (b"ETag", b'"v1"')]
+    assert kept == [(b"content-type", b"application/json"), (b"etag", b'"v1"')]
+    assert length == b""
+
+
+def test_client_response_headers_keep_the_first_content_length() -> None:
+    kept, length = client_response_headers(
+        [(b"Content-Length", b"12"), (b"content-length", b"12"), (b"Content-Type", b"text/plain")]
+    )
+    assert kept == [(b"content-length", b"12"), (b"content-type", b"text/plain")]
+    assert length == b"12"
 
 
 def test_cors_allows_listed_origins_only() -> None:

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode, set_span_in_context
 
 from pm.common.tracing import configure_tracing
-from pm.gateway.adapters.traces import TraceStore
+from pm.gateway.adapters.traces import StoreExporter, TraceStore
 from tests.gateway.conftest import Gateway, SigningKey, echoed_headers
 
 PROTOBUF = {"content-type": "application/x-protobuf"}
@@ -144,6 +144,25 @@ def test_the_store_keeps_the_most_recent_traces_by_count_and_age() -> None:
     assert store.get(ids[0]) is None and store.get(ids[4]) is not None
     now[0] += 45  # the oldest two kept are now over a minute old
     assert [t["traceId"] for t in store.recent(10)] == [ids[4]]
+
+
+def test_the_gateways_own_spans_are_kept_as_their_otlp_export_would_be() -> None:
+    def spans(tracer: object) -> None:
+        request_trace(tracer)
+        with tracer.start_as_current_span(  # type: ignore[attr-defined]
+            "GET", kind=SpanKind.CLIENT, attributes={"http.url": "http://p/x?q=1", "list": ("a", "b"), "n": 3}
+        ):
+            pass
+
+    finished = spans_of("gateway", spans)
+    through_otlp, direct = TraceStore(), TraceStore()
+    through_otlp.add(encode_spans(finished))
+    StoreExporter(direct).export(finished)
+    ids = {f"{span.context.trace_id:032x}" for span in finished if span.context is not None}
+    assert len(ids) == 2
+    for trace_id in ids:
+        assert direct.get(trace_id) == through_otlp.get(trace_id)
+    assert direct.recent(5) == through_otlp.recent(5)
 
 
 def test_spans_of_one_trace_from_several_services_join(store: TraceStore) -> None:

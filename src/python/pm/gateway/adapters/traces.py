@@ -3,7 +3,7 @@
 When no collector is configured (`OTEL_EXPORTER_OTLP_ENDPOINT` unset), the gateway keeps the most recent
 traces itself: the other services export to it (`POST /v1/traces` on the gateway's port, OTLP/HTTP
 protobuf, the standard wire format, accepted from loopback peers only), and the gateway's own spans go to
-the same store in-process, encoded by the same OTLP encoder. The store is bounded by count
+the same store in-process, kept as the receiver keeps what it decodes. The store is bounded by count
 (`PM_TRACES_MAX`) and age (`PM_TRACES_MAX_AGE`); the gateway serves it as `/api/traces`.
 
 Query strings are cut from URL attributes as spans arrive: a search term is personal data.
@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -29,6 +28,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, StatusCode
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,52 @@ def _iso(nanos: int) -> str:
     return datetime.fromtimestamp(nanos / 1e9, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _entry(
+    span_id: str,
+    parent_span_id: str | None,
+    service: str,
+    name: str,
+    kind: str,
+    status: str,
+    attributes: dict[str, Any],
+    start: int,
+    end: int,
+) -> dict[str, Any]:
+    return {
+        "spanId": span_id,
+        "parentSpanId": parent_span_id,
+        "service": service,
+        "name": name,
+        "kind": kind,
+        "startTime": _iso(start),
+        "durationMs": round((end - start) / 1e6, 3),
+        "status": status,
+        "attributes": attributes,
+        "_start": start,
+        "_end": end,
+    }
+
+
+def _own_attributes(attributes: Any) -> dict[str, Any]:
+    """A span's attributes as `_attributes` gives them from OTLP (sequences as lists, bytes in hex)."""
+    result = {}
+    for key, value in (attributes or {}).items():
+        if key in _DROPPED_ATTRIBUTES:
+            continue
+        if isinstance(value, tuple | list):
+            value = [v.hex() if isinstance(v, bytes) else v for v in value]
+        elif isinstance(value, bytes):
+            value = value.hex()
+        elif key in _URL_ATTRIBUTES and isinstance(value, str):
+            value = value.split("?", 1)[0]
+        result[key] = value
+    return result
+
+
+_OWN_KINDS = {kind: kind.name for kind in SpanKind}
+_OWN_STATUSES = {code: code.name for code in StatusCode}
+
+
 class _Trace:
     __slots__ = ("spans", "updated")
 
@@ -101,38 +147,45 @@ class TraceStore:
 
     def add(self, request: ExportTraceServiceRequest) -> int:
         """Keep the spans of one OTLP export request; returns how many were kept."""
+        entries = []
+        for resource_spans in request.resource_spans:
+            resource = _attributes(resource_spans.resource.attributes)
+            service = str(resource.get("service.name", "unknown"))
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    entries.append(
+                        (
+                            span.trace_id.hex(),
+                            _entry(
+                                span.span_id.hex(),
+                                span.parent_span_id.hex() or None,
+                                service,
+                                span.name,
+                                _KINDS.get(span.kind, "INTERNAL"),
+                                _STATUSES.get(span.status.code, "UNSET"),
+                                _attributes(span.attributes),
+                                span.start_time_unix_nano,
+                                span.end_time_unix_nano,
+                            ),
+                        )
+                    )
+        return self.keep(entries)
+
+    def keep(self, entries: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        """Keep spans given as (trace id, entry) (what `add` and StoreExporter make of them)."""
         kept = 0
         now = self.clock()
         with self._lock:
-            for resource_spans in request.resource_spans:
-                resource = _attributes(resource_spans.resource.attributes)
-                service = str(resource.get("service.name", "unknown"))
-                for scope_spans in resource_spans.scope_spans:
-                    for span in scope_spans.spans:
-                        trace_id = span.trace_id.hex()
-                        entry = self._traces.get(trace_id)
-                        if entry is None:
-                            entry = self._traces[trace_id] = _Trace()
-                        if len(entry.spans) >= MAX_SPANS_PER_TRACE:
-                            continue
-                        entry.spans[span.span_id.hex()] = {
-                            "spanId": span.span_id.hex(),
-                            "parentSpanId": span.parent_span_id.hex() or None,
-                            "service": service,
-                            "name": span.name,
-                            "kind": _KINDS.get(span.kind, "INTERNAL"),
-                            "startTime": _iso(span.start_time_unix_nano),
-                            "durationMs": round(
-                                (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6, 3
-                            ),
-                            "status": _STATUSES.get(span.status.code, "UNSET"),
-                            "attributes": _attributes(span.attributes),
-                            "_start": span.start_time_unix_nano,
-                            "_end": span.end_time_unix_nano,
-                        }
-                        entry.updated = now
-                        self._traces.move_to_end(trace_id)
-                        kept += 1
+            for trace_id, entry in entries:
+                kept_trace = self._traces.get(trace_id)
+                if kept_trace is None:
+                    kept_trace = self._traces[trace_id] = _Trace()
+                if len(kept_trace.spans) >= MAX_SPANS_PER_TRACE:
+                    continue
+                kept_trace.spans[entry["spanId"]] = entry
+                kept_trace.updated = now
+                self._traces.move_to_end(trace_id)
+                kept += 1
             self._evict(now)
         return kept
 
@@ -186,13 +239,39 @@ def _summary(trace_id: str, spans: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class StoreExporter(SpanExporter):
-    """The gateway's own spans into the store, through the same OTLP encoding the receiver decodes."""
+    """The gateway's own spans into the store, as the receiver would keep them after their OTLP round
+    trip, without it: encoding every span to protobuf and decoding it again cost ~44 µs a span
+    (docs/benchmarks.md, "Gateway CPU per proxied read")."""
 
     def __init__(self, store: TraceStore) -> None:
         self.store = store
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.store.add(encode_spans(spans))
+        entries = []
+        for span in spans:
+            context = span.context
+            if context is None:
+                continue
+            parent = span.parent
+            resource = span.resource.attributes if span.resource is not None else {}
+            start = span.start_time or 0
+            entries.append(
+                (
+                    f"{context.trace_id:032x}",
+                    _entry(
+                        f"{context.span_id:016x}",
+                        f"{parent.span_id:016x}" if parent is not None else None,
+                        str(resource.get("service.name", "unknown")),
+                        span.name,
+                        _OWN_KINDS.get(span.kind, "INTERNAL"),
+                        _OWN_STATUSES.get(span.status.status_code, "UNSET"),
+                        _own_attributes(span.attributes),
+                        start,
+                        span.end_time or start,
+                    ),
+                )
+            )
+        self.store.keep(entries)
         return SpanExportResult.SUCCESS
 
 

@@ -6,6 +6,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter
@@ -136,7 +137,9 @@ class UpstreamStream(StreamingResponse):
 
     def __init__(self, proxy: Proxy, upstream: str, response: httpx.Response, headers: Headers) -> None:
         super().__init__(response.aiter_raw(), status_code=response.status_code)
-        _copy_headers(headers, self)
+        # The answer's headers as they are (no Content-Type of Starlette's; a Content-Length only if the
+        # service sent one).
+        self.raw_headers = headers
         self.proxy = proxy
         self.upstream = upstream
         self.response = response
@@ -154,16 +157,9 @@ class UpstreamStream(StreamingResponse):
             await self.response.aclose()
 
 
-def _copy_headers(headers: Headers, target: Response) -> None:
-    # One view of the response's headers: `Response.headers` builds a new one at each access.
-    answer = target.headers
-    length_wanted = "content-length" not in answer
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            if not length_wanted:
-                continue
-            length_wanted = False
-        answer.append(name.decode("latin-1"), value.decode("latin-1"))
+# A request without a body (a stream of no bytes can be read any number of times).
+_NO_BODY = httpx.ByteStream(b"")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class Proxy:
@@ -185,6 +181,7 @@ class Proxy:
             ["upstream", "status"],
             registry=registry,
         )
+        self._response_counters: dict[tuple[str, int], Any] = {}
         self.failures = Counter(
             "pm_gateway_upstream_failures_total",
             "Requests for which an upstream service gave no answer",
@@ -203,8 +200,17 @@ class Proxy:
         """Send the request (`target` is the raw path and query) and return the answer: whole when it is
         short, else as soon as its status line is in. Raises UpstreamFailure, RequestTooLarge or
         ClientDisconnect, with nothing sent to the client."""
-        url = self.upstreams[upstream].copy_with(raw_path=target)
-        request = httpx.Request(method, url, headers=headers, content=body)
+        base = self.upstreams[upstream]
+        url = base.copy_with(raw_path=target)
+        if body is None:
+            # What `content=None` would give, without httpx building the headers twice: no body, Host
+            # first, `Content-Length: 0` for the methods that expect a body.
+            auto = [(b"Host", base.netloc)]
+            if method.upper() in _BODY_METHODS:
+                auto.append((b"Content-Length", b"0"))
+            request = httpx.Request(method, url, headers=auto + headers, stream=_NO_BODY)
+        else:
+            request = httpx.Request(method, url, headers=headers, content=body)
         try:
             response = await self.pools.send(request)
         except BodyTooLarge:
@@ -219,14 +225,15 @@ class Proxy:
                 extra={"upstream": upstream, "reason": failure.reason, "error": type(exc).__name__},
             )
             raise failure from None
-        self.responses.labels(upstream, str(response.status_code)).inc()
-        answer_headers = client_response_headers(response.headers.raw)
-        length = next((value for name, value in answer_headers if name.lower() == b"content-length"), b"")
+        status = response.status_code
+        self._responses(upstream, status).inc()
+        answer_headers, length = client_response_headers(response.headers.raw)
         short = length.isdigit() and int(length) <= WHOLE_ANSWER_BYTES
-        if not (short or response.status_code in (204, 304)):
+        if not (short or status in (204, 304)):
             return UpstreamStream(self, upstream, response, answer_headers)
         try:
-            content = await response.aread()
+            # The body as it came (no decoding: the client gets the service's Content-Encoding too).
+            content = b"".join([chunk async for chunk in response.aiter_raw()])
         except httpx.HTTPError as exc:
             self.failures.labels(upstream, "broken_response").inc()
             log.warning(
@@ -235,8 +242,16 @@ class Proxy:
             raise translate(exc, upstream, self.timeouts) from None
         finally:
             await response.aclose()
-        # The service's length, not the body's: a HEAD answer has none of the body it announces.
-        declared = {"content-length": length.decode()} if length else None
-        whole = Response(content, response.status_code, headers=declared)
-        _copy_headers(answer_headers, whole)
+        whole = Response(content, status)
+        # The service's headers as they are, its Content-Length included (not the body's: a HEAD
+        # answer has none of the body it announces), instead of the ones Starlette would make.
+        whole.raw_headers = answer_headers
         return whole
+
+    def _responses(self, upstream: str, status: int) -> Any:
+        """The counter of `upstream`'s answers with `status` (each child looked up once)."""
+        key = (upstream, status)
+        child = self._response_counters.get(key)
+        if child is None:
+            child = self._response_counters[key] = self.responses.labels(upstream, str(status))
+        return child

@@ -81,8 +81,21 @@ def upstream_request_headers(
     return out
 
 
-def client_response_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """Response headers for the client: the upstream's end-to-end headers."""
+def client_response_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[Headers, bytes]:
+    """Response headers for the client: the upstream's end-to-end headers (names in lower case, as the
+    client's server writes them), and the value of its Content-Length (b"" without one; the first of
+    several)."""
     headers = list(headers)
     drop = HOP_BY_HOP | RESPONSE_OWNED | _connection_tokens(headers)
-    return [(name, value) for name, value in headers if name.lower() not in drop]
+    out: Headers = []
+    length = b""
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in drop:
+            continue
+        if lowered == b"content-length":
+            if length:
+                continue
+            length = value
+        out.append((lowered, value))
+    return out, length

@@ -1,5 +1,6 @@
-"""The gateway as a Starlette application: the route table's proxy routes, the pages it serves itself,
-CORS, the client gate, and problem+json for every error."""
+"""The gateway as a Starlette Router: the route table's proxy routes, the pages it serves itself, and
+around them (the router's own middleware) the preflight gate, CORS, the client gate and one layer that
+turns every error into problem+json."""
 
 from __future__ import annotations
 
@@ -9,14 +10,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 from prometheus_client import CollectorRegistry, Counter
-from starlette.applications import Starlette
-from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Router
 from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope, Send
 
@@ -29,7 +27,7 @@ from pm.gateway.domain.ratelimit import RateLimiter
 from pm.gateway.domain.routes import Route
 from pm.gateway.entrypoints.edge import CLIENT_ADDRESS, ClientGate, PreflightGate
 from pm.gateway.entrypoints.pages import dashboard_routes, docs_routes
-from pm.gateway.entrypoints.problems import http_problem, internal_error, outcome_response, problem_response
+from pm.gateway.entrypoints.problems import Problems, not_found, outcome_response, problem_response
 from pm.gateway.service_layer.authentication import BearerAuthenticator, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -48,7 +46,10 @@ def create_app(
     dashboard: Path,
     production: bool,
     registry: CollectorRegistry,
-) -> Starlette:
+) -> Router:
+    """A Router used directly as the ASGI app (not `Starlette()`): `Starlette()` would add its
+    ServerErrorMiddleware and ExceptionMiddleware, two more layers wrapping `send`, where `Problems`
+    alone does both jobs (docs/benchmarks.md, "Gateway CPU per proxied read")."""
     rejected = Counter(
         "pm_gateway_rejected_total",
         "Requests the gateway answered itself with an error",
@@ -68,18 +69,23 @@ def create_app(
             )
         )
     middleware.append(Middleware(ClientGate, clients=clients, limiter=limiter, rejected=rejected))
-    app = Starlette(
+    middleware.append(Middleware(Problems))
+    return Router(
         routes=[
             *proxy_routes(routes, proxy, authenticator, rejected),
             *docs_routes(docs, swagger_ui),
             *dashboard_routes(dashboard, production=production),
         ],
+        # `/auth/login/` is not `/auth/login`: an unknown path is a 404 problem, never a redirect.
+        redirect_slashes=False,
+        default=not_found_app,
         middleware=middleware,
-        exception_handlers={HTTPException: http_problem, Exception: internal_error},
     )
-    # `/auth/login/` is not `/auth/login`: an unknown path is a 404 problem, never a redirect.
-    app.router.redirect_slashes = False
-    return app
+
+
+async def not_found_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """What the router answers for a path no route takes."""
+    await not_found()(scope, receive, send)
 
 
 def proxy_routes(
@@ -113,14 +119,22 @@ class Forward:
         self.target = route.target.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.respond(Request(scope, receive))
+        response = await self.respond(scope, receive)
         await response(scope, receive, send)
 
-    async def respond(self, request: Request) -> Response:
-        route, scope = self.route, request.scope
+    async def respond(self, scope: Scope, receive: Receive) -> Response:
+        # One pass over the request's headers for what the proxy needs of them: no Request object (it
+        # would build a Headers view per access) unless there is a body to stream.
+        authorization: str | None = None
+        has_body = False
+        for name, value in scope["headers"]:
+            if name == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+            elif (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding":
+                has_body = True
+        route = self.route
         problem = outcome_response if route.fhir else problem_response
         if route.needs_token:
-            authorization = request.headers.get("authorization")
             try:
                 claims = await self.authenticator.authenticate(authorization)
             except Unauthenticated as exc:
@@ -143,14 +157,14 @@ class Forward:
         query: bytes = scope.get("query_string", b"")
         headers = upstream_request_headers(
             scope["headers"],
-            client=getattr(request.state, CLIENT_ADDRESS),
+            client=scope["state"][CLIENT_ADDRESS],
             scheme=scope.get("scheme", "http"),
             forwarded_prefix=route.forwarded_prefix,
         )
-        body = request.stream() if _has_body(request.headers) else None
+        body = Request(scope, receive).stream() if has_body else None
         try:
             return await self.proxy.forward(
-                route.upstream, request.method, path + b"?" + query if query else path, headers, body
+                route.upstream, scope["method"], path + b"?" + query if query else path, headers, body
             )
         except UpstreamFailure as failure:
             retry = {"Retry-After": "1"} if failure.status == 503 else None
@@ -162,8 +176,3 @@ class Forward:
             # Nobody is left to read it: the server drops this answer.
             log.info("client went away during the request", extra={"upstream": route.upstream})
             return problem(400, "Bad Request", "The request body ended early.")
-
-
-def _has_body(headers: Headers) -> bool:
-    length = headers.get("content-length")
-    return (length is not None and length.strip() != "0") or "transfer-encoding" in headers

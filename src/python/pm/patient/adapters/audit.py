@@ -1,9 +1,10 @@
 """The audit trail in SQL: appending under the chain head's lock, pages newest first, the verifier's read.
 
-Appending is three statements in the caller's transaction: `UPDATE audit_chain ... RETURNING` takes the
-chain head's row lock (PostgreSQL) or the database's write lock (SQLite) and reads the previous hash, the
-entry is inserted, the head gets the entry's hash. On PostgreSQL the last two are one statement (the
-insert is a data-modifying CTE of the head's update): two round trips per entry. Concurrent writers
+Appending one or more entries is three statements in the caller's transaction: `UPDATE audit_chain ...
+RETURNING` takes the chain head's row lock (PostgreSQL) or the database's write lock (SQLite), moves its
+`seq` past the new entries and reads the previous hash, the entries are inserted (one multi-row insert),
+the head gets the last entry's hash. For one entry on PostgreSQL the last two are one statement (the
+insert is a data-modifying CTE of the head's update): two round trips. Concurrent writers
 queue on that lock until the holder commits, so each sees its predecessor's hash: the chain has no
 forks and `seq` no gaps. The cost of that serialization is measured in docs/benchmarks.md ("Audit
 trail").
@@ -12,7 +13,7 @@ trail").
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -77,7 +78,7 @@ def _row(chained: ChainedEntry) -> dict[str, Any]:
 _NEXT_SEQ = (
     sa.update(_head)
     .where(_head.c.id == HEAD_ID)
-    .values(seq=_head.c.seq + 1)
+    .values(seq=_head.c.seq + sa.bindparam("count", type_=_head.c.seq.type))
     .returning(_head.c.seq, _head.c.hash)
 )
 # Every column of an entry from `_row`, as `entry_<column>`; the head's new hash as `head_hash`.
@@ -96,17 +97,26 @@ class SqlAuditLog:
         self.session = session
 
     def append(self, entry: AuditEntry) -> ChainedEntry:
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: Sequence[AuditEntry]) -> list[ChainedEntry]:
+        """Extend the chain by `entries`, in order: one lock of the head and one insert for all of them."""
         try:
-            head = self.session.execute(_NEXT_SEQ).one()
+            head = self.session.execute(_NEXT_SEQ, {"count": len(entries)}).one()
             # Timed under the lock: the trail's order is its time order.
-            chained = chain(head.seq, replace(entry, at=_now()), head.hash)
-            values = {f"entry_{name}": value for name, value in _row(chained).items()}
-            values["head_hash"] = chained.hash
-            if self.session.get_bind().dialect.name == "postgresql":
-                self.session.execute(_NEW_HEAD_WITH_ENTRY, values)
+            at = _now()
+            seq, prev_hash = head.seq - len(entries) + 1, head.hash
+            chained: list[ChainedEntry] = []
+            for entry in entries:
+                link = chain(seq, replace(entry, at=at), prev_hash)
+                chained.append(link)
+                seq, prev_hash = seq + 1, link.hash
+            rows = [{f"entry_{name}": value for name, value in _row(link).items()} for link in chained]
+            if len(rows) == 1 and self.session.get_bind().dialect.name == "postgresql":
+                self.session.execute(_NEW_HEAD_WITH_ENTRY, rows[0] | {"head_hash": prev_hash})
             else:
-                self.session.execute(_INSERT_ENTRY, values)
-                self.session.execute(_NEW_HEAD, values)
+                self.session.execute(_INSERT_ENTRY, rows)
+                self.session.execute(_NEW_HEAD, {"head_hash": prev_hash})
         except SQLAlchemyError as exc:
             # The class only: the driver's message may quote the values (a search's query).
             raise AuditUnavailable(type(exc).__name__) from exc

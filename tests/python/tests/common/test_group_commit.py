@@ -39,21 +39,31 @@ class Recorder:
         return [f"stored {item}" for item in items]
 
 
-def run_all(
-    group: GroupCommit[int, str], items: Sequence[int]
-) -> tuple[list[threading.Thread], dict[int, str | BaseException]]:
+def queued_behind_a_held_write(
+    write: Recorder, group: GroupCommit[int, str], items: Sequence[int]
+) -> dict[int, str | BaseException]:
+    """Item 0 is submitted and its write held; `items` are submitted meanwhile and wait; then the write
+    is let go. What each caller of `items` got, once all are answered."""
     answers: dict[int, str | BaseException] = {}
 
     def call(item: int) -> None:
         try:
             answers[item] = group.submit(item)
-        except Exception as exc:  # - what the caller got is the test's subject
+        except Exception as exc:  # noqa: BLE001 - what the caller got is the test's subject
             answers[item] = exc
 
-    threads = [threading.Thread(target=call, args=(item,)) for item in items]
-    for thread in threads:
+    threads = [threading.Thread(target=call, args=(0,))]
+    threads[0].start()
+    assert write.started.wait(5)
+    threads += [threading.Thread(target=call, args=(item,)) for item in items]
+    for thread in threads[1:]:
         thread.start()
-    return threads, answers
+    wait_until(lambda: group.waiting == len(items))
+    write.release.set()
+    for thread in threads:
+        thread.join(5)
+    assert answers.pop(0) == "stored 0"
+    return answers
 
 
 def test_one_caller_at_a_time_writes_batches_of_one() -> None:
@@ -67,30 +77,17 @@ def test_one_caller_at_a_time_writes_batches_of_one() -> None:
 def test_callers_arriving_during_a_write_share_the_next_one_and_get_their_own_results() -> None:
     write = Recorder(hold=True)
     group: GroupCommit[int, str] = GroupCommit(write)
-    first, answers = run_all(group, [0])
-    assert write.started.wait(5)
-    more, more_answers = run_all(group, [1, 2, 3, 4, 5])
-    wait_until(lambda: group.waiting == 5)
-    write.release.set()
-    for thread in first + more:
-        thread.join(5)
+    answers = queued_behind_a_held_write(write, group, [1, 2, 3, 4, 5])
     assert write.batches[0] == [0]
     assert sorted(write.batches[1]) == [1, 2, 3, 4, 5]
     assert len(write.batches) == 2
-    assert answers == {0: "stored 0"}
-    assert more_answers == {i: f"stored {i}" for i in (1, 2, 3, 4, 5)}
+    assert answers == {i: f"stored {i}" for i in (1, 2, 3, 4, 5)}
 
 
 def test_a_batch_is_at_most_max_batch_items() -> None:
     write = Recorder(hold=True)
     group: GroupCommit[int, str] = GroupCommit(write, max_batch=2)
-    first, _ = run_all(group, [0])
-    assert write.started.wait(5)
-    more, answers = run_all(group, [1, 2, 3, 4, 5])
-    wait_until(lambda: group.waiting == 5)
-    write.release.set()
-    for thread in first + more:
-        thread.join(5)
+    answers = queued_behind_a_held_write(write, group, [1, 2, 3, 4, 5])
     assert [len(batch) for batch in write.batches] == [1, 2, 2, 1]
     assert answers == {i: f"stored {i}" for i in (1, 2, 3, 4, 5)}
 
@@ -98,13 +95,7 @@ def test_a_batch_is_at_most_max_batch_items() -> None:
 def test_a_bad_item_fails_its_own_caller_only() -> None:
     write = Recorder(hold=True, bad=[3])
     group: GroupCommit[int, str] = GroupCommit(write)
-    first, _ = run_all(group, [0])
-    assert write.started.wait(5)
-    more, answers = run_all(group, [1, 2, 3, 4])
-    wait_until(lambda: group.waiting == 4)
-    write.release.set()
-    for thread in first + more:
-        thread.join(5)
+    answers = queued_behind_a_held_write(write, group, [1, 2, 3, 4])
     assert {i: answers[i] for i in (1, 2, 4)} == {1: "stored 1", 2: "stored 2", 4: "stored 4"}
     assert isinstance(answers[3], ValueError)
     # The shared batch failed; each of its callers then wrote its own item alone.

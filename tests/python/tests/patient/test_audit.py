@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ from pm.patient import bootstrap as wiring
 from pm.patient.adapters.billing import GrpcBilling
 from pm.patient.adapters.repository import SqlUnitOfWork
 from pm.patient.adapters.seed import seed
+from pm.patient.domain.audit import AuditEntry, chain
 from pm.patient.service_layer.audit import AuditService
 from tests.patient.conftest import (
     ADMIN,
@@ -492,3 +494,39 @@ def test_any_rfc3339_offset_in_a_filter_is_an_answer_not_a_500(client: httpx.Cli
     underflow = client.get("/audit-events", params={"since": "0001-01-01T00:00:00+23:59"})
     assert underflow.status_code == 400, underflow.text
     assert "since must be a date-time" in underflow.text
+
+
+def test_entries_hashed_by_the_database_verify_in_python(patient_db: Database) -> None:
+    """One entry on PostgreSQL is appended by `audit_append` (migration 0008), which hashes it in the server;
+    several are hashed here. Both kinds, with awkward text in every free field, make one chain that the
+    Python verifier accepts, and each returned hash is the one Python computes."""
+    awkward = 'quote " backslash \\ tab \t newline \n bell \x07 é 漢 😀 \u2028'
+    trail = AuditService(lambda: SqlUnitOfWork(patient_db))
+
+    def entry(n: int) -> AuditEntry:
+        return AuditEntry(
+            at=datetime.now(UTC),
+            action="patient.search",
+            status=200 + n,
+            actor=f"{awkward} {n}",
+            role="USER",
+            patient_id=uuid.uuid4() if n % 2 else None,
+            request_id=f"req-{n}",
+            trace_id=TRACE_ID if n % 3 else None,
+            client="10.0.0.1",
+            detail={"query": {awkward: [awkward, str(n)]}, "returned": n} if n % 2 else None,
+        )
+
+    alone = [trail.record(entry(n)) for n in range(3)]
+    with SqlUnitOfWork(patient_db) as uow:
+        together = uow.audit.append_many([entry(n) for n in range(3, 6)])
+        uow.commit()
+    alone.append(trail.record(entry(6)))
+    for chained in alone + together:
+        assert chain(chained.seq, chained.entry, chained.prev_hash).hash == chained.hash
+    assert [c.seq for c in alone] == [1, 2, 3, 7]
+    stored = entries(patient_db)
+    assert [(e["seq"], bytes(e["hash"])) for e in stored] == sorted((c.seq, c.hash) for c in alone + together)
+    assert stored[0]["actor"] == f"{awkward} 0"
+    verdict = trail.verify()
+    assert (verdict.intact, verdict.entries) == (True, 7)

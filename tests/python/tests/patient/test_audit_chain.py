@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -87,3 +88,46 @@ def test_a_replaced_last_entry_is_caught_by_the_chain_head() -> None:
     assert verify(rows, 3, head).breaks == [
         (3, "entry 3 is not the entry the chain head recorded (changed or replaced)")
     ]
+
+
+AWKWARD = 'quote " backslash \\ tab \t newline \n nul \x00 bell \x07 del \x7f é 漢 😀 \u2028'
+
+
+def test_the_canonical_form_is_the_json_array_of_every_field() -> None:
+    """Written in parts (so the database can build it the same way), it is still `json.dumps` of the
+    fields, for any text a field can hold: entries hashed before stay valid."""
+    entry = AuditEntry(
+        at=datetime(2026, 12, 3, 13, 0, 1, 120034, tzinfo=UTC),
+        action="patient.search",
+        status=200,
+        actor=AWKWARD,
+        role="USER",
+        patient_id=uuid.UUID(int=7),
+        request_id="req-1",
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        client="10.0.0.1",
+        detail={"query": {AWKWARD: [AWKWARD, "x"]}, "returned": 3},
+    )
+    prev = hashlib.sha256(b"previous").digest()
+    fields = [
+        41,
+        "2026-12-03T13:00:01.120034Z",
+        AWKWARD,
+        "USER",
+        "patient.search",
+        str(uuid.UUID(int=7)),
+        200,
+        "req-1",
+        "0af7651916cd43dd8448eb211c80319c",
+        "10.0.0.1",
+        detail_text(entry.detail),
+        prev.hex(),
+    ]
+    expected = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert canonical(41, entry, prev) == expected
+    bare = replace(entry, actor=None, role=None, patient_id=None, trace_id=None, client=None, detail=None)
+    assert canonical(1, bare, GENESIS) == json.dumps(
+        [1, fields[1], None, None, "patient.search", None, 200, "req-1", None, None, None, GENESIS.hex()],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")

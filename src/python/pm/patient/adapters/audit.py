@@ -1,10 +1,11 @@
 """The audit trail in SQL: appending under the chain head's lock, pages newest first, the verifier's read.
 
-Appending one or more entries is three statements in the caller's transaction: `UPDATE audit_chain ...
+Appending several entries is three statements in the caller's transaction: `UPDATE audit_chain ...
 RETURNING` takes the chain head's row lock (PostgreSQL) or the database's write lock (SQLite), moves its
 `seq` past the new entries and reads the previous hash, the entries are inserted (one multi-row insert),
-the head gets the last entry's hash. For one entry on PostgreSQL the last two are one statement (the
-insert is a data-modifying CTE of the head's update): two round trips. Concurrent writers
+the head gets the last entry's hash. One entry on PostgreSQL is one call of `audit_append` (migration
+0008), which does the same in the server: one round trip, and no wait for this process between taking
+the head's lock and committing. Concurrent writers
 queue on that lock until the holder commits, so each sees its predecessor's hash: the chain has no
 forks and `seq` no gaps. The cost of that serialization is measured in docs/benchmarks.md ("Audit
 trail").
@@ -34,6 +35,7 @@ from pm.patient.domain.audit import (
     Verdict,
     chain,
     detail_text,
+    middle_text,
     verify,
 )
 
@@ -88,8 +90,21 @@ _NEW_HEAD = (
     .where(_head.c.id == HEAD_ID)
     .values(hash=sa.bindparam("head_hash", type_=_head.c.hash.type))
 )
-# PostgreSQL: one round trip, the entry inserted by a data-modifying CTE of the head's update.
-_NEW_HEAD_WITH_ENTRY = _NEW_HEAD.add_cte(_INSERT_ENTRY.cte("entry"))
+# PostgreSQL, one entry: the function of migration 0008 takes the head, times, hashes and inserts the entry
+# in the server, one round trip, so the head's lock is held only from that call to the commit.
+_APPEND_ONE = (
+    sa.text(
+        "SELECT entry_seq, entry_at, entry_prev_hash, entry_hash FROM audit_append(:actor, :role, :action,"
+        " :patient_id, CAST(:status AS smallint), :request_id, :trace_id, :client, :detail, :middle)"
+    )
+    .bindparams(sa.bindparam("patient_id", type_=sa.Uuid))
+    .columns(
+        entry_seq=sa.BigInteger,
+        entry_at=sa.DateTime(timezone=True),
+        entry_prev_hash=sa.LargeBinary,
+        entry_hash=sa.LargeBinary,
+    )
+)
 
 
 class SqlAuditLog:
@@ -102,6 +117,8 @@ class SqlAuditLog:
     def append_many(self, entries: Sequence[AuditEntry]) -> list[ChainedEntry]:
         """Extend the chain by `entries`, in order: one lock of the head and one insert for all of them."""
         try:
+            if len(entries) == 1 and self.session.get_bind().dialect.name == "postgresql":
+                return [self._append_in_server(entries[0])]
             head = self.session.execute(_NEXT_SEQ, {"count": len(entries)}).one()
             # Timed under the lock: the trail's order is its time order.
             at = _now()
@@ -112,15 +129,21 @@ class SqlAuditLog:
                 chained.append(link)
                 seq, prev_hash = seq + 1, link.hash
             rows = [{f"entry_{name}": value for name, value in _row(link).items()} for link in chained]
-            if len(rows) == 1 and self.session.get_bind().dialect.name == "postgresql":
-                self.session.execute(_NEW_HEAD_WITH_ENTRY, rows[0] | {"head_hash": prev_hash})
-            else:
-                self.session.execute(_INSERT_ENTRY, rows)
-                self.session.execute(_NEW_HEAD, {"head_hash": prev_hash})
+            self.session.execute(_INSERT_ENTRY, rows)
+            self.session.execute(_NEW_HEAD, {"head_hash": prev_hash})
         except SQLAlchemyError as exc:
             # The class only: the driver's message may quote the values (a search's query).
             raise AuditUnavailable(type(exc).__name__) from exc
         return chained
+
+    def _append_in_server(self, entry: AuditEntry) -> ChainedEntry:
+        detail = detail_text(entry.detail)
+        values = asdict(entry) | {"detail": detail, "middle": middle_text(entry, detail)}
+        del values["at"]
+        row = self.session.execute(_APPEND_ONE, values).one()
+        return ChainedEntry(
+            row.entry_seq, replace(entry, at=utc(row.entry_at)), row.entry_prev_hash, row.entry_hash
+        )
 
     def find(self, query: AuditQuery) -> AuditPage:
         conditions: list[sa.ColumnElement[bool]] = []

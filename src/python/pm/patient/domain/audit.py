@@ -55,12 +55,19 @@ def detail_text(detail: dict[str, Any] | None) -> str | None:
 
 
 def canonical(seq: int, entry: AuditEntry, prev_hash: bytes, detail: str | None = None) -> bytes:
-    """The bytes an entry's hash is taken over: every field, in a fixed order, as JSON. `detail` is the
-    stored text (what the verifier reads back); by default the entry's detail in its stored form."""
-    at = entry.at.astimezone(UTC)
+    """The bytes an entry's hash is taken over: every field, in a fixed order, as a JSON array. `detail` is
+    the stored text (what the verifier reads back); by default the entry's detail in its stored form.
+
+    Written as `[<seq>,"<at>",<middle_text>,"<prev hash hex>"]`: the same bytes as `json.dumps` of the
+    whole list gives, in a form the database's `audit_append` (patient migration 0008) builds as well."""
+    at = entry.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = f'[{seq},"{at}",{middle_text(entry, detail)},"{prev_hash.hex()}"]'
+    return text.encode("utf-8")
+
+
+def middle_text(entry: AuditEntry, detail: str | None = None) -> str:
+    """The JSON of the fields between the time and the previous hash, without the enclosing brackets."""
     fields = [
-        seq,
-        at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         entry.actor,
         entry.role,
         entry.action,
@@ -70,9 +77,8 @@ def canonical(seq: int, entry: AuditEntry, prev_hash: bytes, detail: str | None 
         entry.trace_id,
         entry.client,
         detail if detail is not None else detail_text(entry.detail),
-        prev_hash.hex(),
     ]
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)[1:-1]
 
 
 def chain(seq: int, entry: AuditEntry, prev_hash: bytes) -> ChainedEntry:

@@ -528,5 +528,7 @@ def test_entries_hashed_by_the_database_verify_in_python(patient_db: Database) -
     stored = entries(patient_db)
     assert [(e["seq"], bytes(e["hash"])) for e in stored] == sorted((c.seq, c.hash) for c in alone + together)
     assert stored[0]["actor"] == f"{awkward} 0"
+    # Both kinds are timed by the database's clock under the head's lock: time order is chain order.
+    assert [e["at"] for e in stored] == sorted(e["at"] for e in stored)
     verdict = trail.verify()
     assert (verdict.intact, verdict.entries) == (True, 7)

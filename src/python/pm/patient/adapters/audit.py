@@ -83,6 +83,9 @@ _NEXT_SEQ = (
     .values(seq=_head.c.seq + sa.bindparam("count", type_=_head.c.seq.type))
     .returning(_head.c.seq, _head.c.hash)
 )
+# PostgreSQL: the head's clock too, so that every entry is timed by the database's clock, as
+# `audit_append` times a single one.
+_NEXT_SEQ_TIMED = _NEXT_SEQ.returning(sa.func.clock_timestamp(type_=sa.DateTime(timezone=True)).label("now"))
 # Every column of an entry from `_row`, as `entry_<column>`; the head's new hash as `head_hash`.
 _INSERT_ENTRY = sa.insert(_e).values({c: sa.bindparam(f"entry_{c.name}", type_=c.type) for c in _e.c})
 _NEW_HEAD = (
@@ -116,12 +119,24 @@ class SqlAuditLog:
 
     def append_many(self, entries: Sequence[AuditEntry]) -> list[ChainedEntry]:
         """Extend the chain by `entries`, in order: one lock of the head and one insert for all of them."""
-        try:
-            if len(entries) == 1 and self.session.get_bind().dialect.name == "postgresql":
+        if len(entries) == 1 and self.session.get_bind().dialect.name == "postgresql":
+            try:
                 return [self._append_in_server(entries[0])]
-            head = self.session.execute(_NEXT_SEQ, {"count": len(entries)}).one()
+            except SQLAlchemyError as exc:
+                # The class only: the driver's message may quote the values (a search's query).
+                raise AuditUnavailable(type(exc).__name__) from exc
+        return self.append_here(entries)
+
+    def append_here(self, entries: Sequence[AuditEntry]) -> list[ChainedEntry]:
+        """`append_many` with the entries timed on the head's clock and hashed in this process: what
+        several entries, and SQLite, always use (and a single entry used before migration 0008)."""
+        try:
+            postgres = self.session.get_bind().dialect.name == "postgresql"
+            head = self.session.execute(
+                _NEXT_SEQ_TIMED if postgres else _NEXT_SEQ, {"count": len(entries)}
+            ).one()
             # Timed under the lock: the trail's order is its time order.
-            at = _now()
+            at = utc(head.now) if postgres else _now()
             seq, prev_hash = head.seq - len(entries) + 1, head.hash
             chained: list[ChainedEntry] = []
             for entry in entries:
@@ -132,7 +147,6 @@ class SqlAuditLog:
             self.session.execute(_INSERT_ENTRY, rows)
             self.session.execute(_NEW_HEAD, {"head_hash": prev_hash})
         except SQLAlchemyError as exc:
-            # The class only: the driver's message may quote the values (a search's query).
             raise AuditUnavailable(type(exc).__name__) from exc
         return chained
 

@@ -49,7 +49,7 @@ def queued_behind_a_held_write(
     def call(item: int) -> None:
         try:
             answers[item] = group.submit(item)
-        except Exception as exc:  # - what the caller got is the test's subject
+        except Exception as exc:  # what the caller got is the test's subject
             answers[item] = exc
 
     threads = [threading.Thread(target=call, args=(0,))]

@@ -69,7 +69,7 @@ def test_a_create_is_one_lone_read_and_one_transaction_with_its_record(
 ) -> None:
     """Before: a ping per checkout (2), BEGIN + SELECT + ROLLBACK for the email check, three statements for
     the audit entry: 13 round trips. Now 7, each one needed; the audit entry is one call of the server's
-    `audit_append` (migration 0008), so nothing waits for this process while the chain head is locked."""
+    `audit_append` (migration 0008): one round trip under the chain head's lock before the commit."""
     billing = CountingBilling()
     service = service_over(wired, billing)
     service.register(details(), actor="nurse")  # the pool's first connection and the dialect's setup

@@ -4,11 +4,10 @@ Appending several entries is three statements in the caller's transaction: `UPDA
 RETURNING` takes the chain head's row lock (PostgreSQL) or the database's write lock (SQLite), moves its
 `seq` past the new entries and reads the previous hash, the entries are inserted (one multi-row insert),
 the head gets the last entry's hash. One entry on PostgreSQL is one call of `audit_append` (migration
-0008), which does the same in the server: one round trip, and no wait for this process between taking
-the head's lock and committing. Concurrent writers
-queue on that lock until the holder commits, so each sees its predecessor's hash: the chain has no
-forks and `seq` no gaps. The cost of that serialization is measured in docs/benchmarks.md ("Audit
-trail").
+0008), which does the same in the server: under the lock, one round trip before the commit instead of
+two, and no hashing here. Concurrent writers queue on that lock until the holder commits, so each sees
+its predecessor's hash: the chain has no forks and `seq` no gaps. The cost of that serialization is
+measured in docs/benchmarks.md ("Audit trail", "The audit trail's cost, cut twice").
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 The chain head's row lock is held from the moment an entry takes its place until the transaction
 commits. Appending from Python took two round trips under that lock (the head's `UPDATE ... RETURNING`,
 then the insert), with the hash computed in between; under concurrent writes every transaction that
-changes a patient queued on it (docs/benchmarks.md, "The audit trail's cost, cut twice"). The function does the same
-steps in the server: it takes the head, times the entry, hashes it, inserts it and moves the head.
+changes a patient queued on it (docs/benchmarks.md, "The audit trail's cost, cut twice"). The function
+does the same steps in the server: it takes the head, times the entry, hashes it, inserts it and moves
+the head.
 
 The hash is taken over the same bytes as `pm.patient.domain.audit.canonical`: the caller passes the JSON
 of the entry's fields between the time and the previous hash (`middle`, made by

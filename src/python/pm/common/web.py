@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -73,6 +73,29 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class MetricChildren(Generic[K, V]):
+    """Metric children by label values, each made by `make(key)` once: `labels()` takes a lock and checks
+    the values on every call, a cost on every request. At most `limit` kept (some label values, such as
+    an HTTP method, are the client's): past it the cache starts again."""
+
+    def __init__(self, make: Callable[[K], V], limit: int = 1024) -> None:
+        self._make = make
+        self._limit = limit
+        self._children: dict[K, V] = {}
+
+    def get(self, key: K) -> V:
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= self._limit:
+                self._children.clear()
+            child = self._children[key] = self._make(key)
+        return child
+
+
 def _valid_request_id(value: str) -> bool:
     # ASCII only: the id is echoed in a response header and written to logs verbatim.
     return 0 < len(value) <= 128 and all(c.isascii() and (c.isalnum() or c in "-_.:") for c in value)
@@ -122,7 +145,13 @@ class ServiceMiddleware:
             timeout=health_timeout,
         )
         self._live = json.dumps({"status": "UP", "service": service}).encode()
-        self._metric_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        # The request counter's and the latency histogram's children for a method and status.
+        self._children: MetricChildren[tuple[str, int], tuple[Any, Any]] = MetricChildren(
+            lambda key: (
+                self.metrics.requests.labels(key[0], str(key[1])),
+                self.metrics.latency.labels(key[0]),
+            )
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -151,7 +180,7 @@ class ServiceMiddleware:
                 return
             recorded = True
             elapsed = time.perf_counter() - started
-            counted, timed = self._children(scope["method"], status_holder["status"])
+            counted, timed = self._children.get((scope["method"], status_holder["status"]))
             counted.inc()
             timed.observe(elapsed)
             log.debug(
@@ -215,20 +244,6 @@ class ServiceMiddleware:
         finally:
             record()
             request_id_var.reset(token)
-
-    def _children(self, method: str, status: int) -> tuple[Any, Any]:
-        """The request counter's and the latency histogram's children for `method` and `status`, each
-        looked up (a lock and a label check in prometheus_client) once per pair, not per request."""
-        key = (method, status)
-        children = self._metric_children.get(key)
-        if children is None:
-            if len(self._metric_children) >= 1024:  # methods are the client's: bounded all the same
-                self._metric_children.clear()
-            children = self._metric_children[key] = (
-                self.metrics.requests.labels(method, str(status)),
-                self.metrics.latency.labels(method),
-            )
-        return children
 
     async def _too_large(self, send: Send) -> None:
         await _respond_problem(

@@ -13,6 +13,7 @@ import pytest
 
 from pm.common.health import Degraded
 from pm.common.tokens import StaticKeys, TokenVerifier
+from pm.common.web import MetricChildren
 from tests.common import webapp
 from tests.support.servers import LiveServer
 from tests.support.tokens import ISSUER, SigningKey
@@ -364,3 +365,20 @@ def test_headers_of_a_problem_reach_the_client(client: httpx.Client) -> None:
     response = client.get("/busy")
     assert_problem(response, 429)
     assert response.headers["retry-after"] == "30"
+
+
+def test_metric_children_are_made_once_per_key_and_their_number_is_bounded() -> None:
+    made: list[tuple[str, int]] = []
+
+    def make(key: tuple[str, int]) -> str:
+        made.append(key)
+        return f"child {key}"
+
+    children: MetricChildren[tuple[str, int], str] = MetricChildren(make, limit=2)
+    assert [children.get(("GET", 200)) for _ in range(3)] == ["child ('GET', 200)"] * 3
+    assert children.get(("GET", 404)) == "child ('GET', 404)"
+    assert made == [("GET", 200), ("GET", 404)]
+    # A third key (a client's made-up method) starts the cache again instead of growing it.
+    children.get(("BREW", 200))
+    children.get(("GET", 200))
+    assert made == [("GET", 200), ("GET", 404), ("BREW", 200), ("GET", 200)]

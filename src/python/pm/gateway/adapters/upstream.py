@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from pm.common import tracing
 from pm.common.tls import ClientTls
-from pm.common.web import BodyTooLarge
+from pm.common.web import BodyTooLarge, MetricChildren
 from pm.gateway.domain.headers import Headers, client_response_headers
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,9 @@ class Proxy:
             ["upstream", "status"],
             registry=registry,
         )
-        self._response_counters: dict[tuple[str, int], Any] = {}
+        self._responses: MetricChildren[tuple[str, int], Any] = MetricChildren(
+            lambda key: self.responses.labels(key[0], str(key[1]))
+        )
         self.failures = Counter(
             "pm_gateway_upstream_failures_total",
             "Requests for which an upstream service gave no answer",
@@ -226,7 +228,7 @@ class Proxy:
             )
             raise failure from None
         status = response.status_code
-        self._responses(upstream, status).inc()
+        self._responses.get((upstream, status)).inc()
         answer_headers, length = client_response_headers(response.headers.raw)
         short = length.isdigit() and int(length) <= WHOLE_ANSWER_BYTES
         if not (short or status in (204, 304)):
@@ -247,11 +249,3 @@ class Proxy:
         # answer has none of the body it announces), instead of the ones Starlette would make.
         whole.raw_headers = answer_headers
         return whole
-
-    def _responses(self, upstream: str, status: int) -> Any:
-        """The counter of `upstream`'s answers with `status` (each child looked up once)."""
-        key = (upstream, status)
-        child = self._response_counters.get(key)
-        if child is None:
-            child = self._response_counters[key] = self.responses.labels(upstream, str(status))
-        return child

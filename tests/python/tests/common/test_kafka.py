@@ -6,7 +6,6 @@ import contextlib
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from pm.common.broker import Broker, free_port
 from pm.common.kafka import BrokerProbe, ConsumerLoop, ensure_topics, make_producer
 from pm.proto.events.v1.patient_event_pb2 import PATIENT_CREATED, PatientEvent
 from tests.support.kafka_proxy import SYNC_GROUP, DelayingKafkaProxy
+from tests.support.ports import reserved_ports
 
 PARTITIONS = 3
 
@@ -581,23 +581,6 @@ def _topic_ids(bootstrap: str, topic: str) -> str:
         admin.close()
 
 
-def _ports(count: int) -> list[int]:
-    """Ports for a broker this test kills and starts again (and what sits in front of it): from
-    PM_TEST_PORT_BASE's range when set (the kernel never hands them to another process while the broker is
-    down), else any free ones."""
-    base = os.environ.get("PM_TEST_PORT_BASE")
-    if not base:
-        return [free_port() for _ in range(count)]
-    found: list[int] = []
-    for port in range(int(base) + 90, int(base) + 100):
-        with contextlib.suppress(OSError), socket.socket() as sock:
-            sock.bind(("127.0.0.1", port))
-            found.append(port)
-        if len(found) == count:
-            return found
-    raise AssertionError(f"fewer than {count} free ports in {int(base) + 90}..{int(base) + 99}")
-
-
 @pytest.mark.slow
 def test_a_leader_whose_rejoin_ends_between_two_polls_reads_the_recreated_topic() -> None:
     """Issue 15's stalled rebuild, made certain. A topic recreated with fewer partitions makes the group's
@@ -609,7 +592,7 @@ def test_a_leader_whose_rejoin_ends_between_two_polls_reads_the_recreated_topic(
 
     A coordinator slow to answer SyncGroup (a proxy holds the answer 1 s, longer than a poll) makes that
     window certain; the loop must notice it makes no progress and join afresh."""
-    broker_port, proxy_port = _ports(2)
+    broker_port, proxy_port = reserved_ports(2)
     proxy = DelayingKafkaProxy(proxy_port, broker_port, api_key=SYNC_GROUP, delay=1.0).start()
     broker = Broker(broker_port, advertised_port=proxy_port).start()
     bootstrap = f"127.0.0.1:{proxy_port}"
@@ -659,7 +642,7 @@ def test_a_consumer_keeps_reading_across_broker_kills_and_topics_recreated_with_
     stalled in 2 of 3 runs on the code before the fix, this test passed 2 of 2 there);
     `test_a_leader_whose_rejoin_ends_between_two_polls_reads_the_recreated_topic` makes it certain."""
     rounds = int(os.environ.get("PM_KAFKA_KILL_ROUNDS", "8"))
-    (port,) = _ports(1)
+    (port,) = reserved_ports(1)
     broker = Broker(port).start()
     received = Received()
     loop = ConsumerLoop(

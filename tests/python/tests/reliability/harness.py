@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,9 +18,9 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from pm.common.broker import free_port
 from pm.devstack.up import SERVICES, Settings, Stack
 from tests.support.databases import PostgresDatabases
+from tests.support.ports import reserved_ports
 
 READY_TIMEOUT = 240.0  # five services importing at once on a loaded 2-core machine
 DEMO_LOGIN = {"email": "testuser@test.com", "password": "password123"}
@@ -104,7 +103,7 @@ def start_system(
     env = {f"PM_{name.upper()}_DATABASE_URL": url for name, url in urls.items()}
     env["PM_AUTH_BCRYPT_ROUNDS"] = "6"
     env.update(extra_env or {})
-    free = system_ports(len(SERVICES) + 2)
+    free = reserved_ports(len(SERVICES) + 2)
     ports = {spec.port_var: free.pop() for spec in SERVICES}
     ports["PM_BILLING_GRPC_PORT"] = free.pop()
     settings = Settings(
@@ -124,30 +123,6 @@ def start_system(
         stack.stop()
         raise AssertionError("the system did not become healthy:\n" + system.log_text()[-6000:]) from None
     return system
-
-
-def system_ports(count: int) -> list[int]:
-    """`count` free ports for one system. With PM_TEST_PORT_BASE (and PM_TEST_PORT_COUNT, default 200) they
-    come from that range, each Pants slot from its own part of it: a range outside the kernel's ephemeral
-    ports is never handed to another process while one of ours is closed (the broker between a kill and
-    its restart). Otherwise any free ports."""
-    base = os.environ.get("PM_TEST_PORT_BASE")
-    if not base:
-        return [free_port() for _ in range(count)]
-    size = int(os.environ.get("PM_TEST_PORT_COUNT", "200"))
-    slot = int(os.environ.get("PM_TEST_SLOT", "0"))
-    candidates = [int(base) + (slot * 25 + i) % size for i in range(size)]
-    found: list[int] = []
-    for port in candidates:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        found.append(port)
-        if len(found) == count:
-            return found
-    raise AssertionError(f"fewer than {count} free ports in {base}+{size}")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:

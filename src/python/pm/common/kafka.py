@@ -38,6 +38,8 @@ GROUP_CHECK_INTERVAL_S = 3.0
 GROUP_CHECK_TIMEOUT_MS = 2_000
 # A poll while the member (re)joins its group: longer than a join on Tansu (about half the session timeout).
 REJOIN_POLL_MS = 5_000
+# How long a consumer being closed in the middle of a join may poll for that join to end (ConsumerLoop._close).
+SETTLE_MS = REJOIN_POLL_MS
 
 
 def bootstrap_list(servers: str) -> list[str]:
@@ -405,7 +407,8 @@ class ConsumerLoop(ThreadWorker):
         return f"consumer-{self.group_id}"
 
     def join_seconds(self) -> float:
-        return 8.0
+        # A poll in progress, a join let end (`_close`), then the close itself.
+        return (max(self.poll_timeout_ms, REJOIN_POLL_MS) + SETTLE_MS + REQUEST_TIMEOUT_MS // 2) / 1000
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -435,9 +438,27 @@ class ConsumerLoop(ThreadWorker):
                 self._assignment = frozenset()
                 topic_ids.close()
                 if consumer is not None:
-                    close_quietly(
-                        "consumer", consumer.close, autocommit=False, timeout_ms=REQUEST_TIMEOUT_MS // 2
-                    )
+                    self._close(consumer)
+
+    def _close(self, consumer: KafkaConsumer) -> None:
+        """Close `consumer`; if its member is in the middle of a join, first let that join end.
+
+        kafka-python sends LeaveGroup on close whenever the member has an id (it has no public switch), and
+        Tansu 0.6.0 keeps a member that leaves while its group is forming as the group's leader: every later
+        member is told to wait for that leader's assignment, which never comes, and the group takes no
+        member until the broker restarts. So while the member is rebalancing, polls (bounded by `SETTLE_MS`)
+        let a join in flight complete first; the leave then finds a formed group, which Tansu hands on
+        correctly. Records those polls return are dropped uncommitted: the next member reads them again."""
+        deadline = time.monotonic() + SETTLE_MS / 1000
+        try:
+            while consumer.group_metadata().state == MemberState.REBALANCING:
+                remaining_ms = int((deadline - time.monotonic()) * 1000)
+                if remaining_ms <= 0:
+                    break
+                consumer.poll(timeout_ms=remaining_ms, max_records=1)
+        except KafkaError as exc:
+            log.info("consumer closed mid-join", extra={"error": str(exc)[:200]})
+        close_quietly("consumer", consumer.close, autocommit=False, timeout_ms=REQUEST_TIMEOUT_MS // 2)
 
     def _poll_until_stopped(
         self, consumer: KafkaConsumer, assignments: _Assignments, topic_ids: TopicIds

@@ -395,6 +395,61 @@ def test_a_consumer_that_makes_no_progress_is_replaced_by_one_that_joins_afresh(
     assert "Zebulon" not in logged and "jane.smith" not in logged
 
 
+class _ShortPolls:
+    """A real KafkaConsumer whose polls last at most 1 s, shorter than a JoinGroup on Tansu (about 3 s)."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
+        return dict(self._consumer.poll(timeout_ms=min(timeout_ms, 1_000), max_records=max_records))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+@dataclass(eq=False)
+class _FirstConsumerReplacedWhileJoining(ConsumerLoop):
+    """The first consumer's watchdog fires after 1 s, while its first JoinGroup is still held by the broker;
+    the consumers after it are the loop's own, with the usual watchdog."""
+
+    def _consumer(self, assignments: Any) -> Any:
+        consumer = super()._consumer(assignments)
+        if self.replaced_stalled:
+            self.stall_seconds = kafka.STALL_SECONDS
+            return consumer
+        return _ShortPolls(consumer)
+
+
+def test_a_consumer_replaced_while_joining_leaves_a_group_that_takes_new_members(
+    kafka_bootstrap: str, topic: str, producer: KafkaProducer
+) -> None:
+    """Tansu 0.6.0 keeps a member that leaves while its group is forming as the group's leader: every later
+    member is told to wait for that leader's assignment, which never comes (their SyncGroup fails, they
+    rejoin, again). kafka-python sends LeaveGroup on close, so a consumer closed in the middle of its join
+    (the watchdog's replacement, a shutdown) locked its group until the broker restarted. Measured before the
+    fix: the next member was still not stable after 200 s."""
+    sent = [event() for _ in range(5)]
+    publish(producer, topic, sent)
+    received = Received()
+    loop = _FirstConsumerReplacedWhileJoining(
+        kafka_bootstrap,
+        [topic],
+        unique("group"),
+        received,
+        client_id="test-consumer",
+        poll_timeout_ms=100,
+        stall_seconds=1.0,
+        group_check_interval_s=0.5,
+    )
+    loop.start()
+    try:
+        wait_until(lambda: len(set(received.ids())) == 5, 45, "the events, read by the consumer after it")
+    finally:
+        loop.stop()
+    assert loop.replaced_stalled == 1
+
+
 def test_a_consumer_started_before_the_broker_connects_once_it_is_up(
     loops: Callable[..., ConsumerLoop],
 ) -> None:

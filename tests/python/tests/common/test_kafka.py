@@ -336,6 +336,23 @@ def test_a_batch_read_from_a_replaced_log_is_not_committed_onto_the_new_one(
     )
 
 
+def watched(
+    loop_class: type[ConsumerLoop], bootstrap: str, topic: str, received: Received, *, stall_seconds: float
+) -> ConsumerLoop:
+    """A loop of `loop_class` in a group of its own whose watchdog looks every 0.5 s and gives up after
+    `stall_seconds`."""
+    return loop_class(
+        bootstrap,
+        [topic],
+        unique("group"),
+        received,
+        client_id="test-consumer",
+        poll_timeout_ms=100,
+        stall_seconds=stall_seconds,
+        group_check_interval_s=0.5,
+    )
+
+
 class _StuckConsumer:
     """A KafkaConsumer stuck as kafka-python 3.0.12's was after a join it never applied: every poll returns
     nothing and the member never becomes stable. Everything else is the real consumer's."""
@@ -369,16 +386,7 @@ def test_a_consumer_that_makes_no_progress_is_replaced_by_one_that_joins_afresh(
     sent = [event(name="Zebulon Quixote") for _ in range(5)]
     publish(producer, topic, sent)
     received = Received()
-    loop = _FirstConsumerStuck(
-        kafka_bootstrap,
-        [topic],
-        unique("group"),
-        received,
-        client_id="test-consumer",
-        poll_timeout_ms=100,
-        stall_seconds=3.0,
-        group_check_interval_s=0.5,
-    )
+    loop = watched(_FirstConsumerStuck, kafka_bootstrap, topic, received, stall_seconds=3.0)
     started = time.monotonic()
     with caplog.at_level("WARNING", logger="pm.common.kafka"):
         loop.start()
@@ -432,16 +440,7 @@ def test_a_consumer_replaced_while_joining_leaves_a_group_that_takes_new_members
     sent = [event() for _ in range(5)]
     publish(producer, topic, sent)
     received = Received()
-    loop = _FirstConsumerReplacedWhileJoining(
-        kafka_bootstrap,
-        [topic],
-        unique("group"),
-        received,
-        client_id="test-consumer",
-        poll_timeout_ms=100,
-        stall_seconds=1.0,
-        group_check_interval_s=0.5,
-    )
+    loop = watched(_FirstConsumerReplacedWhileJoining, kafka_bootstrap, topic, received, stall_seconds=1.0)
     loop.start()
     try:
         wait_until(lambda: len(set(received.ids())) == 5, 45, "the events, read by the consumer after it")

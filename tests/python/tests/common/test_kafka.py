@@ -336,12 +336,35 @@ def test_a_batch_read_from_a_replaced_log_is_not_committed_onto_the_new_one(
     )
 
 
+@dataclass(eq=False)
+class _FirstConsumerWrapped(ConsumerLoop):
+    """The loop's first consumer is `wrap_first(consumer)`; the consumers after it are the loop's own, their
+    watchdog giving up after `later_stall_seconds` (when given)."""
+
+    wrap_first: Callable[[Any], Any] = lambda consumer: consumer
+    later_stall_seconds: float | None = None
+
+    def _consumer(self, assignments: Any) -> Any:
+        consumer = super()._consumer(assignments)
+        if self.replaced_stalled == 0:
+            return self.wrap_first(consumer)
+        if self.later_stall_seconds is not None:
+            self.stall_seconds = self.later_stall_seconds
+        return consumer
+
+
 def watched(
-    loop_class: type[ConsumerLoop], bootstrap: str, topic: str, received: Received, *, stall_seconds: float
+    bootstrap: str,
+    topic: str,
+    received: Received,
+    wrap_first: Callable[[Any], Any],
+    *,
+    stall_seconds: float,
+    later_stall_seconds: float | None = None,
 ) -> ConsumerLoop:
-    """A loop of `loop_class` in a group of its own whose watchdog looks every 0.5 s and gives up after
-    `stall_seconds`."""
-    return loop_class(
+    """A loop in a group of its own whose first consumer is `wrap_first(consumer)`, its watchdog looking
+    every 0.5 s and giving up after `stall_seconds`."""
+    return _FirstConsumerWrapped(
         bootstrap,
         [topic],
         unique("group"),
@@ -350,6 +373,8 @@ def watched(
         poll_timeout_ms=100,
         stall_seconds=stall_seconds,
         group_check_interval_s=0.5,
+        wrap_first=wrap_first,
+        later_stall_seconds=later_stall_seconds,
     )
 
 
@@ -371,13 +396,6 @@ class _StuckConsumer:
         return getattr(self._consumer, name)
 
 
-@dataclass(eq=False)
-class _FirstConsumerStuck(ConsumerLoop):
-    def _consumer(self, assignments: Any) -> Any:
-        consumer = super()._consumer(assignments)
-        return _StuckConsumer(consumer) if self.replaced_stalled == 0 else consumer
-
-
 def test_a_consumer_that_makes_no_progress_is_replaced_by_one_that_joins_afresh(
     kafka_bootstrap: str, topic: str, producer: KafkaProducer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -386,7 +404,7 @@ def test_a_consumer_that_makes_no_progress_is_replaced_by_one_that_joins_afresh(
     sent = [event(name="Zebulon Quixote") for _ in range(5)]
     publish(producer, topic, sent)
     received = Received()
-    loop = watched(_FirstConsumerStuck, kafka_bootstrap, topic, received, stall_seconds=3.0)
+    loop = watched(kafka_bootstrap, topic, received, _StuckConsumer, stall_seconds=3.0)
     started = time.monotonic()
     with caplog.at_level("WARNING", logger="pm.common.kafka"):
         loop.start()
@@ -416,19 +434,6 @@ class _ShortPolls:
         return getattr(self._consumer, name)
 
 
-@dataclass(eq=False)
-class _FirstConsumerReplacedWhileJoining(ConsumerLoop):
-    """The first consumer's watchdog fires after 1 s, while its first JoinGroup is still held by the broker;
-    the consumers after it are the loop's own, with the usual watchdog."""
-
-    def _consumer(self, assignments: Any) -> Any:
-        consumer = super()._consumer(assignments)
-        if self.replaced_stalled:
-            self.stall_seconds = kafka.STALL_SECONDS
-            return consumer
-        return _ShortPolls(consumer)
-
-
 def test_a_consumer_replaced_while_joining_leaves_a_group_that_takes_new_members(
     kafka_bootstrap: str, topic: str, producer: KafkaProducer
 ) -> None:
@@ -440,7 +445,15 @@ def test_a_consumer_replaced_while_joining_leaves_a_group_that_takes_new_members
     sent = [event() for _ in range(5)]
     publish(producer, topic, sent)
     received = Received()
-    loop = watched(_FirstConsumerReplacedWhileJoining, kafka_bootstrap, topic, received, stall_seconds=1.0)
+    # The first consumer's watchdog fires after 1 s, while its first JoinGroup is still held by the broker.
+    loop = watched(
+        kafka_bootstrap,
+        topic,
+        received,
+        _ShortPolls,
+        stall_seconds=1.0,
+        later_stall_seconds=kafka.STALL_SECONDS,
+    )
     loop.start()
     try:
         wait_until(lambda: len(set(received.ids())) == 5, 45, "the events, read by the consumer after it")

@@ -273,15 +273,44 @@ def http_revocation_feed(url: str, *, timeout: float = 2.0, tls: ClientTls | Non
 
 
 @dataclass(eq=False)
+class VerifiedTokens:
+    """Tokens whose signature and claims passed, remembered for at most `ttl` seconds and never past their
+    `exp`: a client's repeated calls cost one signature check, not one per request. Keyed by the whole
+    token, so a token differing in any byte is verified afresh. Whether a token's session has ended is not
+    remembered (TokenVerifier checks that on every call). A key withdrawn from the JWKS stops a remembered
+    token within `ttl`. At most `max_entries`: when full, expired entries go, and if that is not enough,
+    all of them."""
+
+    ttl: float = 60.0
+    max_entries: int = 10_000
+    clock: Callable[[], float] = time.time
+    _valid: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict, init=False, repr=False)
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        entry = self._valid.get(token)
+        return entry[0] if entry is not None and self.clock() < entry[1] else None
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        now = self.clock()
+        if len(self._valid) >= self.max_entries:
+            self._valid = {key: entry for key, entry in self._valid.items() if now < entry[1]}
+            if len(self._valid) >= self.max_entries:
+                self._valid = {}
+        self._valid[token] = (claims, min(float(claims["exp"]), now + self.ttl))
+
+
+@dataclass(eq=False)
 class TokenVerifier:
     """Checks signature, algorithm, `kid`, expiry and issuer; with a RevocationList also that the
-    token's session (`sid`) has not ended, and then a token without a session is refused."""
+    token's session (`sid`) has not ended, and then a token without a session is refused. Tokens that
+    passed are remembered (`verified`), their session checked again on every call."""
 
     keys: KeySource
     _: KW_ONLY
     issuer: str
     leeway: float = 30.0
     revocations: RevocationList | None = None
+    verified: VerifiedTokens = field(default_factory=VerifiedTokens)
 
     async def verify_async(self, token: str) -> dict[str, Any]:
         """`verify` for the event loop: on the loop while the keys are at hand, in a worker thread when
@@ -297,6 +326,15 @@ class TokenVerifier:
     def verify(self, token: str, *, fetch: bool = True) -> dict[str, Any]:
         """Return the claims of a valid token or raise InvalidToken (FetchNeeded when `fetch` is False
         and the key set must be fetched to decide)."""
+        claims = self.verified.get(token)
+        if claims is None:
+            claims = self._signed_claims(token, fetch)
+            self.verified.put(token, claims)
+        if self.revocations is not None:
+            self.check_session(claims)
+        return claims
+
+    def _signed_claims(self, token: str, fetch: bool) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -329,8 +367,6 @@ class TokenVerifier:
             raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
         if claims.get("role") not in ROLES:
             raise InvalidToken("token has no valid role")
-        if self.revocations is not None:
-            self.check_session(claims)
         return claims
 
     def check_session(self, claims: Mapping[str, Any]) -> None:

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from pm.common.tokens import InvalidToken, RevocationList, StaticKeys, TokenVerifier, http_revocation_feed
+from pm.common.tokens import (
+    InvalidToken,
+    RevocationList,
+    StaticKeys,
+    TokenVerifier,
+    VerifiedTokens,
+    http_revocation_feed,
+)
 from tests.support.tokens import ISSUER, SigningKey
 
 
@@ -149,3 +156,72 @@ def test_the_http_feed_keeps_one_connection_across_polls() -> None:
         server.server_close()
     assert len(peers) == 3
     assert len(set(peers)) == 1, f"each poll opened its own connection: {peers}"
+
+
+class CountingKeys(StaticKeys):
+    """StaticKeys that count the lookups: one per signature actually checked."""
+
+    def __init__(self, keys: Mapping[str, Any]) -> None:
+        super().__init__(keys)
+        self.lookups = 0
+
+    def key_for(self, kid: str, *, fetch: bool = True) -> Any | None:
+        self.lookups += 1
+        return super().key_for(kid, fetch=fetch)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_that_passed_is_checked_once_per_ttl_and_its_session_on_every_call() -> None:
+    key = SigningKey("k1", "RS256")
+    keys, clock, feed = CountingKeys({"k1": key.public}), Clock(), Feed()
+    revocations = RevocationList(feed)
+    verifier = TokenVerifier(
+        keys, issuer=ISSUER, revocations=revocations, verified=VerifiedTokens(ttl=60.0, clock=clock)
+    )
+    session = str(uuid.uuid4())
+    token = key.mint(sid=session)
+    for _ in range(3):
+        assert verifier.verify(token)["sid"] == session
+    assert keys.lookups == 1
+    clock.now += 61
+    assert verifier.verify(token)["sid"] == session
+    assert keys.lookups == 2
+    # A session ended after its token was remembered: refused at once, remembered or not.
+    feed.revoke(session, time.time() + 600)
+    revocations.poll()
+    with pytest.raises(InvalidToken, match="session has ended"):
+        verifier.verify(token)
+    # Another token (one byte differs) is verified afresh, and a forged one is not let through.
+    with pytest.raises(InvalidToken):
+        verifier.verify(token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1])
+
+
+def test_a_remembered_token_is_not_accepted_past_its_expiry() -> None:
+    key = SigningKey("k1", "RS256")
+    verifier = TokenVerifier(StaticKeys({"k1": key.public}), issuer=ISSUER, leeway=0.0)
+    token = key.mint(exp=int(time.time()) + 1)
+    assert verifier.verify(token)
+    time.sleep(1.6)
+    with pytest.raises(InvalidToken, match="expired"):
+        verifier.verify(token)
+
+
+def test_the_remembered_tokens_are_bounded() -> None:
+    clock = Clock()
+    verified = VerifiedTokens(ttl=60.0, max_entries=3, clock=clock)
+    claims = {"exp": clock.now + 600}
+    for n in range(3):
+        verified.put(f"t{n}", claims)
+    clock.now += 61  # all three stale: the next put drops them
+    verified.put("t3", claims)
+    assert [verified.get(f"t{n}") for n in range(4)] == [None, None, None, claims]
+    for n in range(4, 7):  # full again of live entries: all are dropped to make room
+        verified.put(f"t{n}", claims)
+    assert verified.get("t6") == claims and verified.get("t3") is None

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pm.common.tokens import InvalidToken, TokenVerifier, bearer_token
@@ -18,20 +15,11 @@ class Unauthenticated(Exception):
 @dataclass(eq=False)
 class BearerAuthenticator:
     """Checks `Authorization: Bearer <jwt>` headers with a TokenVerifier (the header read by the system's
-    one parser, `pm.common.tokens.bearer_token`).
-
-    Verification can fetch keys (an unknown `kid`, an expired key cache), so it runs in a worker thread.
-    Tokens that passed are remembered for at most `cache_seconds` (and never past their `exp`): a
-    client's repeated calls cost one signature check, not one per request. Whether the token's session
-    has ended is checked on every request, remembered or not (a lookup in the verifier's revocations).
-    """
+    one parser, `pm.common.tokens.bearer_token`). The verifier remembers tokens that passed (one signature
+    check per token, not per request) and checks their session on every call; a check that must fetch the
+    key set first runs in a worker thread (`verify_async`)."""
 
     verifier: TokenVerifier
-    _: KW_ONLY
-    cache_seconds: float = 60.0
-    max_cached: int = 10_000
-    clock: Callable[[], float] = time.time
-    _valid: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict, init=False, repr=False)
 
     async def authenticate(self, authorization: str | None) -> dict[str, Any]:
         """The claims of the caller's valid token; raises Unauthenticated otherwise."""
@@ -40,21 +28,7 @@ class BearerAuthenticator:
         token = bearer_token(authorization)
         if token is None:
             raise Unauthenticated("The Authorization header must be 'Bearer <token>'.")
-        now = self.clock()
-        cached = self._valid.get(token)
-        if cached is not None and now < cached[1]:
-            try:
-                self.verifier.check_session(cached[0])
-            except InvalidToken as exc:
-                raise Unauthenticated(f"The bearer token is not valid: {exc}.") from None
-            return cached[0]
         try:
-            claims = await asyncio.to_thread(self.verifier.verify, token)
+            return await self.verifier.verify_async(token)
         except InvalidToken as exc:
             raise Unauthenticated(f"The bearer token is not valid: {exc}.") from None
-        if len(self._valid) >= self.max_cached:
-            self._valid = {key: entry for key, entry in self._valid.items() if now < entry[1]}
-            if len(self._valid) >= self.max_cached:
-                self._valid.clear()
-        self._valid[token] = (claims, min(float(claims["exp"]), now + self.cache_seconds))
-        return claims

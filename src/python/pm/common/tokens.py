@@ -293,9 +293,9 @@ class VerifiedTokens:
     def put(self, token: str, claims: dict[str, Any]) -> None:
         now = self.clock()
         if len(self._valid) >= self.max_entries:
-            self._valid = {key: entry for key, entry in self._valid.items() if now < entry[1]}
-            if len(self._valid) >= self.max_entries:
-                self._valid = {}
+            # A copy first (one step under the GIL): other threads may put while the live ones are picked.
+            live = {key: entry for key, entry in self._valid.copy().items() if now < entry[1]}
+            self._valid = live if len(live) < self.max_entries else {}
         self._valid[token] = (claims, min(float(claims["exp"]), now + self.ttl))
 
 

@@ -346,7 +346,8 @@ class ConsumerLoop(ThreadWorker):
     progress: when for `stall_seconds` it got no records and could not show a working group membership
     (the member stable and its group coordinator answering an offset fetch), while the broker answers
     metadata, the consumer is closed and a new one joins the group afresh. Positions of the new consumer
-    follow the same rules as after any reassignment.
+    follow the same rules as after any reassignment. That is the only time a running consumer is replaced:
+    an error from the broker (gone, restarting, a call timed out) leaves the same member to carry on.
     """
 
     bootstrap_servers: str
@@ -463,46 +464,88 @@ class ConsumerLoop(ThreadWorker):
     def _poll_until_stopped(
         self, consumer: KafkaConsumer, assignments: _Assignments, topic_ids: TopicIds
     ) -> None:
+        """Poll with this one consumer until stopped, or until the watchdog gives up on it (ConsumerStalled).
+
+        A KafkaError in between (the broker gone or restarting, a call timing out) does not end the
+        consumer: kafka-python reconnects by itself and the member keeps its id. Closing it would send
+        LeaveGroup, and the member is often in the middle of a rejoin then (the broker came back empty): on
+        Tansu 0.6.0 that locks the group (see `_close`). Records of a poll that were not handled are
+        fetched again."""
         watchdog = _Watchdog(self.stall_seconds, self.group_check_interval_s)
         while not self._stop.is_set():
-            # While the member (re)joins its group, one long poll, and no other call into the client
-            # between polls: kafka-python 3.0.12 applies a finished join only if a poll is waiting on it
-            # when it ends (see the class docstring). Either way a poll is bounded: the coordinator lookup,
-            # the join and the fetch get the poll's remaining time, and it returns empty when that is out.
-            stable = consumer.group_metadata().state == MemberState.STABLE
-            timeout_ms = self.poll_timeout_ms if stable else max(self.poll_timeout_ms, REJOIN_POLL_MS)
-            batches = consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
-            if any(batches.values()):
-                watchdog.progressed()
-            stable = consumer.group_metadata().state == MemberState.STABLE
-            self._assignment = frozenset(consumer.assignment())
-            if assignments.fresh:
-                positioned = self._position(consumer, assignments.fresh & self._assignment, topic_ids)
-                assignments.fresh.clear()
-                # Fetched before we positioned them: they come again from where we put the position.
-                batches = {tp: records for tp, records in batches.items() if tp not in positioned}
-            done: dict[TopicPartition, int] = {}
-            for tp, records in batches.items():
-                if not records:
-                    continue
-                try:
-                    self.handler(records)
-                except Exception:
-                    log.exception(
-                        "batch failed; it will be redelivered",
-                        extra={"topic": tp.topic, "partition": tp.partition},
-                    )
-                    consumer.seek(tp, records[0].offset)
-                    self._stop.wait(self.retry_backoff_s)
-                    continue
-                done[TopicPartition(tp.topic, tp.partition)] = records[-1].offset + 1
-            self._commit(consumer, done, topic_ids.current(force=bool(done)))
-            if stable:
-                self._reread_replaced_logs(consumer, topic_ids)
+            try:
+                self._poll_once(consumer, assignments, topic_ids, watchdog)
+                self.connected.set()
+                self.last_error = None
+            except KafkaError as exc:
+                self._carry_on(exc)
             if watchdog.check_due():
-                watchdog.checked(self._group_problem(consumer, topic_ids) if stable else "member not stable")
-                if watchdog.stalled_for() >= self.stall_seconds:
-                    self._give_up_stalled(consumer, topic_ids, watchdog)
+                try:
+                    self._check_progress(consumer, topic_ids, watchdog)
+                except KafkaError as exc:  # the broker does not answer: no new member could join either
+                    self._carry_on(exc)
+
+    def _carry_on(self, exc: KafkaError) -> None:
+        self.connected.clear()
+        self.last_error = str(exc)[:200]
+        log.warning("consumer error; the same member carries on", extra={"error": self.last_error})
+        self._stop.wait(self.retry_backoff_s)
+
+    def _poll_once(
+        self, consumer: KafkaConsumer, assignments: _Assignments, topic_ids: TopicIds, watchdog: _Watchdog
+    ) -> None:
+        # While the member (re)joins its group, one long poll, and no other call into the client
+        # between polls: kafka-python 3.0.12 applies a finished join only if a poll is waiting on it
+        # when it ends (see the class docstring). Either way a poll is bounded: the coordinator lookup,
+        # the join and the fetch get the poll's remaining time, and it returns empty when that is out.
+        stable = consumer.group_metadata().state == MemberState.STABLE
+        timeout_ms = self.poll_timeout_ms if stable else max(self.poll_timeout_ms, REJOIN_POLL_MS)
+        batches = consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        if any(batches.values()):
+            watchdog.progressed()
+        stable = consumer.group_metadata().state == MemberState.STABLE
+        self._assignment = frozenset(consumer.assignment())
+        if assignments.fresh:
+            try:
+                positioned = self._position(consumer, assignments.fresh & self._assignment, topic_ids)
+            except KafkaError:
+                self._rewind(consumer, batches)
+                raise
+            assignments.fresh.clear()
+            # Fetched before we positioned them: they come again from where we put the position.
+            batches = {tp: records for tp, records in batches.items() if tp not in positioned}
+        done: dict[TopicPartition, int] = {}
+        for tp, records in batches.items():
+            if not records:
+                continue
+            try:
+                self.handler(records)
+            except Exception:
+                log.exception(
+                    "batch failed; it will be redelivered",
+                    extra={"topic": tp.topic, "partition": tp.partition},
+                )
+                consumer.seek(tp, records[0].offset)
+                self._stop.wait(self.retry_backoff_s)
+                continue
+            done[TopicPartition(tp.topic, tp.partition)] = records[-1].offset + 1
+        self._commit(consumer, done, topic_ids.current(force=bool(done)))
+        if stable:
+            self._reread_replaced_logs(consumer, topic_ids)
+
+    @staticmethod
+    def _rewind(consumer: KafkaConsumer, batches: dict[TopicPartition, list[Any]]) -> None:
+        """Put each partition still assigned back at the first record of its batch, which was not handled."""
+        assigned = consumer.assignment()
+        for tp, records in batches.items():
+            if records and tp in assigned:
+                consumer.seek(tp, records[0].offset)
+
+    def _check_progress(self, consumer: KafkaConsumer, topic_ids: TopicIds, watchdog: _Watchdog) -> None:
+        stable = consumer.group_metadata().state == MemberState.STABLE
+        watchdog.checked(self._group_problem(consumer, topic_ids) if stable else "member not stable")
+        if watchdog.stalled_for() >= self.stall_seconds:
+            self._give_up_stalled(consumer, topic_ids, watchdog)
 
     def _group_problem(self, consumer: KafkaConsumer, topic_ids: TopicIds) -> str | None:
         """Why this stable member cannot work in its group now, or None: its group coordinator does not
@@ -527,7 +570,7 @@ class ConsumerLoop(ThreadWorker):
 
     def _give_up_stalled(self, consumer: KafkaConsumer, topic_ids: TopicIds, watchdog: _Watchdog) -> None:
         """Raise ConsumerStalled when the broker answers metadata (so a new consumer can join); when it
-        does not, its KafkaError ends this consumer the usual way."""
+        does not, its KafkaError reaches the poll loop and the same consumer carries on."""
         topic_ids.current(force=True)
         log.warning(
             "consumer made no progress; closing it and joining the group afresh",

@@ -378,6 +378,15 @@ def watched(
     )
 
 
+def read_with(loop: ConsumerLoop, received: Received, count: int, what: str, timeout: float = 30) -> None:
+    """Start `loop`, wait until `received` holds `count` distinct events, and stop it."""
+    loop.start()
+    try:
+        wait_until(lambda: len(set(received.ids())) == count, timeout, what)
+    finally:
+        loop.stop()
+
+
 class _StuckConsumer:
     """A KafkaConsumer stuck as kafka-python 3.0.12's was after a join it never applied: every poll returns
     nothing and the member never becomes stable. Everything else is the real consumer's."""
@@ -407,11 +416,7 @@ def test_a_consumer_that_makes_no_progress_is_replaced_by_one_that_joins_afresh(
     loop = watched(kafka_bootstrap, topic, received, _StuckConsumer, stall_seconds=3.0)
     started = time.monotonic()
     with caplog.at_level("WARNING", logger="pm.common.kafka"):
-        loop.start()
-        try:
-            wait_until(lambda: len(set(received.ids())) == 5, 30, "the events, read by the second consumer")
-        finally:
-            loop.stop()
+        read_with(loop, received, 5, "the events, read by the second consumer")
     assert loop.replaced_stalled == 1
     assert time.monotonic() - started >= 3.0
     stalled = [r for r in caplog.records if "no progress" in r.getMessage()]
@@ -454,11 +459,7 @@ def test_a_consumer_replaced_while_joining_leaves_a_group_that_takes_new_members
         stall_seconds=1.0,
         later_stall_seconds=kafka.STALL_SECONDS,
     )
-    loop.start()
-    try:
-        wait_until(lambda: len(set(received.ids())) == 5, 45, "the events, read by the consumer after it")
-    finally:
-        loop.stop()
+    read_with(loop, received, 5, "the events, read by the consumer after it", timeout=45)
     assert loop.replaced_stalled == 1
 
 
@@ -500,11 +501,7 @@ def test_an_error_from_the_broker_leaves_the_same_member_reading(
         stall_seconds=kafka.STALL_SECONDS,
     )
     with caplog.at_level("WARNING", logger="pm.common.kafka"):
-        loop.start()
-        try:
-            wait_until(lambda: len(set(received.ids())) == 5, 30, "the events, read by the same consumer")
-        finally:
-            loop.stop()
+        read_with(loop, received, 5, "the events, read by the same consumer")
     assert sorted(set(received.ids())) == sorted(e.event_id for e in sent)
     assert len(made) == 1, "the consumer was closed and replaced"
     carried_on = [r for r in caplog.records if "carries on" in r.getMessage()]

@@ -449,7 +449,10 @@ class ConsumerLoop(ThreadWorker):
         member is told to wait for that leader's assignment, which never comes, and the group takes no
         member until the broker restarts. So while the member is rebalancing, polls (bounded by `SETTLE_MS`)
         let a join in flight complete first; the leave then finds a formed group, which Tansu hands on
-        correctly. Records those polls return are dropped uncommitted: the next member reads them again."""
+        correctly. Records those polls return are dropped uncommitted: the next member reads them again.
+        Those polls can also start a join (after a broker restart) that is still held when the time is up,
+        and the leave then cuts it: so a consumer is closed only when it must be, on stop or by the watchdog,
+        never for a broker error (`_poll_until_stopped`)."""
         deadline = time.monotonic() + SETTLE_MS / 1000
         try:
             while consumer.group_metadata().state == MemberState.REBALANCING:

@@ -472,8 +472,7 @@ class ConsumerLoop(ThreadWorker):
         A KafkaError in between (the broker gone or restarting, a call timing out) does not end the
         consumer: kafka-python reconnects by itself and the member keeps its id. Closing it would send
         LeaveGroup, and the member is often in the middle of a rejoin then (the broker came back empty): on
-        Tansu 0.6.0 that locks the group (see `_close`). Records of a poll that were not handled are
-        fetched again."""
+        Tansu 0.6.0 that locks the group (see `_close`)."""
         watchdog = _Watchdog(self.stall_seconds, self.group_check_interval_s)
         while not self._stop.is_set():
             try:
@@ -509,11 +508,11 @@ class ConsumerLoop(ThreadWorker):
         stable = consumer.group_metadata().state == MemberState.STABLE
         self._assignment = frozenset(consumer.assignment())
         if assignments.fresh:
-            try:
-                positioned = self._position(consumer, assignments.fresh & self._assignment, topic_ids)
-            except KafkaError:
-                self._rewind(consumer, batches)
-                raise
+            # If this raises, the partitions stay fresh and this batch is dropped: the consumer's assignors
+            # (kafka-python's defaults, range and round robin) are eager, a rebalance revokes and assigns
+            # every partition, so every partition in the batch was just assigned and is fetched again from
+            # where the next iteration positions it.
+            positioned = self._position(consumer, assignments.fresh & self._assignment, topic_ids)
             assignments.fresh.clear()
             # Fetched before we positioned them: they come again from where we put the position.
             batches = {tp: records for tp, records in batches.items() if tp not in positioned}
@@ -535,14 +534,6 @@ class ConsumerLoop(ThreadWorker):
         self._commit(consumer, done, topic_ids.current(force=bool(done)))
         if stable:
             self._reread_replaced_logs(consumer, topic_ids)
-
-    @staticmethod
-    def _rewind(consumer: KafkaConsumer, batches: dict[TopicPartition, list[Any]]) -> None:
-        """Put each partition still assigned back at the first record of its batch, which was not handled."""
-        assigned = consumer.assignment()
-        for tp, records in batches.items():
-            if records and tp in assigned:
-                consumer.seek(tp, records[0].offset)
 
     def _check_progress(self, consumer: KafkaConsumer, topic_ids: TopicIds, watchdog: _Watchdog) -> None:
         stable = consumer.group_metadata().state == MemberState.STABLE

@@ -20,6 +20,7 @@ from pm.common.tokens import (
     VerifiedTokens,
     http_revocation_feed,
 )
+from tests.support.clock import FakeClock
 from tests.support.tokens import ISSUER, SigningKey
 
 
@@ -170,17 +171,9 @@ class CountingKeys(StaticKeys):
         return super().key_for(kid, fetch=fetch)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_token_that_passed_is_checked_once_per_ttl_and_its_session_on_every_call() -> None:
     key = SigningKey("k1", "RS256")
-    keys, clock, feed = CountingKeys({"k1": key.public}), Clock(), Feed()
+    keys, clock, feed = CountingKeys({"k1": key.public}), FakeClock(time.time()), Feed()
     revocations = RevocationList(feed)
     verifier = TokenVerifier(
         keys, issuer=ISSUER, revocations=revocations, verified=VerifiedTokens(ttl=60.0, clock=clock)
@@ -214,7 +207,7 @@ def test_a_remembered_token_is_not_accepted_past_its_expiry() -> None:
 
 
 def test_the_remembered_tokens_are_bounded() -> None:
-    clock = Clock()
+    clock = FakeClock(time.time())
     verified = VerifiedTokens(ttl=60.0, max_entries=3, clock=clock)
     claims = {"exp": clock.now + 600}
     for n in range(3):

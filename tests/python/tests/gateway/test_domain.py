@@ -10,14 +10,7 @@ from pm.gateway.domain.clients import ClientAddresses
 from pm.gateway.domain.cors import CorsPolicy
 from pm.gateway.domain.headers import client_response_headers, upstream_request_headers
 from pm.gateway.domain.ratelimit import RateLimiter, retry_after_seconds
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_bucket_allows_a_burst_then_the_steady_rate() -> None:

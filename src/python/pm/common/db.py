@@ -7,10 +7,11 @@ import logging
 import select
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -23,7 +24,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from pm.common.errors import DATABASE_UNAVAILABLE as DATABASE_UNAVAILABLE
 from pm.common.errors import StoreUnavailable as StoreUnavailable
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 log = logging.getLogger(__name__)
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @contextmanager
@@ -47,22 +52,36 @@ def dialect_insert(session: Session) -> Any:
 BIGINT_KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """An instant, stored with its zone (timestamptz on PostgreSQL) and always read back in UTC: SQLite keeps
+    no zone, so an instant is written to it in UTC and given the zone again on reading. SQLAlchemy's own
+    recipe for zone-aware timestamps ("TypeDecorator Recipes"), so no reader has to remember it."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None or value.tzinfo is None:
+            return value
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def timestamp(name: str, *, nullable: bool = False) -> sa.Column[datetime]:
-    """A column holding an instant, with its zone (timestamptz on PostgreSQL; SQLite drops it, `utc` puts
-    it back on reading)."""
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
+    """A column holding an instant, read back in UTC whatever the database (`UtcDateTime`)."""
+    return sa.Column(name, UtcDateTime(), nullable=nullable)
 
 
-@overload
-def utc(value: datetime) -> datetime: ...
-@overload
-def utc(value: None) -> None: ...
-def utc(value: datetime | None) -> datetime | None:
-    """A timestamp read back from the database, in UTC: SQLite returns them without a zone. NULL stays
-    None."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+def from_row(cls: type[T], row: Any, **converted: Any) -> T:
+    """The dataclass `cls` made from a row: each field is the column of its name, except the fields in
+    `converted`, given by the caller (a column of another name or one that needs converting)."""
+    columns = row._mapping  # Row's public mapping view (named with "_" so that no column can hide it)
+    copied = {f.name: columns[f.name] for f in fields(cls) if f.name not in converted}
+    return cls(**copied, **converted)
 
 
 def row_by_id(session: Session, table: sa.Table, key: Any, *, for_update: bool = False) -> Any:

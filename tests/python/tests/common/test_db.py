@@ -1,4 +1,6 @@
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -6,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from pm.common.db import Database, StoreUnavailable, UnitOfWork, downgrade, migrate
+from pm.common.db import Database, StoreUnavailable, UnitOfWork, downgrade, from_row, migrate, timestamp
 
 MIGRATIONS = Path(__file__).parent / "sample_migrations"
 
@@ -61,6 +63,54 @@ def test_transaction_rolls_back_everything_on_error(database_url: str) -> None:
     with db.engine.connect() as conn:
         names = conn.execute(sa.text("SELECT name FROM widget ORDER BY name")).scalars().all()
     assert names == ["a"]
+    db.dispose()
+
+
+def test_a_timestamp_column_reads_back_the_same_instant_in_utc(database_url: str) -> None:
+    """SQLite keeps no zone: without the column type an instant came back naive, and one written in
+    another zone came back as the wrong instant."""
+    metadata = sa.MetaData()
+    stamps = sa.Table(
+        "stamps", metadata, sa.Column("id", sa.Integer, primary_key=True), timestamp("at", nullable=True)
+    )
+    db = Database(database_url)
+    metadata.create_all(db.engine)
+    in_tokyo = datetime(2026, 12, 3, 9, 30, tzinfo=timezone(timedelta(hours=9)))
+    with db.transaction() as session:
+        session.execute(stamps.insert(), [{"id": 1, "at": in_tokyo}, {"id": 2, "at": None}])
+    with db.engine.connect() as conn:
+        read = dict(conn.execute(sa.select(stamps.c.id, stamps.c.at)).all())
+        latest = conn.execute(sa.select(sa.func.max(stamps.c.at))).scalar_one()
+    assert read[1] == in_tokyo and read[1].tzinfo is not None and read[1].utcoffset() == timedelta(0)
+    assert read[1] == datetime(2026, 12, 3, 0, 30, tzinfo=UTC)
+    assert read[2] is None
+    # An aggregate keeps the column's type, so it is read back in UTC too.
+    assert latest == in_tokyo and latest.utcoffset() == timedelta(0)
+    metadata.drop_all(db.engine)
+    db.dispose()
+
+
+@dataclass(frozen=True)
+class _Widget:
+    id: int
+    name: str
+    colour: str | None
+
+
+def test_from_row_copies_the_columns_named_like_the_fields_and_takes_the_converted_ones(
+    database_url: str,
+) -> None:
+    migrate(database_url, MIGRATIONS)
+    db = Database(database_url)
+    with db.transaction() as session:
+        session.execute(sa.text("INSERT INTO widget (id, name, colour) VALUES (7, 'cog', 'red')"))
+        row = session.execute(sa.text("SELECT id, name, colour FROM widget")).one()
+        assert from_row(_Widget, row) == _Widget(7, "cog", "red")
+        assert from_row(_Widget, row, colour=row.colour.upper()) == _Widget(7, "cog", "RED")
+        narrow = session.execute(sa.text("SELECT id, name FROM widget")).one()
+        # A field with neither a column nor a converted value is an error, not a silent default.
+        with pytest.raises(KeyError, match="colour"):
+            from_row(_Widget, narrow)
     db.dispose()
 
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from pm.analytics.adapters.store import SqlUnitOfWork
 from pm.analytics.adapters.tables import dead_letter
 from pm.analytics.domain.broker import ParkedMessage
-from pm.common.db import Database, unavailable_as_store_unavailable, utc
+from pm.common.db import Database, from_row, unavailable_as_store_unavailable
 
 
 class SqlDeadLetterUnitOfWork(SqlUnitOfWork):
@@ -54,13 +54,4 @@ class SqlDeadLetterReader:
 
 
 def _parked(row: Any) -> ParkedMessage:
-    return ParkedMessage(
-        id=int(row.id),
-        topic=row.topic,
-        partition=int(row.partition),
-        offset=int(row.offset),
-        key=row.key,
-        payload=row.payload,
-        error=row.error,
-        parked_at=utc(row.parked_at),
-    )
+    return from_row(ParkedMessage, row, id=int(row.id), partition=int(row.partition), offset=int(row.offset))

@@ -18,7 +18,7 @@ from pm.analytics.adapters.tables import (
 )
 from pm.analytics.domain.model import EventType, PatientEvent, Summary, Tally
 from pm.analytics.service_layer.services import DeadLetter, RawMessage
-from pm.common.db import Database, UnitOfWork, dialect_insert, utc
+from pm.common.db import Database, UnitOfWork, dialect_insert, from_row
 
 # What a stored event's name and email become when the patient is purged.
 ERASED = ""
@@ -163,7 +163,7 @@ class SqlAnalyticsReader:
             patients_updated=row.patients_updated,
             patients_deleted=row.patients_deleted,
             registrations_per_month=[(month, count) for month, count in months],
-            last_event_at=utc(row.last_event_at),
+            last_event_at=row.last_event_at,
         )
 
     def recent_events(self, limit: int) -> list[PatientEvent]:
@@ -174,19 +174,7 @@ class SqlAnalyticsReader:
         )
         with UnitOfWork(self.database) as uow:
             rows = uow.session.execute(query).all()
-        return [
-            PatientEvent(
-                event_id=row.event_id,
-                event_type=EventType(row.event_type),
-                patient_id=row.patient_id,
-                name=row.name,
-                email=row.email,
-                actor=row.actor,
-                occurred_at=utc(row.occurred_at),
-                registered_date=row.registered_date,
-            )
-            for row in rows
-        ]
+        return [from_row(PatientEvent, row, event_type=EventType(row.event_type)) for row in rows]
 
 
 class SqlUnitOfWork(UnitOfWork):

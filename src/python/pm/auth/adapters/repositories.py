@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -16,18 +17,11 @@ from pm.auth.domain.model import DuplicateEmail, Role, Session, User
 from pm.auth.domain.throttle import ACCOUNT, Key, account_prefix
 from pm.auth.service_layer.ports import FailureLog, Revocation, SessionStore, UnitOfWork, UserRepository
 from pm.common import db
-from pm.common.db import utc
+from pm.common.db import from_row
 
 
 def _user(row: Any) -> User:
-    return User(
-        id=row.id,
-        email=row.email,
-        password_hash=row.password,
-        role=Role(row.role),
-        created_at=utc(row.created_at),
-        disabled=bool(row.disabled),
-    )
+    return from_row(User, row, password_hash=row.password, role=Role(row.role), disabled=bool(row.disabled))
 
 
 class SqlUserRepository(UserRepository):
@@ -81,15 +75,7 @@ class SqlUserRepository(UserRepository):
 
 
 def _session(row: Any) -> Session:
-    return Session(
-        id=row.id,
-        user_id=row.user_id,
-        refresh_token_hash=row.refresh_token_hash,
-        created_at=utc(row.created_at),
-        expires_at=utc(row.expires_at),
-        access_expires_at=utc(row.access_expires_at),
-        revoked_at=utc(row.revoked_at),
-    )
+    return from_row(Session, row)
 
 
 class SqlSessionStore(SessionStore):
@@ -97,16 +83,7 @@ class SqlSessionStore(SessionStore):
         self.session = session
 
     def add(self, session: Session) -> None:
-        self.session.execute(
-            sessions.insert().values(
-                id=session.id,
-                user_id=session.user_id,
-                refresh_token_hash=session.refresh_token_hash,
-                created_at=session.created_at,
-                expires_at=session.expires_at,
-                access_expires_at=session.access_expires_at,
-            )
-        )
+        self.session.execute(sessions.insert().values(**asdict(session)))
 
     def by_refresh_hash(self, token_hash: str) -> Session | None:
         # FOR UPDATE: of two refreshes with one token, the second waits, then no longer finds it current
@@ -178,7 +155,7 @@ class SqlSessionStore(SessionStore):
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = int(rows[-1].id) if rows else after
-        found = [Revocation(int(row.id), row.session_id, utc(row.until)) for row in rows]
+        found = [Revocation(int(row.id), row.session_id, row.until) for row in rows]
         return [entry for entry in found if entry.until > now], cursor, more
 
     def prune(self, now: datetime) -> None:
@@ -234,7 +211,7 @@ class SqlFailureLog(FailureLog):
         if not include_pending:
             query = query.where(login_failures.c.pending.is_(False))
         count, latest = self.session.execute(query).one()
-        return int(count), utc(latest)
+        return int(count), latest
 
     def clear(self, key: Key) -> None:
         self.session.execute(

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from pm.billing.adapters.tables import billing_account
 from pm.billing.domain.model import ERASED, BillingAccount
-from pm.common.db import UnitOfWork, dialect_insert, utc
+from pm.common.db import UnitOfWork, dialect_insert
 
 
 @functools.cache
@@ -65,7 +65,7 @@ class SqlAccountRepository:
 
 
 def _account(row: Any) -> BillingAccount:
-    return BillingAccount(**{**row, "created_at": utc(row["created_at"]), "erased_at": utc(row["erased_at"])})
+    return BillingAccount(**row)
 
 
 class SqlUnitOfWork(UnitOfWork):

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from pm.common.db import utc
+from pm.common.db import UtcDateTime, from_row
 from pm.patient.adapters import tables
 from pm.patient.domain.audit import (
     AuditEntry,
@@ -49,18 +49,7 @@ def _now() -> datetime:
 
 
 def _entry(row: Any) -> AuditEntry:
-    return AuditEntry(
-        at=utc(row.at),
-        action=row.action,
-        status=row.status,
-        actor=row.actor,
-        role=row.role,
-        patient_id=row.patient_id,
-        request_id=row.request_id,
-        trace_id=row.trace_id,
-        client=row.client,
-        detail=json.loads(row.detail) if row.detail else None,
-    )
+    return from_row(AuditEntry, row, detail=json.loads(row.detail) if row.detail else None)
 
 
 def _row(chained: ChainedEntry) -> dict[str, Any]:
@@ -84,7 +73,7 @@ _NEXT_SEQ = (
 )
 # PostgreSQL: the head's clock too, so that every entry is timed by the database's clock, as
 # `audit_append` times a single one.
-_NEXT_SEQ_TIMED = _NEXT_SEQ.returning(sa.func.clock_timestamp(type_=sa.DateTime(timezone=True)).label("now"))
+_NEXT_SEQ_TIMED = _NEXT_SEQ.returning(sa.func.clock_timestamp(type_=UtcDateTime()).label("now"))
 # Every column of an entry from `_row`, as `entry_<column>`; the head's new hash as `head_hash`.
 _INSERT_ENTRY = sa.insert(_e).values({c: sa.bindparam(f"entry_{c.name}", type_=c.type) for c in _e.c})
 _NEW_HEAD = (
@@ -102,7 +91,7 @@ _APPEND_ONE = (
     .bindparams(sa.bindparam("patient_id", type_=sa.Uuid))
     .columns(
         entry_seq=sa.BigInteger,
-        entry_at=sa.DateTime(timezone=True),
+        entry_at=UtcDateTime,
         entry_prev_hash=sa.LargeBinary,
         entry_hash=sa.LargeBinary,
     )
@@ -135,7 +124,7 @@ class SqlAuditLog:
                 _NEXT_SEQ_TIMED if postgres else _NEXT_SEQ, {"count": len(entries)}
             ).one()
             # Timed under the lock: the trail's order is its time order.
-            at = utc(head.now) if postgres else _now()
+            at = head.now if postgres else _now()
             seq, prev_hash = head.seq - len(entries) + 1, head.hash
             chained: list[ChainedEntry] = []
             for entry in entries:
@@ -155,7 +144,7 @@ class SqlAuditLog:
         del values["at"]
         row = self.session.execute(_APPEND_ONE, values).one()
         return ChainedEntry(
-            row.entry_seq, replace(entry, at=utc(row.entry_at)), row.entry_prev_hash, row.entry_hash
+            row.entry_seq, replace(entry, at=row.entry_at), row.entry_prev_hash, row.entry_hash
         )
 
     def find(self, query: AuditQuery) -> AuditPage:

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from pm.common.db import row_by_id, utc
+from pm.common.db import from_row, row_by_id
 from pm.patient.adapters import tables
 from pm.patient.adapters.records import patient_of, record_values
 from pm.patient.domain.model import ChangeType, PatientVersion, Tombstone
@@ -22,11 +22,9 @@ PERSONAL_COLUMNS = ("name", "email", "address", "date_of_birth")
 
 
 def _version(row: Any) -> PatientVersion:
-    return PatientVersion(
-        patient_id=row.patient_id,
-        version=row.version,
-        changed_at=utc(row.changed_at),
-        actor=row.actor,
+    return from_row(
+        PatientVersion,
+        row,
         change_type=ChangeType(row.change_type),
         patient=patient_of(row, row.patient_id) if row.name is not None else None,
     )
@@ -84,12 +82,7 @@ class SqlVersionRepository:
 
 
 def _tombstone(row: Any) -> Tombstone:
-    return Tombstone(
-        patient_id=row.id,
-        deleted_at=utc(row.deleted_at),
-        version=row.version,
-        purged_at=utc(row.purged_at),
-    )
+    return from_row(Tombstone, row, patient_id=row.id)
 
 
 class SqlTombstoneRepository:

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -232,11 +232,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--endpoint-url",
         help="AWS API endpoint (e.g. LocalStack http://localhost:4566); default: an embedded emulator",
     )
-    parser.add_argument("--region", default="us-east-1")
-    parser.add_argument("--stack-name", default="pm")
-    parser.add_argument("--image-prefix", default="pm-", help="image repository prefix (<prefix><service>)")
-    parser.add_argument("--image-tag", default="latest")
-    parser.add_argument("--desired-count", type=int, default=1)
+    parser.add_argument("--region", default=Options.region)
+    parser.add_argument("--stack-name", default=Options.stack_name)
+    parser.add_argument(
+        "--image-prefix", default=Options.image_prefix, help="image repository prefix (<prefix><service>)"
+    )
+    parser.add_argument("--image-tag", default=Options.image_tag)
+    parser.add_argument("--desired-count", type=int, default=Options.desired_count)
     parser.add_argument(
         "--jwt-key-secret-arn", help="existing secret with auth's PEM key (default: create one)"
     )
@@ -245,7 +247,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ACM certificate of the HTTPS listener (default: import a self-signed one, for tests)",
     )
     parser.add_argument("--kafka-bootstrap-servers", help="skip the MSK broker lookup and use these (TLS)")
-    parser.add_argument("--timeout-minutes", type=float, default=90.0)
+    parser.add_argument("--timeout-minutes", type=float, default=Options.timeout_seconds / 60)
     parser.add_argument(
         "--keep-running",
         action="store_true",
@@ -257,17 +259,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     embedded = args.endpoint_url is None
+    # Each option of the same name as an argument comes from it (the arguments' defaults are the options').
+    given = {field.name: getattr(args, field.name) for field in fields(Options) if hasattr(args, field.name)}
     options = Options(
-        stack_name=args.stack_name,
-        region=args.region,
-        image_prefix=args.image_prefix,
-        image_tag=args.image_tag,
-        desired_count=args.desired_count,
-        jwt_key_secret_arn=args.jwt_key_secret_arn,
-        kafka_bootstrap_servers=args.kafka_bootstrap_servers,
-        certificate_arn=args.certificate_arn,
-        poll_seconds=0.5 if embedded else 15.0,
-        timeout_seconds=args.timeout_minutes * 60,
+        **given, poll_seconds=0.5 if embedded else 15.0, timeout_seconds=args.timeout_minutes * 60
     )
     try:
         if embedded:

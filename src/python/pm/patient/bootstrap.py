@@ -76,8 +76,8 @@ def bootstrap(
         database,
         relay_settings
         or RelaySettings(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            topic=settings.patient_topic,
+            settings.kafka_bootstrap_servers,
+            settings.patient_topic,
             batch_size=settings.outbox_batch_size,
             max_backoff_seconds=settings.outbox_max_backoff_seconds,
             retention_seconds=settings.outbox_retention_seconds,

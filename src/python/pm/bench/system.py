@@ -15,7 +15,7 @@ import psutil
 import sqlalchemy as sa
 
 from pm.bench import nginx
-from pm.common.broker import die_with_parent, free_port
+from pm.common.broker import die_with_parent, free_port, free_ports
 from pm.common.pgadmin import create_database, drop_database
 from pm.devstack.up import DEMO_LOGIN, SERVICES, Settings, Stack
 
@@ -61,15 +61,16 @@ class System:
             url = create_database(self.admin_url, f"pm_bench_{name}_{suffix}")
             self.databases[name] = url
             os.environ[f"PM_{name.upper()}_DATABASE_URL"] = url
-        ports = {spec.port_var: free_port() for spec in SERVICES}
-        ports["PM_BILLING_GRPC_PORT"] = free_port()
+        *chosen, grpc_port, kafka_port = free_ports(len(SERVICES) + 2)
+        ports = {spec.port_var: port for spec, port in zip(SERVICES, chosen, strict=True)}
+        ports["PM_BILLING_GRPC_PORT"] = grpc_port
         self.ports = ports
         settings = Settings(
             host="127.0.0.1",
             data_dir=self.workdir / "data",
             ports=ports,
             kafka_bootstrap=None,
-            kafka_port=free_port(),
+            kafka_port=kafka_port,
             ready_timeout=120.0,
         )
         self.stack = QuietStack(settings, self.log_path)
@@ -128,8 +129,7 @@ class System:
     def _start_nginx(self) -> None:
         directory = self.workdir / "nginx"
         directory.mkdir()
-        self.ports["nginx_auth"] = free_port()
-        self.ports["nginx_plain"] = free_port()
+        self.ports["nginx_auth"], self.ports["nginx_plain"] = free_ports(2)
         (directory / "nginx.conf").write_text(
             nginx.render(
                 directory,

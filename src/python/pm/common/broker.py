@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
 from typing import IO
@@ -19,9 +20,17 @@ _PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different free ports. Each socket stays bound until all are chosen: ports taken one at a
+    time can repeat, as the kernel may hand a port it just gave out, and released, to the next bind."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:

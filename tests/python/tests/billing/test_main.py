@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import inspect
 
 from pm.billing.main import main
-from pm.common.broker import free_port, wait_for_port
+from pm.common.broker import free_port, free_ports, wait_for_port
 from pm.common.db import Database
 from pm.proto.billing.v1 import billing_pb2, billing_pb2_grpc
 
@@ -89,7 +89,7 @@ def test_unreachable_database_stops_migrate_with_one_line(monkeypatch, capsys) -
 
 
 def test_serves_grpc_and_http_then_stops_within_10s_on_sigterm(postgres_url: str) -> None:
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = free_ports(2)
     process = subprocess.Popen(
         [sys.executable, "-m", "pm.billing.main"],
         env=billing_env(postgres_url, PM_BILLING_PORT=str(http_port), PM_BILLING_GRPC_PORT=str(grpc_port)),

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from pm.common.broker import free_port
+from pm.common.broker import free_ports
 
 CHROMIUM = os.environ.get("PM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -77,7 +77,7 @@ def _die_with_the_tests() -> None:
 
 def _start_devstack(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     env = dict(os.environ)
-    env.update({name: str(free_port()) for name in PORT_VARIABLES})
+    env.update(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
     env.pop("PM_KAFKA_BOOTSTRAP_SERVERS", None)
     env.update(
         {

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pm.common.broker import free_port
+from pm.common.broker import free_ports
 from tests.support.databases import PostgresDatabases
 
 SERVICES_WITH_DATABASES = ("AUTH", "PATIENT", "BILLING", "ANALYTICS")
@@ -59,8 +59,7 @@ def start_system(databases: PostgresDatabases, data_dir: Path) -> RunningSystem:
     env = dict(os.environ)
     for name in SERVICES_WITH_DATABASES:
         env[f"PM_{name}_DATABASE_URL"] = databases.new(name.lower())
-    for var in PORT_VARS:
-        env[var] = str(free_port())
+    env.update(zip(PORT_VARS, map(str, free_ports(len(PORT_VARS))), strict=True))
     env.pop("PM_KAFKA_BOOTSTRAP_SERVERS", None)
     env["PM_DATA_DIR"] = str(data_dir)
     env["PM_AUTH_BCRYPT_ROUNDS"] = "6"

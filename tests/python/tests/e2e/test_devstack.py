@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from pm.common.broker import free_port
+from pm.common.broker import free_ports
 from tests.e2e.conftest import PORT_VARS
 
 pytestmark = pytest.mark.slow
@@ -23,8 +23,7 @@ pytestmark = pytest.mark.slow
 def devstack_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
     env.pop("PM_KAFKA_BOOTSTRAP_SERVERS", None)
-    for var in PORT_VARS:
-        env[var] = str(free_port())
+    env.update(zip(PORT_VARS, map(str, free_ports(len(PORT_VARS))), strict=True))
     env["PM_DATA_DIR"] = str(data_dir)
     env["PM_AUTH_BCRYPT_ROUNDS"] = "6"
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)

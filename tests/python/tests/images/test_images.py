@@ -23,7 +23,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pm.common.broker import free_port
+from pm.common.broker import free_port, free_ports
 from tests.support.databases import PostgresDatabases
 
 pytestmark = pytest.mark.slow
@@ -110,8 +110,8 @@ def wait_healthy(url: str, timeout: float = STARTUP_SECONDS) -> httpx.Response:
 @pytest.fixture(scope="module")
 def system(podman: Podman, kafka_bootstrap: str, postgres_databases: PostgresDatabases) -> Iterator[System]:
     tag = uuid.uuid4().hex[:6]
-    ports = {s: free_port() for s in SERVICES}
-    grpc_port = free_port()
+    *chosen, grpc_port = free_ports(len(SERVICES) + 1)
+    ports = dict(zip(SERVICES, chosen, strict=True))
     auth_url = f"http://127.0.0.1:{ports['auth']}"
     common = {
         "PM_LOG_LEVEL": "INFO",

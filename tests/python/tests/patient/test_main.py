@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 import pm.patient.main  # noqa: F401 - run as a child process; the import makes Pants ship it
-from pm.common.broker import free_port
+from pm.common.broker import free_port, free_ports
 from pm.common.config import Env
 from pm.common.db import Database
 from pm.patient.adapters.relay import pending_count
@@ -83,7 +83,7 @@ def test_seed_loads_the_15_original_patients_once(postgres_url: str) -> None:
 def test_serve_migrates_reports_health_and_stops_on_sigterm(
     tmp_path: Path, billing_server: BillingServer, kafka_bootstrap: str
 ) -> None:
-    port = free_port()
+    port, nowhere = free_ports(2)
     process = subprocess.Popen(
         [sys.executable, "-m", "pm.patient.main"],
         env=child_env(
@@ -92,7 +92,7 @@ def test_serve_migrates_reports_health_and_stops_on_sigterm(
             PM_BILLING_GRPC_TARGET=billing_server.target,
             PM_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
             PM_PATIENT_TOPIC=f"patient-main-{port}",
-            PM_JWKS_URL=f"http://127.0.0.1:{free_port()}/jwks.json",
+            PM_JWKS_URL=f"http://127.0.0.1:{nowhere}/jwks.json",
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pm.common.broker import free_port
+from pm.common.broker import free_ports
 
 
 def reserved_ports(count: int) -> list[int]:
@@ -16,7 +16,7 @@ def reserved_ports(count: int) -> list[int]:
     its restart). Otherwise any free ports."""
     base = os.environ.get("PM_TEST_PORT_BASE")
     if not base:
-        return [free_port() for _ in range(count)]
+        return free_ports(count)
     size = int(os.environ.get("PM_TEST_PORT_COUNT", "200"))
     slot = int(os.environ.get("PM_TEST_SLOT", "0"))
     candidates = [int(base) + (slot * 25 + i) % size for i in range(size)]

@@ -76,10 +76,42 @@ class Target:
     denominator: str
     minimum: float
 
+    def accepts(self, ratio: float) -> bool:
+        return ratio >= self.minimum
+
+    def describe(self) -> dict[str, object]:
+        return {"numerator": self.numerator, "denominator": self.denominator, "minimum": self.minimum}
+
+
+@dataclass(frozen=True)
+class CpuTarget:
+    """CPU per request of the `processes` named for the `numerator` variant <= `maximum` x that of the ones
+    named for the `denominator` variant, each measured while its own variant ran, in the same rounds.
+
+    For an edge whose throughput is bound by the service behind it (ours and nginx's both are), a
+    throughput ratio cannot show what the edge itself costs; the CPU it burns per request can."""
+
+    name: str
+    numerator: str
+    numerator_processes: tuple[str, ...]
+    denominator: str
+    denominator_processes: tuple[str, ...]
+    maximum: float
+
+    def accepts(self, ratio: float) -> bool:
+        return ratio <= self.maximum
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "numerator": f"{self.numerator}: {' + '.join(self.numerator_processes)} CPU per request",
+            "denominator": f"{self.denominator}: {' + '.join(self.denominator_processes)} CPU per request",
+            "maximum": self.maximum,
+        }
+
 
 @dataclass(frozen=True)
 class Verdict:
-    target: Target
+    target: Target | CpuTarget
     ratios: tuple[float, ...]
 
     @property
@@ -90,14 +122,12 @@ class Verdict:
 
     @property
     def met(self) -> bool:
-        return bool(self.ratios) and self.ratio >= self.target.minimum
+        return bool(self.ratios) and self.target.accepts(self.ratio)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "name": self.target.name,
-            "numerator": self.target.numerator,
-            "denominator": self.target.denominator,
-            "minimum": self.target.minimum,
+            **self.target.describe(),
             "ratio": round(self.ratio, 3),
             "round_ratios": [round(r, 3) for r in self.ratios],
             "met": self.met,
@@ -112,6 +142,36 @@ def evaluate(target: Target, rounds: Sequence[Mapping[str, WrkRun]]) -> Verdict:
         if top is None or bottom is None or bottom.rps <= 0 or top.errors or bottom.errors:
             continue
         ratios.append(top.rps / bottom.rps)
+    return Verdict(target, tuple(ratios))
+
+
+def cpu_ms_per_request(run: WrkRun, cpu_percent: Mapping[str, float], processes: Sequence[str]) -> float:
+    """CPU milliseconds the `processes` used per request answered: % of one core over the run / req/s."""
+    return sum(cpu_percent[name] for name in processes) * 10 / run.rps
+
+
+def evaluate_cpu(
+    target: CpuTarget,
+    rounds: Sequence[Mapping[str, WrkRun]],
+    cpu: Sequence[Mapping[str, Mapping[str, float]]],
+) -> Verdict:
+    """Ratio per round (`cpu[i][variant]` is the CPU sampled during round i's run of that variant, in % of
+    one core per process) in which both variants ran without errors, every process named was sampled (one
+    missing would count as free) and the denominator's processes used any CPU at all."""
+    ratios = []
+    for runs, used in zip(rounds, cpu, strict=True):
+        top, bottom = runs.get(target.numerator), runs.get(target.denominator)
+        if top is None or bottom is None or top.errors or bottom.errors or top.rps <= 0 or bottom.rps <= 0:
+            continue
+        sampled_top, sampled_bottom = used.get(target.numerator, {}), used.get(target.denominator, {})
+        if not all(name in sampled_top for name in target.numerator_processes) or not all(
+            name in sampled_bottom for name in target.denominator_processes
+        ):
+            continue
+        below = cpu_ms_per_request(bottom, used[target.denominator], target.denominator_processes)
+        if below <= 0:
+            continue
+        ratios.append(cpu_ms_per_request(top, used[target.numerator], target.numerator_processes) / below)
     return Verdict(target, tuple(ratios))
 
 

@@ -9,7 +9,18 @@ from pathlib import Path
 import pytest
 
 from pm.bench import nginx
-from pm.bench.results import Target, WrkOutputError, WrkRun, evaluate, parse_wrk, percentile, table
+from pm.bench.reads import EDGE_CPU_TARGET
+from pm.bench.results import (
+    CpuTarget,
+    Target,
+    WrkOutputError,
+    WrkRun,
+    evaluate,
+    evaluate_cpu,
+    parse_wrk,
+    percentile,
+    table,
+)
 
 WRK_OUTPUT = """\
 Running 3s test @ http://127.0.0.1:4004/api/patients/123e4567-e89b-12d3-a456-426614174000
@@ -72,6 +83,57 @@ def test_rounds_with_errors_or_a_missing_side_do_not_count() -> None:
     target = Target("t", "a", "b", 0.5)
     rounds = [{"a": run(900, errors=5), "b": run(100)}, {"a": run(900)}, {"a": run(100), "b": run(0)}]
     verdict = evaluate(target, rounds)
+    assert verdict.ratios == ()
+    assert not verdict.met
+
+
+def test_edge_cpu_target_compares_cpu_per_request_not_throughput() -> None:
+    # Both edges answer 300 req/s (the service behind them is the limit); the gateway burns 30 % of a
+    # core for it (1.0 ms a request), nginx 4 % and auth 30 % (1.13 ms a request).
+    rounds = [{"gateway": run(300), "nginx_auth": run(300)}]
+    cpu = [{"gateway": {"gateway": 30.0, "patient": 80.0}, "nginx_auth": {"nginx": 4.0, "auth": 30.0}}]
+    verdict = evaluate_cpu(EDGE_CPU_TARGET, rounds, cpu)
+    assert verdict.ratio == pytest.approx(30 / 34)
+    assert not verdict.met  # 0.88 > 0.8
+    figures = verdict.as_dict()
+    assert figures["maximum"] == 0.8
+    assert figures["numerator"] == "gateway: gateway CPU per request"
+    assert figures["denominator"] == "nginx_auth: nginx + auth CPU per request"
+
+
+def test_edge_cpu_target_is_met_at_or_under_its_maximum_and_uses_the_median_of_rounds() -> None:
+    target = CpuTarget("t", "a", ("a",), "b", ("b1", "b2"), 0.8)
+    rounds = [{"a": run(100), "b": run(200)}] * 3
+    cpu = [
+        {"a": {"a": 10.0}, "b": {"b1": 20.0, "b2": 20.0}},  # 1.0 ms against 2.0 ms: 0.5
+        {"a": {"a": 40.0}, "b": {"b1": 20.0, "b2": 20.0}},  # 2.0: a burst elsewhere during one run
+        {"a": {"a": 12.0}, "b": {"b1": 10.0, "b2": 10.0}},  # 1.2 ms against 1.0 ms: 1.2
+    ]
+    verdict = evaluate_cpu(target, rounds, cpu)
+    assert verdict.ratios == pytest.approx((0.5, 2.0, 1.2))
+    assert verdict.ratio == pytest.approx(1.2)
+    assert not verdict.met
+    assert evaluate_cpu(target, rounds[:1], cpu[:1]).met
+    assert evaluate_cpu(
+        target, [{"a": run(100), "b": run(100)}], [{"a": {"a": 8.0}, "b": {"b1": 10.0, "b2": 0.0}}]
+    ).met
+
+
+def test_edge_cpu_rounds_with_errors_an_unsampled_process_or_no_cpu_do_not_count() -> None:
+    target = CpuTarget("t", "a", ("a",), "b", ("b1", "b2"), 0.8)
+    rounds = [
+        {"a": run(100, errors=2), "b": run(100)},
+        {"a": run(100), "b": run(100)},
+        {"a": run(100), "b": run(100)},
+        {"a": run(100)},
+    ]
+    cpu = [
+        {"a": {"a": 1.0}, "b": {"b1": 5.0, "b2": 5.0}},
+        {"a": {"a": 1.0}, "b": {"b1": 5.0}},  # b2 not sampled: it would count as free
+        {"a": {"a": 1.0}, "b": {"b1": 0.0, "b2": 0.0}},
+        {"a": {"a": 1.0}},
+    ]
+    verdict = evaluate_cpu(target, rounds, cpu)
     assert verdict.ratios == ()
     assert not verdict.met
 

@@ -134,19 +134,32 @@ class Verdict:
         }
 
 
+def _both_ran(runs: Mapping[str, WrkRun], numerator: str, denominator: str) -> tuple[WrkRun, WrkRun] | None:
+    """The round's runs of the two variants a target compares, when both ran without errors."""
+    top, bottom = runs.get(numerator), runs.get(denominator)
+    if top is None or bottom is None or top.errors or bottom.errors:
+        return None
+    return top, bottom
+
+
 def evaluate(target: Target, rounds: Sequence[Mapping[str, WrkRun]]) -> Verdict:
     """Ratio per round in which both sides ran without errors and the denominator did any work."""
     ratios = []
     for runs in rounds:
-        top, bottom = runs.get(target.numerator), runs.get(target.denominator)
-        if top is None or bottom is None or bottom.rps <= 0 or top.errors or bottom.errors:
+        pair = _both_ran(runs, target.numerator, target.denominator)
+        if pair is None or pair[1].rps <= 0:
             continue
-        ratios.append(top.rps / bottom.rps)
+        ratios.append(pair[0].rps / pair[1].rps)
     return Verdict(target, tuple(ratios))
 
 
-def cpu_ms_per_request(run: WrkRun, cpu_percent: Mapping[str, float], processes: Sequence[str]) -> float:
-    """CPU milliseconds the `processes` used per request answered: % of one core over the run / req/s."""
+def cpu_ms_per_request(
+    run: WrkRun, cpu_percent: Mapping[str, float], processes: Sequence[str]
+) -> float | None:
+    """CPU milliseconds the `processes` used per request answered (% of one core over the run / req/s);
+    None when one of them was not sampled (it would count as free) or nothing was answered."""
+    if run.rps <= 0 or any(name not in cpu_percent for name in processes):
+        return None
     return sum(cpu_percent[name] for name in processes) * 10 / run.rps
 
 
@@ -160,18 +173,14 @@ def evaluate_cpu(
     missing would count as free) and the denominator's processes used any CPU at all."""
     ratios = []
     for runs, used in zip(rounds, cpu, strict=True):
-        top, bottom = runs.get(target.numerator), runs.get(target.denominator)
-        if top is None or bottom is None or top.errors or bottom.errors or top.rps <= 0 or bottom.rps <= 0:
+        pair = _both_ran(runs, target.numerator, target.denominator)
+        if pair is None:
             continue
-        sampled_top, sampled_bottom = used.get(target.numerator, {}), used.get(target.denominator, {})
-        if not all(name in sampled_top for name in target.numerator_processes) or not all(
-            name in sampled_bottom for name in target.denominator_processes
-        ):
+        above = cpu_ms_per_request(pair[0], used.get(target.numerator, {}), target.numerator_processes)
+        below = cpu_ms_per_request(pair[1], used.get(target.denominator, {}), target.denominator_processes)
+        if above is None or below is None or below <= 0:
             continue
-        below = cpu_ms_per_request(bottom, used[target.denominator], target.denominator_processes)
-        if below <= 0:
-            continue
-        ratios.append(cpu_ms_per_request(top, used[target.numerator], target.numerator_processes) / below)
+        ratios.append(above / below)
     return Verdict(target, tuple(ratios))
 
 
